@@ -1,0 +1,188 @@
+// The Backoff policy: how long to wait before retry number n. It never decides whether to retry.
+// Pure formulas (given a uniform draw) plus a stateful policy that owns its random stream.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "failover/error.hpp"
+
+namespace failover {
+
+// The jitter kinds of the 2015 "Exponential Backoff And Jitter" analysis (v = capped exponential):
+//   none: v;  full: U(0, v);  equal: v/2 + U(0, v/2);  decorrelated: min(cap, U(base, 3*previous)).
+enum class jitter : std::uint8_t { none, full, equal, decorrelated };
+
+constexpr std::string_view to_string(jitter j) noexcept {
+  switch (j) {
+    case jitter::none: return "none";
+    case jitter::full: return "full";
+    case jitter::equal: return "equal";
+    case jitter::decorrelated: return "decorrelated";
+  }
+  return "none";
+}
+
+struct backoff_options {
+  duration base = std::chrono::seconds(1);
+  double multiplier = 2.0;
+  duration cap = std::chrono::seconds(30);
+  failover::jitter jitter = jitter::full;
+
+  // Throws std::invalid_argument naming the first bad parameter.
+  void validate() const {
+    if (base <= duration::zero())
+      throw std::invalid_argument("failover::backoff_options: base must be > 0");
+    if (cap < base)
+      throw std::invalid_argument("failover::backoff_options: cap must be >= base");
+    if (!std::isfinite(multiplier))
+      throw std::invalid_argument("failover::backoff_options: multiplier must be finite");
+    if (multiplier < 1.0)
+      throw std::invalid_argument("failover::backoff_options: multiplier must be >= 1");
+  }
+};
+
+namespace detail {
+
+inline duration to_duration(double seconds) noexcept {
+  constexpr double max_s = 9.0e9;  // ~285 years: inside nanoseconds' range
+  if (!(seconds > 0.0)) return duration::zero();  // also catches NaN
+  if (seconds >= max_s) return std::chrono::duration_cast<duration>(std::chrono::seconds(9'000'000'000));
+  return duration(static_cast<std::int64_t>(seconds * 1e9));
+}
+
+inline double to_seconds(duration d) noexcept { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace detail
+
+// The capped exponential for retry number `attempt` (1 = the first retry): min(cap, base *
+// multiplier^(attempt-1)). Computed in log space, so attempt 1'000'000 neither overflows nor NaNs.
+inline duration exponential_delay(const backoff_options& o, int attempt) noexcept {
+  const double base = detail::to_seconds(o.base);
+  const double cap = detail::to_seconds(o.cap);
+  const int n = std::max(attempt, 1) - 1;
+  if (o.multiplier <= 1.0 || n == 0) return std::min(o.base, o.cap);
+  const double log_growth = static_cast<double>(n) * std::log(o.multiplier);
+  if (log_growth >= std::log(cap / base)) return o.cap;
+  return std::min(o.cap, detail::to_duration(base * std::exp(log_growth)));
+}
+
+// The jittered delay, pure: `u` is a uniform draw in [0, 1) and `previous` the last delay this
+// policy produced (decorrelated jitter only; pass zero before the first).
+inline duration jittered_delay(const backoff_options& o, int attempt, duration previous,
+                               double u) noexcept {
+  u = std::clamp(std::isfinite(u) ? u : 0.0, 0.0, 1.0);
+  switch (o.jitter) {
+    case jitter::none:
+      return exponential_delay(o, attempt);
+    case jitter::full:
+      return detail::to_duration(u * detail::to_seconds(exponential_delay(o, attempt)));
+    case jitter::equal: {
+      const double v = detail::to_seconds(exponential_delay(o, attempt));
+      return detail::to_duration(v / 2 + u * v / 2);
+    }
+    case jitter::decorrelated: {
+      const double base = detail::to_seconds(o.base);
+      const double prev = previous > duration::zero() ? detail::to_seconds(previous) : base;
+      const double hi = std::max(base, 3.0 * prev);
+      return std::min(o.cap, detail::to_duration(base + u * (hi - base)));
+    }
+  }
+  return exponential_delay(o, attempt);
+}
+
+namespace detail {
+
+// splitmix64: a tiny, fast, well-mixed generator; the default stream and the seed deriver.
+class splitmix64 {
+ public:
+  using result_type = std::uint64_t;
+  explicit splitmix64(std::uint64_t seed = 0) noexcept : state_(seed) {}
+  static constexpr result_type min() noexcept { return 0; }
+  static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
+  result_type operator()() noexcept { return mix(state_ += 0x9e3779b97f4a7c15ULL); }
+  static constexpr std::uint64_t mix(std::uint64_t z) noexcept {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+inline std::uint64_t fresh_seed() {
+  static std::atomic<std::uint64_t> counter{[] {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }()};
+  return splitmix64::mix(counter.fetch_add(0x9e3779b97f4a7c15ULL, std::memory_order_relaxed));
+}
+
+template <class Generator>
+double uniform01(Generator& g) {
+  return std::generate_canonical<double, std::numeric_limits<double>::digits>(g);
+}
+
+}  // namespace detail
+
+// The default Backoff policy: capped exponential with jitter (full by default).
+//
+// A Backoff policy is a copyable type with `duration next(int attempt)` (attempt 1 = the wait
+// before the first retry). Each call of a retrier or chain works on its own copy, and a copy starts
+// fresh: no previous delay, and its own random stream derived from the original's seed, so two
+// requests never share a sequence and a fixed seed still reproduces every stream.
+template <class Generator = detail::splitmix64>
+class exponential_backoff {
+ public:
+  using generator_type = Generator;
+
+  explicit exponential_backoff(backoff_options options = {})
+      : exponential_backoff(options, detail::fresh_seed()) {}
+  exponential_backoff(backoff_options options, std::uint64_t seed)
+      : options_((options.validate(), options)), seed_(seed), generator_(seed) {}
+
+  exponential_backoff(const exponential_backoff& other)
+      : options_(other.options_), seed_(other.derive()), generator_(seed_) {}
+  exponential_backoff& operator=(const exponential_backoff& other) {
+    if (this != &other) {
+      options_ = other.options_;
+      seed_ = other.derive();
+      generator_ = Generator(seed_);
+      previous_ = duration::zero();
+      copies_.store(0, std::memory_order_relaxed);
+    }
+    return *this;
+  }
+
+  duration next(int attempt) {
+    const double u = options_.jitter == jitter::none ? 0.0 : detail::uniform01(generator_);
+    previous_ = jittered_delay(options_, attempt, previous_, u);
+    return previous_;
+  }
+
+  const backoff_options& options() const noexcept { return options_; }
+  std::uint64_t seed() const noexcept { return seed_; }
+
+ private:
+  std::uint64_t derive() const noexcept {
+    const auto n = copies_.fetch_add(1, std::memory_order_relaxed) + 1;
+    return detail::splitmix64::mix(seed_ ^ detail::splitmix64::mix(n));
+  }
+
+  backoff_options options_;
+  std::uint64_t seed_;
+  Generator generator_;
+  duration previous_ = duration::zero();
+  mutable std::atomic<std::uint64_t> copies_{0};
+};
+
+}  // namespace failover

@@ -1,0 +1,35 @@
+// What each attempt is told (model, attempt number, time left, cancellation) and what each call may
+// set (its own deadline and cancel token).
+#pragma once
+
+#include <algorithm>
+#include <optional>
+#include <string_view>
+
+#include "failover/clock.hpp"
+#include "failover/error.hpp"
+
+namespace failover {
+
+// Passed to the user callable for each attempt.
+struct attempt_context {
+  std::string_view model;              // the chain entry's name
+  int attempt = 1;                     // on this model, from 1
+  int total_attempt = 1;               // in this call, from 1
+  std::optional<duration> remaining;   // time left before the call's deadline (none = no deadline)
+  const cancel_token* cancel = nullptr;
+
+  // A timeout for this attempt's own I/O: `wanted`, shrunk so it never runs past the deadline.
+  duration timeout(duration wanted) const noexcept {
+    return remaining ? std::min(wanted, std::max(*remaining, duration::zero())) : wanted;
+  }
+  bool cancelled() const noexcept { return cancel && cancel->cancelled(); }
+};
+
+// Per-call settings.
+struct call_options {
+  std::optional<duration> deadline;  // the earlier of this and the chain's deadline applies
+  cancel_token token;                // checked before each attempt and during each wait
+};
+
+}  // namespace failover

@@ -1,0 +1,228 @@
+// The decision core: pure functions that say what happens after a failed attempt (retry after a
+// wait, or stop and why) and which chain entry comes next. No clock, no sleep, no I/O, no threads:
+// every input is an argument, so the blocking driver, tests and simulations share one set of rules.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+
+#include "failover/error.hpp"
+
+namespace failover {
+
+// Why a model (or the whole call) stopped.
+enum class stop_reason : std::uint8_t {
+  none,                      // not stopped: retried, or succeeded
+  succeeded,
+  permanent_error,           // the classifier said a retry cannot help
+  attempts_exhausted,        // retry_options::max_attempts reached on this model
+  read_timeouts_exhausted,   // retry_options::max_read_timeout_retries used up
+  server_wait_too_long,      // the server asked for more than retry_options::max_server_wait
+  deadline,                  // no time left, or the next wait would cross the deadline
+  cancelled,                 // the cancel token fired
+  total_attempts_exhausted,  // chain_options::max_total_attempts reached
+  hop_limit,                 // chain_options::max_hops models tried
+  no_fallback,               // no later entry accepts this failure
+  bad_request,               // a malformed request ends the chain (unless opted in)
+};
+
+constexpr std::string_view to_string(stop_reason r) noexcept {
+  switch (r) {
+    case stop_reason::none: return "none";
+    case stop_reason::succeeded: return "succeeded";
+    case stop_reason::permanent_error: return "permanent error";
+    case stop_reason::attempts_exhausted: return "attempts exhausted";
+    case stop_reason::read_timeouts_exhausted: return "read-timeout retries exhausted";
+    case stop_reason::server_wait_too_long: return "server wait too long";
+    case stop_reason::deadline: return "deadline";
+    case stop_reason::cancelled: return "cancelled";
+    case stop_reason::total_attempts_exhausted: return "total attempts exhausted";
+    case stop_reason::hop_limit: return "hop limit";
+    case stop_reason::no_fallback: return "no fallback accepts this failure";
+    case stop_reason::bad_request: return "bad request ends the chain";
+  }
+  return "none";
+}
+
+// Why a wait was as long as it was.
+enum class wait_reason : std::uint8_t { none, backoff, server };
+
+constexpr std::string_view to_string(wait_reason r) noexcept {
+  switch (r) {
+    case wait_reason::none: return "none";
+    case wait_reason::backoff: return "backoff";
+    case wait_reason::server: return "server";
+  }
+  return "none";
+}
+
+// Which failures a chain entry takes over from an earlier model.
+enum class role : std::uint8_t {
+  standard,        // after any failure, except content-policy refusals (and bad requests)
+  context_window,  // only after a context_window failure
+  content_policy,  // only after a content_policy refusal; opt-in, always reported
+};
+
+constexpr std::string_view to_string(role r) noexcept {
+  switch (r) {
+    case role::standard: return "standard";
+    case role::context_window: return "context-window";
+    case role::content_policy: return "content-policy";
+  }
+  return "standard";
+}
+
+// Stop rules for one model.
+struct retry_options {
+  int max_attempts = 5;                  // attempts in all on this model, the first included
+  int max_read_timeout_retries = 1;      // a read timeout may mean the model is still working
+  duration max_server_wait = std::chrono::seconds(60);  // longer server waits: fall back now
+
+  void validate() const {
+    if (max_attempts < 1)
+      throw std::invalid_argument("failover::retry_options: max_attempts must be >= 1");
+    if (max_read_timeout_retries < 0)
+      throw std::invalid_argument(
+          "failover::retry_options: max_read_timeout_retries must be >= 0");
+    if (max_server_wait < duration::zero())
+      throw std::invalid_argument("failover::retry_options: max_server_wait must be >= 0");
+  }
+};
+
+// Bounds for a whole call through a chain.
+struct chain_options {
+  int max_hops = 5;                 // models tried in one call, the first included
+  int max_total_attempts = 10;      // attempts across all models, so nested retries cannot multiply
+  std::optional<duration> deadline; // for the whole call, waits included; none = no deadline
+  bool fallback_on_bad_request = false;      // a 400/422 normally fails everywhere: stop
+  bool context_window_to_standard = true;    // with no context-window entry left, try standard ones
+
+  void validate() const {
+    if (max_hops < 1) throw std::invalid_argument("failover::chain_options: max_hops must be >= 1");
+    if (max_total_attempts < 1)
+      throw std::invalid_argument("failover::chain_options: max_total_attempts must be >= 1");
+    if (deadline && *deadline <= duration::zero())
+      throw std::invalid_argument("failover::chain_options: deadline must be > 0");
+  }
+};
+
+// What the attempts so far on one model (and in the whole call) add up to.
+struct retry_counters {
+  int attempts = 0;       // on this model, the failed one included
+  int read_timeouts = 0;  // read timeouts on this model, the failed one included
+  int total_attempts = 0; // in the whole call
+};
+
+struct retry_decision {
+  bool retry = false;
+  duration wait = duration::zero();
+  wait_reason reason = wait_reason::none;
+  stop_reason stop = stop_reason::none;
+};
+
+// After a failed attempt: retry (and after how long) or stop (and why).
+//  - `backoff_delay` is what the Backoff policy drew for this retry; it is only a wait, never a
+//    verdict. When the server asked for a wait S, the wait is S + backoff_delay: S is a floor, and
+//    the jittered part keeps clients that were told the same S from returning in the same instant.
+//  - `remaining` is the time left before the call's deadline (none = no deadline).
+constexpr retry_decision decide_retry(const retry_options& o, int max_total_attempts,
+                                      const error& e, const retry_counters& c,
+                                      duration backoff_delay,
+                                      std::optional<duration> remaining) noexcept {
+  retry_decision d;
+  if (e.kind == error_kind::cancelled) {
+    d.stop = stop_reason::cancelled;
+  } else if (e.kind == error_kind::deadline_exceeded) {
+    d.stop = stop_reason::deadline;
+  } else if (!e.transient) {
+    d.stop = stop_reason::permanent_error;
+  } else if (c.total_attempts >= max_total_attempts) {
+    d.stop = stop_reason::total_attempts_exhausted;
+  } else if (c.attempts >= o.max_attempts) {
+    d.stop = stop_reason::attempts_exhausted;
+  } else if (e.kind == error_kind::read_timeout && c.read_timeouts > o.max_read_timeout_retries) {
+    d.stop = stop_reason::read_timeouts_exhausted;
+  } else if (e.retry_after && *e.retry_after > o.max_server_wait) {
+    d.stop = stop_reason::server_wait_too_long;
+  } else {
+    const duration jitter_part = backoff_delay < duration::zero() ? duration::zero() : backoff_delay;
+    d.wait = e.retry_after ? *e.retry_after + jitter_part : jitter_part;
+    d.reason = e.retry_after ? wait_reason::server : wait_reason::backoff;
+    if (remaining && d.wait >= *remaining) {
+      d.stop = stop_reason::deadline;
+      d.wait = duration::zero();
+      d.reason = wait_reason::none;
+    } else {
+      d.retry = true;
+    }
+  }
+  return d;
+}
+
+// Does an entry with role `r` take over after failure kind `k`?
+constexpr bool accepts(role r, error_kind k, const chain_options& o) noexcept {
+  switch (k) {
+    case error_kind::content_policy:
+      return r == role::content_policy;
+    case error_kind::context_window:
+      return r == role::context_window || (o.context_window_to_standard && r == role::standard);
+    default:
+      return r == role::standard;
+  }
+}
+
+struct walk_decision {
+  std::optional<std::size_t> next;      // the entry to try next
+  stop_reason stop = stop_reason::none; // why the call ends, when there is no next
+};
+
+// After model `current` gave up with `last` (its retries ended for `why`): the next entry, or the
+// end of the call. The walk only goes forward; a context_window failure prefers a context-window
+// entry over an earlier standard one.
+template <class Roles>
+constexpr walk_decision next_entry(const Roles& roles, std::size_t current, const error& last,
+                                   stop_reason why, int models_tried,
+                                   const chain_options& o) noexcept {
+  walk_decision w;
+  if (why == stop_reason::cancelled || why == stop_reason::deadline ||
+      why == stop_reason::total_attempts_exhausted) {
+    w.stop = why;
+    return w;
+  }
+  if (last.kind == error_kind::bad_request && !o.fallback_on_bad_request) {
+    w.stop = stop_reason::bad_request;
+    return w;
+  }
+  const std::size_t n = std::size(roles);
+  std::optional<std::size_t> found;
+  if (last.kind == error_kind::context_window) {
+    for (std::size_t i = current + 1; i < n && !found; ++i)
+      if (roles[i] == role::context_window) found = i;
+  }
+  for (std::size_t i = current + 1; i < n && !found; ++i)
+    if (accepts(roles[i], last.kind, o)) found = i;
+  if (!found) {
+    w.stop = stop_reason::no_fallback;
+    return w;
+  }
+  if (models_tried >= o.max_hops) {
+    w.stop = stop_reason::hop_limit;
+    return w;
+  }
+  w.next = found;
+  return w;
+}
+
+// The first entry a call tries: the first standard one.
+template <class Roles>
+constexpr std::optional<std::size_t> first_entry(const Roles& roles) noexcept {
+  for (std::size_t i = 0; i < std::size(roles); ++i)
+    if (roles[i] == role::standard) return i;
+  return std::nullopt;
+}
+
+}  // namespace failover

@@ -1,0 +1,21 @@
+// failover: keeps applications working when the LLM APIs they call fail. Retry with backoff and
+// jitter, honour the server's wait, fall back to other models, and show every step in a trace.
+#pragma once
+
+#define FAILOVER_VERSION_MAJOR 0
+#define FAILOVER_VERSION_MINOR 1
+#define FAILOVER_VERSION_PATCH 0
+
+#include "failover/backoff.hpp"
+#include "failover/classifier.hpp"
+#include "failover/clock.hpp"
+#include "failover/context.hpp"
+#include "failover/decision.hpp"
+#include "failover/error.hpp"
+#include "failover/fallback_chain.hpp"
+#include "failover/format.hpp"
+#include "failover/hooks.hpp"
+#include "failover/outcome.hpp"
+#include "failover/policies.hpp"
+#include "failover/retrier.hpp"
+#include "failover/retry_after.hpp"

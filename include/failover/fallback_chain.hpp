@@ -1,0 +1,106 @@
+// The FallbackChain: ordered model entries, each a name, a callable, a role and its own retry
+// policy. A call tries the first standard entry, retries it under its rules, then walks forward to
+// the next entry whose role accepts the failure, within a hop limit, a deadline and an attempt cap.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "failover/context.hpp"
+#include "failover/decision.hpp"
+#include "failover/detail/driver.hpp"
+#include "failover/outcome.hpp"
+#include "failover/policies.hpp"
+
+namespace failover {
+
+template <class Signature, class Policies = default_policies>
+class basic_fallback_chain {
+  static_assert(std::is_function_v<Signature>,
+                "failover::fallback_chain<Signature>: Signature must be a function type such as "
+                "std::string(const request&) or std::string()");
+};
+
+template <class R, class... Args, class Policies>
+class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<Policies> {
+  static_assert(!std::is_void_v<R> && !std::is_reference_v<R>,
+                "failover::fallback_chain<R(Args...)>: R must be a value type (for a call with no "
+                "answer, return a bool or a small struct)");
+
+ public:
+  using value_type = R;
+  using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
+  using function_type = std::function<outcome<R>(const attempt_context&, Args...)>;
+
+  explicit basic_fallback_chain(chain_options options = {})
+      : options_((options.validate(), options)),
+        names_(std::make_shared<const std::vector<std::string>>()) {}
+
+  // Adds an entry. `f` is called as f(const attempt_context&, Args...) or f(Args...) and returns R
+  // (throwing on failure) or failover::outcome<R> (a value or a failover::failure).
+  template <class F>
+  basic_fallback_chain& add(std::string name, F&& f, failover::role role = role::standard,
+                            retry_options retry = {}, backoff_type backoff = backoff_type{}) {
+    using Fn = std::decay_t<F>;
+    static_assert(detail::form_of<R, Fn, Args...>() != detail::call_form::invalid,
+                  "failover::fallback_chain<R(Args...)>::add(name, f): f must be callable as "
+                  "f(const failover::attempt_context&, Args...) or f(Args...), and return R or "
+                  "failover::outcome<R>");
+    if (name.empty())
+      throw std::invalid_argument("failover::fallback_chain::add: name must not be empty");
+    Fn fn(std::forward<F>(f));
+    if constexpr (std::is_constructible_v<bool, const Fn&>) {
+      if (!static_cast<bool>(fn))
+        throw std::invalid_argument("failover::fallback_chain::add: callable for '" + name +
+                                    "' is empty");
+    }
+    if (entries_.size() >= std::numeric_limits<std::uint16_t>::max())
+      throw std::invalid_argument("failover::fallback_chain::add: too many entries");
+    retry.validate();
+    entries_.push_back(entry{{role, retry, std::move(backoff)},
+                             [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
+                               return detail::invoke_as_outcome<R>(fn, ctx, args...);
+                             }});
+    // Traces share the names; a new list keeps earlier traces' names intact.
+    auto names = std::make_shared<std::vector<std::string>>(*names_);
+    names->push_back(std::move(name));
+    names_ = std::move(names);
+    return *this;
+  }
+
+  // One call through the chain. Thread-safe once configured: each call has its own state.
+  result<R> run(Args... args) const { return run_with(call_options{}, args...); }
+
+  result<R> run_with(const call_options& call, Args... args) const {
+    return detail::drive<R>(*this, entries_, names_, options_, call,
+                            [&](std::size_t i, const attempt_context& ctx) {
+                              return entries_[i].call(ctx, args...);
+                            });
+  }
+
+  const chain_options& options() const noexcept { return options_; }
+  std::size_t size() const noexcept { return entries_.size(); }
+
+ private:
+  struct entry : detail::entry_meta<backoff_type> {
+    entry(detail::entry_meta<backoff_type> m, function_type f)
+        : detail::entry_meta<backoff_type>(std::move(m)), call(std::move(f)) {}
+    mutable function_type call;  // a user's mutable lambda may keep its own state
+  };
+
+  chain_options options_;
+  std::vector<entry> entries_;
+  trace::names_ptr names_;
+};
+
+template <class Signature>
+using fallback_chain = basic_fallback_chain<Signature, default_policies>;
+
+}  // namespace failover

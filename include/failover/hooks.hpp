@@ -1,0 +1,84 @@
+// Hooks for logging and metrics: attempt start/end, retry, fallback, give-up. The default
+// `no_hooks` compiles to nothing; `callback_hooks` takes std::function callbacks at run time.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string_view>
+
+#include "failover/decision.hpp"
+#include "failover/error.hpp"
+
+namespace failover {
+
+struct attempt_started {
+  std::string_view model;
+  int attempt;                        // on this model
+  int total_attempt;                  // in this call
+  std::optional<duration> remaining;  // before the deadline
+};
+
+struct attempt_ended {
+  std::string_view model;
+  int attempt;
+  bool ok;
+  const failover::error* error;  // null when ok
+  duration elapsed;
+};
+
+struct retry_scheduled {
+  std::string_view model;
+  int attempt;  // the attempt that failed
+  duration wait;
+  wait_reason reason;
+  const failover::error& error;
+};
+
+struct fallback_taken {
+  std::string_view from;
+  std::string_view to;
+  role to_role;  // content_policy here means a refused request is being rerouted
+  const failover::error& cause;
+  stop_reason why;  // why `from` gave up
+};
+
+struct gave_up {
+  const failover::error& error;
+  stop_reason why;
+};
+
+// The default: every hook is an empty inline function, so unset hooks cost nothing.
+struct no_hooks {
+  void on_attempt_start(const attempt_started&) const noexcept {}
+  void on_attempt_end(const attempt_ended&) const noexcept {}
+  void on_retry(const retry_scheduled&) const noexcept {}
+  void on_fallback(const fallback_taken&) const noexcept {}
+  void on_give_up(const gave_up&) const noexcept {}
+};
+
+// Run-time callbacks. A callback that throws is ignored: observing a call must not change its end.
+struct callback_hooks {
+  std::function<void(const attempt_started&)> attempt_start;
+  std::function<void(const attempt_ended&)> attempt_end;
+  std::function<void(const retry_scheduled&)> retry;
+  std::function<void(const fallback_taken&)> fallback;
+  std::function<void(const gave_up&)> give_up;
+
+  void on_attempt_start(const attempt_started& e) const noexcept { call(attempt_start, e); }
+  void on_attempt_end(const attempt_ended& e) const noexcept { call(attempt_end, e); }
+  void on_retry(const retry_scheduled& e) const noexcept { call(retry, e); }
+  void on_fallback(const fallback_taken& e) const noexcept { call(fallback, e); }
+  void on_give_up(const gave_up& e) const noexcept { call(give_up, e); }
+
+ private:
+  template <class F, class E>
+  static void call(const F& f, const E& e) noexcept {
+    if (!f) return;
+    try {
+      f(e);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
+    }
+  }
+};
+
+}  // namespace failover

@@ -1,0 +1,193 @@
+// What a call returns. `outcome<T>` is what a user callable returns (a value or a raw failure);
+// `result<T>` is what a retrier or chain returns: the value or the final error, always with the
+// trace of every attempt, wait and error on the way, so a fallback never looks like plain success.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "failover/decision.hpp"
+#include "failover/detail/small_vector.hpp"
+#include "failover/error.hpp"
+
+namespace failover {
+
+// A user callable's answer: the value, or a `failure` for the classifier to judge.
+template <class T>
+class outcome {
+  static_assert(!std::is_void_v<T>, "failover::outcome<T>: T must be a value type, not void");
+  static_assert(!std::is_reference_v<T>, "failover::outcome<T>: T must not be a reference");
+
+ public:
+  outcome(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+  outcome(failover::failure f) : v_(std::in_place_index<1>, std::move(f)) {}  // NOLINT
+  template <class U, std::enable_if_t<std::is_convertible_v<U&&, T> &&
+                                          !std::is_same_v<std::decay_t<U>, T> &&
+                                          !std::is_same_v<std::decay_t<U>, failover::failure> &&
+                                          !std::is_same_v<std::decay_t<U>, outcome>,
+                                      int> = 0>
+  outcome(U&& value) : v_(std::in_place_index<0>, std::forward<U>(value)) {}  // NOLINT
+
+  bool has_value() const noexcept { return v_.index() == 0; }
+  explicit operator bool() const noexcept { return has_value(); }
+  T& value() & { return std::get<0>(v_); }
+  const T& value() const& { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  const failover::failure& failure() const& { return std::get<1>(v_); }
+  failover::failure&& failure() && { return std::get<1>(std::move(v_)); }
+
+ private:
+  std::variant<T, failover::failure> v_;
+};
+
+template <class T>
+struct is_outcome : std::false_type {};
+template <class T>
+struct is_outcome<outcome<T>> : std::true_type {};
+
+// One attempt of a call: who, when, how it ended, and the wait that followed.
+struct attempt_record {
+  std::string_view model;             // points into the trace's own copy of the chain's names
+  std::uint16_t entry = 0;            // index of the chain entry
+  failover::role role = role::standard;
+  int attempt = 0;                    // on this model, from 1
+  duration start{};                   // offset from the start of the call
+  duration elapsed{};                 // how long the callable ran
+  bool ok = false;
+  failover::error error;              // when !ok
+  duration wait{};                    // the wait chosen after this attempt (0 when none)
+  wait_reason why_wait = wait_reason::none;
+  stop_reason stop = stop_reason::none;  // set on a model's last attempt when it gave up
+};
+
+// Every attempt of one call. Model names are shared with the chain that made the trace (one
+// reference count, no copy), so a trace stays valid after the chain is gone.
+class trace {
+ public:
+  using names_ptr = std::shared_ptr<const std::vector<std::string>>;
+  static constexpr std::size_t inline_attempts = 4;
+  using attempts_type = detail::small_vector<attempt_record, inline_attempts>;
+
+  trace() = default;
+  explicit trace(names_ptr names) noexcept : names_(std::move(names)) {}
+
+  const attempts_type& attempts() const noexcept { return attempts_; }
+  std::size_t size() const noexcept { return attempts_.size(); }
+
+  // The model that produced the value ("" when the call failed).
+  std::string_view served_by() const noexcept {
+    return (!attempts_.empty() && attempts_.back().ok) ? attempts_.back().model : std::string_view{};
+  }
+  // True when any model other than the first one tried was called.
+  bool fallback_used() const noexcept {
+    return !attempts_.empty() && attempts_.back().entry != attempts_[0].entry;
+  }
+  // True when a content-policy fallback entry was called: a refused request was rerouted.
+  bool policy_rerouted() const noexcept {
+    for (const auto& a : attempts_)
+      if (a.role == role::content_policy) return true;
+    return false;
+  }
+  // Time from the start of the call to the end of the last attempt.
+  duration elapsed() const noexcept {
+    return attempts_.empty() ? duration::zero() : attempts_.back().start + attempts_.back().elapsed;
+  }
+  // Sum of all waits between attempts.
+  duration total_wait() const noexcept {
+    duration w{};
+    for (const auto& a : attempts_) w += a.wait;
+    return w;
+  }
+  std::string_view name(std::size_t entry) const noexcept {
+    return names_ && entry < names_->size() ? std::string_view((*names_)[entry]) : std::string_view{};
+  }
+
+  // Used by drivers.
+  attempt_record& add(attempt_record r) { return attempts_.push_back(std::move(r)); }
+  attempt_record& back() noexcept { return attempts_.back(); }
+
+ private:
+  names_ptr names_;
+  attempts_type attempts_;
+};
+
+// Thrown by result<T>::value() when the call failed; carries the final error.
+class call_failed : public std::runtime_error {
+ public:
+  explicit call_failed(failover::error e)
+      : std::runtime_error("failover: call failed: " + std::string(to_string(e.kind))),
+        error_(std::move(e)) {}
+  const failover::error& error() const noexcept { return error_; }
+
+ private:
+  failover::error error_;
+};
+
+// The end of a call: exactly one of a value or a final error, plus the trace.
+template <class T>
+class result {
+ public:
+  explicit result(failover::trace::names_ptr names) noexcept : trace_(std::move(names)) {}
+
+  bool has_value() const noexcept { return value_.has_value(); }
+  explicit operator bool() const noexcept { return has_value(); }
+
+  // The value; throws call_failed (holding the error) when the call failed.
+  T& value() & {
+    check();
+    return *value_;
+  }
+  const T& value() const& {
+    check();
+    return *value_;
+  }
+  T&& value() && {
+    check();
+    return std::move(*value_);
+  }
+  T& operator*() & noexcept { return *value_; }
+  const T& operator*() const& noexcept { return *value_; }
+  T* operator->() noexcept { return &*value_; }
+  const T* operator->() const noexcept { return &*value_; }
+
+  // The final error (meaningful only when !has_value()). For deadline_exceeded and cancelled it
+  // keeps the last attempt's status, code and server wait; the trace has that attempt in full.
+  const failover::error& error() const noexcept { return error_; }
+  // Why the call ended: succeeded, or the rule that stopped it.
+  stop_reason stop() const noexcept { return stop_; }
+  const failover::trace& trace() const noexcept { return trace_; }
+  std::string_view served_by() const noexcept { return trace_.served_by(); }
+  bool fallback_used() const noexcept { return trace_.fallback_used(); }
+
+  // Used by drivers.
+  failover::trace& mutable_trace() noexcept { return trace_; }
+  void set_value(T&& v) {
+    value_.emplace(std::move(v));
+    stop_ = stop_reason::succeeded;
+  }
+  void set_error(failover::error e, stop_reason why) {
+    error_ = std::move(e);
+    stop_ = why;
+  }
+
+ private:
+  void check() const {
+    if (!value_) throw call_failed(error_);
+  }
+
+  std::optional<T> value_;
+  failover::error error_;
+  stop_reason stop_ = stop_reason::none;
+  failover::trace trace_;
+};
+
+}  // namespace failover

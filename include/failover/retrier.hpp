@@ -1,0 +1,99 @@
+// The Retrier: one model, retried after transient failures with backoff and jitter, honouring the
+// server's requested wait, until success, a permanent error, a cap, the deadline or cancellation.
+#pragma once
+
+#include <array>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "failover/context.hpp"
+#include "failover/decision.hpp"
+#include "failover/detail/driver.hpp"
+#include "failover/outcome.hpp"
+#include "failover/policies.hpp"
+
+namespace failover {
+
+namespace detail {
+template <class Ret>
+struct value_of {
+  using type = std::decay_t<Ret>;
+};
+template <class T>
+struct value_of<outcome<T>> {
+  using type = T;
+};
+
+template <class F, class... Args>
+auto answer_type() {
+  if constexpr (std::is_invocable_v<F&, const attempt_context&, Args&...>) {
+    return value_of<std::decay_t<std::invoke_result_t<F&, const attempt_context&, Args&...>>>{};
+  } else if constexpr (std::is_invocable_v<F&, Args&...>) {
+    return value_of<std::decay_t<std::invoke_result_t<F&, Args&...>>>{};
+  } else {
+    return value_of<void>{};
+  }
+}
+}  // namespace detail
+
+template <class Policies = default_policies>
+class basic_retrier : public detail::policy_holder<Policies> {
+ public:
+  using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
+
+  explicit basic_retrier(std::string model, retry_options retry = {},
+                         backoff_type backoff = backoff_type{})
+      : entries_{{detail::entry_meta<backoff_type>{role::standard, (retry.validate(), retry),
+                                                   std::move(backoff)}}},
+        names_(std::make_shared<const std::vector<std::string>>(1, std::move(model))) {
+    if ((*names_)[0].empty())
+      throw std::invalid_argument("failover::retrier: model name must not be empty");
+    options_.max_hops = 1;
+    options_.max_total_attempts = std::numeric_limits<int>::max();
+  }
+
+  // A deadline for every call (waits included); call_options::deadline may shorten it per call.
+  basic_retrier& deadline(duration d) {
+    if (d <= duration::zero()) throw std::invalid_argument("failover::retrier: deadline must be > 0");
+    options_.deadline = d;
+    return *this;
+  }
+
+  // Calls f(const attempt_context&, args...) or f(args...) until it succeeds or a stop rule ends
+  // the call. f returns a value (throwing on failure) or failover::outcome<T>.
+  template <class F, class... Args>
+  auto run(F&& f, Args&&... args) const {
+    return run_with(call_options{}, std::forward<F>(f), std::forward<Args>(args)...);
+  }
+
+  template <class F, class... Args>
+  auto run_with(const call_options& call, F&& f, Args&&... args) const {
+    using R = typename decltype(detail::answer_type<std::remove_reference_t<F>, Args...>())::type;
+    static_assert(!std::is_void_v<R> &&
+                      detail::form_of<R, std::remove_reference_t<F>, Args...>() !=
+                          detail::call_form::invalid,
+                  "failover::retrier::run(f, args...): f must be callable as f(const "
+                  "failover::attempt_context&, args...) or f(args...), and return a value type T "
+                  "or failover::outcome<T>");
+    return detail::drive<R>(*this, entries_, names_, options_, call,
+                            [&](std::size_t, const attempt_context& ctx) {
+                              return detail::invoke_as_outcome<R>(f, ctx, args...);
+                            });
+  }
+
+  const retry_options& options() const noexcept { return entries_[0].retry; }
+
+ private:
+  std::array<detail::entry_meta<backoff_type>, 1> entries_;
+  trace::names_ptr names_;
+  chain_options options_;
+};
+
+using retrier = basic_retrier<default_policies>;
+
+}  // namespace failover

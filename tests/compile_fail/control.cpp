@@ -1,0 +1,21 @@
+// Compiles: the correct forms of every misuse in this folder.
+#include <failover/failover.hpp>
+#include <string>
+struct my_backoff {
+  failover::duration next(int) { return {}; }
+};
+struct my_policies : failover::default_policies {
+  using backoff = my_backoff;
+};
+int main() {
+  failover::fallback_chain<std::string(const std::string&)> chain;
+  chain.add("m", [](const std::string& s) { return s; });
+  chain.add("n", [](const failover::attempt_context&, const std::string& s)
+                     -> failover::outcome<std::string> { return s; });
+  failover::fallback_chain<std::string()> plain;
+  plain.add("m", [] { return std::string(); });
+  failover::retrier r("m");
+  (void)r.run([] { return 1; });
+  failover::basic_retrier<my_policies> custom("m");
+  (void)custom;
+}
