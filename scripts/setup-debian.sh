@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Installs what failover's build, tests and demo need on Debian 12, and only what is missing.
-# Usage: scripts/setup-debian.sh [extra-package ...]
+# Installs what failover needs on Debian 12, and only what is missing.
+# Usage: scripts/setup-debian.sh [demo|all] [extra-package ...]
+#   demo: enough to build and run the demo;  all (default): everything the full test run uses.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libfmt-dev catch2 "$@")
+profile="${1:-all}"
+[ $# -gt 0 ] && shift
+demo=(cmake ninja-build g++ libfmt-dev libcpp-httplib-dev nlohmann-json3-dev)
+all=("${demo[@]}" catch2 clang clang-format clang-tidy libclang-rt-14-dev valgrind
+     libcurl4-openssl-dev libbenchmark-dev)
+case "$profile" in
+  demo) packages=("${demo[@]}") ;;
+  all) packages=("${all[@]}") ;;
+  *) echo "setup-debian.sh: unknown profile '$profile' (use demo or all)" >&2; exit 2 ;;
+esac
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,7 @@
 # Installs missing Debian packages first. Build tree: build/test (override with BUILD_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-debian.sh
+scripts/setup-debian.sh all
 build="${BUILD_DIR:-build/test}"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug
 cmake --build "$build" --parallel 2
