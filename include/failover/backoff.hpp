@@ -23,10 +23,14 @@ enum class jitter : std::uint8_t { none, full, equal, decorrelated };
 
 constexpr std::string_view to_string(jitter j) noexcept {
   switch (j) {
-    case jitter::none: return "none";
-    case jitter::full: return "full";
-    case jitter::equal: return "equal";
-    case jitter::decorrelated: return "decorrelated";
+    case jitter::none:
+      return "none";
+    case jitter::full:
+      return "full";
+    case jitter::equal:
+      return "equal";
+    case jitter::decorrelated:
+      return "decorrelated";
   }
   return "none";
 }
@@ -41,8 +45,7 @@ struct backoff_options {
   void validate() const {
     if (base <= duration::zero())
       throw std::invalid_argument("failover::backoff_options: base must be > 0");
-    if (cap < base)
-      throw std::invalid_argument("failover::backoff_options: cap must be >= base");
+    if (cap < base) throw std::invalid_argument("failover::backoff_options: cap must be >= base");
     if (!std::isfinite(multiplier))
       throw std::invalid_argument("failover::backoff_options: multiplier must be finite");
     if (multiplier < 1.0)
@@ -53,13 +56,17 @@ struct backoff_options {
 namespace detail {
 
 inline duration to_duration(double seconds) noexcept {
-  constexpr double max_s = 9.0e9;  // ~285 years: inside nanoseconds' range
+  constexpr double max_s = 9.0e9;                 // ~285 years: inside nanoseconds' range
   if (!(seconds > 0.0)) return duration::zero();  // also catches NaN
-  if (seconds >= max_s) return std::chrono::duration_cast<duration>(std::chrono::seconds(9'000'000'000));
-  return duration(static_cast<std::int64_t>(seconds * 1e9));
+  if (seconds >= max_s)
+    return std::chrono::duration_cast<duration>(std::chrono::seconds(9'000'000'000));
+  // Rounded, not truncated: exp(3 * log 2) is 7.999999999999998, and 8 s must stay 8 s.
+  return duration(std::llround(seconds * 1e9));
 }
 
-inline double to_seconds(duration d) noexcept { return std::chrono::duration<double>(d).count(); }
+inline double to_seconds(duration d) noexcept {
+  return std::chrono::duration<double>(d).count();
+}
 
 }  // namespace detail
 

@@ -45,15 +45,23 @@ constexpr bool default_transient(error_kind k) noexcept {
 // The default status table.
 constexpr error_kind kind_of_status(int status) noexcept {
   switch (status) {
-    case 408: return error_kind::request_timeout;
-    case 429: return error_kind::rate_limited;
-    case 529: return error_kind::overloaded;
+    case 408:
+      return error_kind::request_timeout;
+    case 429:
+      return error_kind::rate_limited;
+    case 529:
+      return error_kind::overloaded;
     case 400:
-    case 422: return error_kind::bad_request;
-    case 401: return error_kind::unauthorized;
-    case 403: return error_kind::forbidden;
-    case 404: return error_kind::not_found;
-    default: break;
+    case 422:
+      return error_kind::bad_request;
+    case 401:
+      return error_kind::unauthorized;
+    case 403:
+      return error_kind::forbidden;
+    case 404:
+      return error_kind::not_found;
+    default:
+      break;
   }
   if (status >= 500 && status <= 599) return error_kind::server_error;
   // A failure reported with a 2xx status had a body that could not be used.
@@ -92,37 +100,60 @@ inline std::optional<classification> classify_code(std::string_view code) noexce
 
 namespace detail {
 
-// Masks credentials that a careless message might carry: bearer tokens, `sk-` keys and
-// `key=`-style query parameters. A defence in depth; failures should not carry them at all.
-inline std::string redact(std::string text) {
-  auto is_token_char = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~' || c == '+' || c == '/' || c == '=';
+// Masks credentials that a careless message might carry: the value after a word ending in "key",
+// "token", "secret" or "password" or after "bearer"/"basic", and any `sk-` style key. A defence in
+// depth (failures keep no request header at all); it prefers masking too much to too little.
+inline std::string redact(const std::string& text) {
+  auto is_word = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
   };
-  auto mask_after = [&](std::size_t from) {
-    std::size_t end = from;
-    while (end < text.size() && is_token_char(text[end])) ++end;
-    if (end > from) text.replace(from, end - from, "[redacted]");
-    return from + 10;
+  auto is_token = [&](char c) {
+    return is_word(c) || c == '.' || c == '~' || c == '+' || c == '/' || c == '=';
   };
-  auto lower_at = [&](std::size_t i, std::string_view lit) {
-    return i + lit.size() <= text.size() &&
-           failure::iequals(std::string_view(text).substr(i, lit.size()), lit);
+  auto is_separator = [](char c) {
+    return c == ' ' || c == '\t' || c == '"' || c == '\'' || c == ':' || c == '=';
   };
-  for (std::size_t i = 0; i < text.size();) {
-    if (lower_at(i, "bearer ")) {
-      i = mask_after(i + 7);
-    } else if (lower_at(i, "sk-") && (i == 0 || !is_token_char(text[i - 1]))) {
-      i = mask_after(i);
-    } else if (lower_at(i, "key=") || lower_at(i, "key:")) {
-      std::size_t from = i + 4;
-      while (from < text.size() && text[from] == ' ') ++from;
-      i = mask_after(from);
-    } else {
-      ++i;
+  auto ends_with = [](std::string_view w, std::string_view suffix) {
+    return w.size() >= suffix.size() &&
+           failure::iequals(w.substr(w.size() - suffix.size()), suffix);
+  };
+  std::string out;
+  out.reserve(text.size());
+  const std::size_t n = text.size();
+  std::size_t i = 0;
+  while (i < n) {
+    if (!is_word(text[i])) {
+      out += text[i++];
+      continue;
     }
+    std::size_t end = i;
+    while (end < n && is_word(text[end])) ++end;
+    const std::string_view word = std::string_view(text).substr(i, end - i);
+    if (word.size() >= 6 && failure::iequals(word.substr(0, 3), "sk-")) {
+      out += "[redacted]";
+      i = end;
+      while (i < n && is_token(text[i])) ++i;  // the rest of the key
+      continue;
+    }
+    out.append(word);
+    i = end;
+    const bool scheme = failure::iequals(word, "bearer") || failure::iequals(word, "basic");
+    const bool names_secret = scheme || ends_with(word, "key") || ends_with(word, "token") ||
+                              ends_with(word, "secret") || ends_with(word, "password");
+    if (!names_secret) continue;
+    std::size_t value = i;
+    bool assigns = false;  // "key: v" or "key=v"; a scheme needs only a space ("Bearer v")
+    for (; value < n && is_separator(text[value]); ++value)
+      if (text[value] == ':' || text[value] == '=') assigns = true;
+    std::size_t value_end = value;
+    while (value_end < n && is_token(text[value_end])) ++value_end;
+    if (value == i || value_end == value || !(assigns || scheme)) continue;
+    out.append(text, i, value - i);
+    out += "[redacted]";
+    i = value_end;
   }
-  return text;
+  return out;
 }
 
 }  // namespace detail
@@ -160,15 +191,16 @@ class classifier {
     static_assert(std::is_invocable_r_v<failure, F, const E&>,
                   "failover::classifier::on_exception<E>(f): f must be callable as "
                   "failure f(const E&)");
-    exception_rules_.push_back([f = std::move(to_failure)](std::exception_ptr p) -> std::optional<failure> {
-      try {
-        std::rethrow_exception(p);
-      } catch (const E& e) {
-        return f(e);
-      } catch (...) {
-        return std::nullopt;
-      }
-    });
+    exception_rules_.push_back(
+        [f = std::move(to_failure)](std::exception_ptr p) -> std::optional<failure> {
+          try {
+            std::rethrow_exception(p);
+          } catch (const E& e) {
+            return f(e);
+          } catch (...) {
+            return std::nullopt;
+          }
+        });
     return *this;
   }
   template <class E>
@@ -223,10 +255,14 @@ class classifier {
   classification verdict(const failure& f) const noexcept {
     if (f.kind) return {*f.kind, default_transient(*f.kind)};
     switch (f.transport) {
-      case transport_error::none: break;
-      case transport_error::connect_timeout: return {error_kind::connect_timeout, true};
-      case transport_error::read_timeout: return {error_kind::read_timeout, true};
-      default: return {error_kind::connection_error, true};
+      case transport_error::none:
+        break;
+      case transport_error::connect_timeout:
+        return {error_kind::connect_timeout, true};
+      case transport_error::read_timeout:
+        return {error_kind::read_timeout, true};
+      default:
+        return {error_kind::connection_error, true};
     }
     if (!f.code.empty()) {
       for (const auto& o : code_overrides_)
