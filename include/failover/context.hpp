@@ -13,10 +13,10 @@ namespace failover {
 
 // Passed to the user callable for each attempt.
 struct attempt_context {
-  std::string_view model;              // the chain entry's name
-  int attempt = 1;                     // on this model, from 1
-  int total_attempt = 1;               // in this call, from 1
-  std::optional<duration> remaining;   // time left before the call's deadline (none = no deadline)
+  std::string_view model;             // the chain entry's name
+  int attempt = 1;                    // on this model, from 1
+  int total_attempt = 1;              // in this call, from 1
+  std::optional<duration> remaining;  // time left before the call's deadline (none = no deadline)
   const cancel_token* cancel = nullptr;
 
   // A timeout for this attempt's own I/O: `wanted`, shrunk so it never runs past the deadline.

@@ -16,7 +16,7 @@ namespace failover {
 
 // Why a model (or the whole call) stopped.
 enum class stop_reason : std::uint8_t {
-  none,                      // not stopped: retried, or succeeded
+  none,  // not stopped: retried, or succeeded
   succeeded,
   permanent_error,           // the classifier said a retry cannot help
   attempts_exhausted,        // retry_options::max_attempts reached on this model
@@ -28,34 +28,62 @@ enum class stop_reason : std::uint8_t {
   hop_limit,                 // chain_options::max_hops models tried
   no_fallback,               // no later entry accepts this failure
   bad_request,               // a malformed request ends the chain (unless opted in)
+  circuit_open,              // skipped: the model's circuit is open
+  budget_exhausted,          // the shared retry budget refused a retry
 };
 
 constexpr std::string_view to_string(stop_reason r) noexcept {
   switch (r) {
-    case stop_reason::none: return "none";
-    case stop_reason::succeeded: return "succeeded";
-    case stop_reason::permanent_error: return "permanent error";
-    case stop_reason::attempts_exhausted: return "attempts exhausted";
-    case stop_reason::read_timeouts_exhausted: return "read-timeout retries exhausted";
-    case stop_reason::server_wait_too_long: return "server wait too long";
-    case stop_reason::deadline: return "deadline";
-    case stop_reason::cancelled: return "cancelled";
-    case stop_reason::total_attempts_exhausted: return "total attempts exhausted";
-    case stop_reason::hop_limit: return "hop limit";
-    case stop_reason::no_fallback: return "no fallback accepts this failure";
-    case stop_reason::bad_request: return "bad request ends the chain";
+    case stop_reason::none:
+      return "none";
+    case stop_reason::succeeded:
+      return "succeeded";
+    case stop_reason::permanent_error:
+      return "permanent error";
+    case stop_reason::attempts_exhausted:
+      return "attempts exhausted";
+    case stop_reason::read_timeouts_exhausted:
+      return "read-timeout retries exhausted";
+    case stop_reason::server_wait_too_long:
+      return "server wait too long";
+    case stop_reason::deadline:
+      return "deadline";
+    case stop_reason::cancelled:
+      return "cancelled";
+    case stop_reason::total_attempts_exhausted:
+      return "total attempts exhausted";
+    case stop_reason::hop_limit:
+      return "hop limit";
+    case stop_reason::no_fallback:
+      return "no fallback accepts this failure";
+    case stop_reason::bad_request:
+      return "bad request ends the chain";
+    case stop_reason::circuit_open:
+      return "circuit open";
+    case stop_reason::budget_exhausted:
+      return "no retry: budget exhausted";
   }
   return "none";
 }
 
 // Why a wait was as long as it was.
-enum class wait_reason : std::uint8_t { none, backoff, server };
+enum class wait_reason : std::uint8_t {
+  none,
+  backoff,  // the Backoff policy's jittered delay
+  server,   // the server's requested wait, plus the jittered delay on top
+  circuit,  // every model was open: waiting for the earliest to allow a probe
+};
 
 constexpr std::string_view to_string(wait_reason r) noexcept {
   switch (r) {
-    case wait_reason::none: return "none";
-    case wait_reason::backoff: return "backoff";
-    case wait_reason::server: return "server";
+    case wait_reason::none:
+      return "none";
+    case wait_reason::backoff:
+      return "backoff";
+    case wait_reason::server:
+      return "server";
+    case wait_reason::circuit:
+      return "circuit";
   }
   return "none";
 }
@@ -69,25 +97,27 @@ enum class role : std::uint8_t {
 
 constexpr std::string_view to_string(role r) noexcept {
   switch (r) {
-    case role::standard: return "standard";
-    case role::context_window: return "context-window";
-    case role::content_policy: return "content-policy";
+    case role::standard:
+      return "standard";
+    case role::context_window:
+      return "context-window";
+    case role::content_policy:
+      return "content-policy";
   }
   return "standard";
 }
 
 // Stop rules for one model.
 struct retry_options {
-  int max_attempts = 5;                  // attempts in all on this model, the first included
-  int max_read_timeout_retries = 1;      // a read timeout may mean the model is still working
+  int max_attempts = 5;              // attempts in all on this model, the first included
+  int max_read_timeout_retries = 1;  // a read timeout may mean the model is still working
   duration max_server_wait = std::chrono::seconds(60);  // longer server waits: fall back now
 
   void validate() const {
     if (max_attempts < 1)
       throw std::invalid_argument("failover::retry_options: max_attempts must be >= 1");
     if (max_read_timeout_retries < 0)
-      throw std::invalid_argument(
-          "failover::retry_options: max_read_timeout_retries must be >= 0");
+      throw std::invalid_argument("failover::retry_options: max_read_timeout_retries must be >= 0");
     if (max_server_wait < duration::zero())
       throw std::invalid_argument("failover::retry_options: max_server_wait must be >= 0");
   }
@@ -95,11 +125,14 @@ struct retry_options {
 
 // Bounds for a whole call through a chain.
 struct chain_options {
-  int max_hops = 5;                 // models tried in one call, the first included
-  int max_total_attempts = 10;      // attempts across all models, so nested retries cannot multiply
-  std::optional<duration> deadline; // for the whole call, waits included; none = no deadline
-  bool fallback_on_bad_request = false;      // a 400/422 normally fails everywhere: stop
-  bool context_window_to_standard = true;    // with no context-window entry left, try standard ones
+  int max_hops = 5;             // models tried in one call, the first included
+  int max_total_attempts = 10;  // attempts across all models, so nested retries cannot multiply
+  std::optional<duration> deadline;        // for the whole call, waits included; none = no deadline
+  bool fallback_on_bad_request = false;    // a 400/422 normally fails everywhere: stop
+  bool context_window_to_standard = true;  // with no context-window entry left, try standard ones
+  // When every model's circuit is open: false = fail at once (the error says when the earliest
+  // reopens); true = wait for it if that fits the deadline, then try it (once per call).
+  bool wait_for_open_circuit = false;
 
   void validate() const {
     if (max_hops < 1) throw std::invalid_argument("failover::chain_options: max_hops must be >= 1");
@@ -112,9 +145,9 @@ struct chain_options {
 
 // What the attempts so far on one model (and in the whole call) add up to.
 struct retry_counters {
-  int attempts = 0;       // on this model, the failed one included
-  int read_timeouts = 0;  // read timeouts on this model, the failed one included
-  int total_attempts = 0; // in the whole call
+  int attempts = 0;        // on this model, the failed one included
+  int read_timeouts = 0;   // read timeouts on this model, the failed one included
+  int total_attempts = 0;  // in the whole call
 };
 
 struct retry_decision {
@@ -123,6 +156,17 @@ struct retry_decision {
   wait_reason reason = wait_reason::none;
   stop_reason stop = stop_reason::none;
 };
+
+// Before any attempt (a first one, a retry, or a fallback's first): may it start? Returns
+// stop_reason::none when it may, else why not. The total cap is checked here, not only after
+// transient failures, so that permanent failures on many models cannot exceed it either.
+constexpr stop_reason decide_start(const chain_options& o, bool cancelled, int attempts_so_far,
+                                   std::optional<duration> remaining) noexcept {
+  if (cancelled) return stop_reason::cancelled;
+  if (remaining && *remaining <= duration::zero()) return stop_reason::deadline;
+  if (attempts_so_far >= o.max_total_attempts) return stop_reason::total_attempts_exhausted;
+  return stop_reason::none;
+}
 
 // After a failed attempt: retry (and after how long) or stop (and why).
 //  - `backoff_delay` is what the Backoff policy drew for this retry; it is only a wait, never a
@@ -149,7 +193,8 @@ constexpr retry_decision decide_retry(const retry_options& o, int max_total_atte
   } else if (e.retry_after && *e.retry_after > o.max_server_wait) {
     d.stop = stop_reason::server_wait_too_long;
   } else {
-    const duration jitter_part = backoff_delay < duration::zero() ? duration::zero() : backoff_delay;
+    const duration jitter_part =
+        backoff_delay < duration::zero() ? duration::zero() : backoff_delay;
     d.wait = e.retry_after ? *e.retry_after + jitter_part : jitter_part;
     d.reason = e.retry_after ? wait_reason::server : wait_reason::backoff;
     if (remaining && d.wait >= *remaining) {
@@ -176,15 +221,15 @@ constexpr bool accepts(role r, error_kind k, const chain_options& o) noexcept {
 }
 
 struct walk_decision {
-  std::optional<std::size_t> next;      // the entry to try next
-  stop_reason stop = stop_reason::none; // why the call ends, when there is no next
+  std::optional<std::size_t> next;       // the entry to try next
+  stop_reason stop = stop_reason::none;  // why the call ends, when there is no next
 };
 
-// After model `current` gave up with `last` (its retries ended for `why`): the next entry, or the
-// end of the call. The walk only goes forward; a context_window failure prefers a context-window
-// entry over an earlier standard one.
+// After model `current` gave up (its retries ended for `why`, the failure being routed has kind
+// `kind`): the next entry, or the end of the call. The walk only goes forward; a context_window
+// failure prefers a context-window entry over an earlier standard one.
 template <class Roles>
-constexpr walk_decision next_entry(const Roles& roles, std::size_t current, const error& last,
+constexpr walk_decision next_entry(const Roles& roles, std::size_t current, error_kind kind,
                                    stop_reason why, int models_tried,
                                    const chain_options& o) noexcept {
   walk_decision w;
@@ -193,18 +238,18 @@ constexpr walk_decision next_entry(const Roles& roles, std::size_t current, cons
     w.stop = why;
     return w;
   }
-  if (last.kind == error_kind::bad_request && !o.fallback_on_bad_request) {
+  if (kind == error_kind::bad_request && !o.fallback_on_bad_request) {
     w.stop = stop_reason::bad_request;
     return w;
   }
   const std::size_t n = std::size(roles);
   std::optional<std::size_t> found;
-  if (last.kind == error_kind::context_window) {
+  if (kind == error_kind::context_window) {
     for (std::size_t i = current + 1; i < n && !found; ++i)
       if (roles[i] == role::context_window) found = i;
   }
   for (std::size_t i = current + 1; i < n && !found; ++i)
-    if (accepts(roles[i], last.kind, o)) found = i;
+    if (accepts(roles[i], kind, o)) found = i;
   if (!found) {
     w.stop = stop_reason::no_fallback;
     return w;
@@ -215,6 +260,21 @@ constexpr walk_decision next_entry(const Roles& roles, std::size_t current, cons
   }
   w.next = found;
   return w;
+}
+
+template <class Roles>
+constexpr walk_decision next_entry(const Roles& roles, std::size_t current, const error& last,
+                                   stop_reason why, int models_tried,
+                                   const chain_options& o) noexcept {
+  return next_entry(roles, current, last.kind, why, models_tried, o);
+}
+
+// When every model a call considered was skipped because its circuit was open: wait for the
+// earliest to allow a probe (if the chain opts in, it has not waited yet, and the wait fits the
+// time left), or give up now.
+constexpr bool wait_for_reopen(const chain_options& o, bool already_waited, duration until_reopen,
+                               std::optional<duration> remaining) noexcept {
+  return o.wait_for_open_circuit && !already_waited && (!remaining || until_reopen < *remaining);
 }
 
 // The first entry a call tries: the first standard one.

@@ -34,6 +34,7 @@ enum class error_kind : std::uint8_t {
   invalid_response,   // a body that cannot be understood
   cancelled,          // the caller's token was cancelled
   deadline_exceeded,  // the call's deadline ran out (or the next wait would cross it)
+  circuit_open,       // not called: shared health says this model is down (circuit breaker)
   unknown,            // anything else, including unmapped exceptions
 };
 
@@ -41,23 +42,42 @@ inline constexpr int error_kind_count = static_cast<int>(error_kind::unknown) + 
 
 constexpr std::string_view to_string(error_kind k) noexcept {
   switch (k) {
-    case error_kind::rate_limited: return "rate_limited";
-    case error_kind::server_error: return "server_error";
-    case error_kind::overloaded: return "overloaded";
-    case error_kind::request_timeout: return "request_timeout";
-    case error_kind::connect_timeout: return "connect_timeout";
-    case error_kind::read_timeout: return "read_timeout";
-    case error_kind::connection_error: return "connection_error";
-    case error_kind::bad_request: return "bad_request";
-    case error_kind::unauthorized: return "unauthorized";
-    case error_kind::forbidden: return "forbidden";
-    case error_kind::not_found: return "not_found";
-    case error_kind::content_policy: return "content_policy";
-    case error_kind::context_window: return "context_window";
-    case error_kind::invalid_response: return "invalid_response";
-    case error_kind::cancelled: return "cancelled";
-    case error_kind::deadline_exceeded: return "deadline_exceeded";
-    case error_kind::unknown: return "unknown";
+    case error_kind::rate_limited:
+      return "rate_limited";
+    case error_kind::server_error:
+      return "server_error";
+    case error_kind::overloaded:
+      return "overloaded";
+    case error_kind::request_timeout:
+      return "request_timeout";
+    case error_kind::connect_timeout:
+      return "connect_timeout";
+    case error_kind::read_timeout:
+      return "read_timeout";
+    case error_kind::connection_error:
+      return "connection_error";
+    case error_kind::bad_request:
+      return "bad_request";
+    case error_kind::unauthorized:
+      return "unauthorized";
+    case error_kind::forbidden:
+      return "forbidden";
+    case error_kind::not_found:
+      return "not_found";
+    case error_kind::content_policy:
+      return "content_policy";
+    case error_kind::context_window:
+      return "context_window";
+    case error_kind::invalid_response:
+      return "invalid_response";
+    case error_kind::cancelled:
+      return "cancelled";
+    case error_kind::deadline_exceeded:
+      return "deadline_exceeded";
+    case error_kind::circuit_open:
+      return "circuit_open";
+    case error_kind::unknown:
+      return "unknown";
   }
   return "unknown";
 }
@@ -76,18 +96,17 @@ enum class transport_error : std::uint8_t {
 // What a callable reports when its call failed: raw, unclassified facts. Only the fields that
 // classification reads are kept, so no request header (and no API key) can end up here.
 struct failure {
-  std::optional<int> status;                 // HTTP status, if a response arrived
-  std::string code;                          // provider's structured error code/type, if any
-  std::string message;                       // for people; never read by the classifier
+  std::optional<int> status;  // HTTP status, if a response arrived
+  std::string code;           // provider's structured error code/type, if any
+  std::string message;        // for people; never read by the classifier
   transport_error transport = transport_error::none;
-  std::optional<error_kind> kind;            // set when the reporter already knows the kind
-  std::string retry_after;                   // raw `Retry-After` header value ("" = absent)
-  std::string retry_after_ms;                // raw `retry-after-ms` header value ("" = absent)
-  std::string should_retry;                  // raw `x-should-retry` header value ("" = absent)
-  std::exception_ptr exception;              // when the failure was an exception
+  std::optional<error_kind> kind;  // set when the reporter already knows the kind
+  std::string retry_after;         // raw `Retry-After` header value ("" = absent)
+  std::string retry_after_ms;      // raw `retry-after-ms` header value ("" = absent)
+  std::string should_retry;        // raw `x-should-retry` header value ("" = absent)
+  std::exception_ptr exception;    // when the failure was an exception
 
-  static failure http(int status_code, std::string provider_code = {},
-                      std::string text = {}) {
+  static failure http(int status_code, std::string provider_code = {}, std::string text = {}) {
     failure f;
     f.status = status_code;
     f.code = std::move(provider_code);
@@ -135,7 +154,9 @@ struct failure {
   static bool iequals(std::string_view a, std::string_view b) noexcept {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
-      auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
+      auto lower = [](char c) {
+        return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+      };
       if (lower(a[i]) != lower(b[i])) return false;
     }
     return true;
@@ -145,13 +166,13 @@ struct failure {
 // The classified failure: what went wrong, whether it is worth retrying, and the context.
 struct error {
   error_kind kind = error_kind::unknown;
-  bool transient = false;                 // worth retrying the same model
-  std::optional<int> status;              // HTTP status, if any
-  std::string code;                       // provider's structured error code, if any
-  std::string message;                    // human text, redacted of credentials
-  std::optional<duration> retry_after;    // the wait the server asked for, if any (validated)
-  std::string model;                      // the model that failed ("" before a model was called)
-  std::exception_ptr exception;           // the exception a callable threw, if any
+  bool transient = false;               // worth retrying the same model
+  std::optional<int> status;            // HTTP status, if any
+  std::string code;                     // provider's structured error code, if any
+  std::string message;                  // human text, redacted of credentials
+  std::optional<duration> retry_after;  // the wait the server asked for, if any (validated)
+  std::string model;                    // the model that failed ("" before a model was called)
+  std::exception_ptr exception;         // the exception a callable threw, if any
 
   // Rethrows the callable's original exception, when there was one.
   void rethrow_if_exception() const {

@@ -7,6 +7,7 @@
 #define FAILOVER_VERSION_PATCH 0
 
 #include "failover/backoff.hpp"
+#include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
 #include "failover/clock.hpp"
 #include "failover/context.hpp"
@@ -19,3 +20,4 @@
 #include "failover/policies.hpp"
 #include "failover/retrier.hpp"
 #include "failover/retry_after.hpp"
+#include "failover/retry_budget.hpp"

@@ -21,6 +21,13 @@
 
 namespace failover {
 
+namespace detail {
+template <class T>
+struct is_std_function : std::false_type {};
+template <class S>
+struct is_std_function<std::function<S>> : std::true_type {};
+}  // namespace detail
+
 template <class Signature, class Policies = default_policies>
 class basic_fallback_chain {
   static_assert(std::is_function_v<Signature>,
@@ -37,6 +44,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
  public:
   using value_type = R;
   using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
+  using breaker_type = typename detail::policy_holder<Policies>::breaker_type;
   using function_type = std::function<outcome<R>(const attempt_context&, Args...)>;
 
   explicit basic_fallback_chain(chain_options options = {})
@@ -56,7 +64,8 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     if (name.empty())
       throw std::invalid_argument("failover::fallback_chain::add: name must not be empty");
     Fn fn(std::forward<F>(f));
-    if constexpr (std::is_constructible_v<bool, const Fn&>) {
+    if constexpr (std::is_pointer_v<Fn> || std::is_member_pointer_v<Fn> ||
+                  detail::is_std_function<Fn>::value) {
       if (!static_cast<bool>(fn))
         throw std::invalid_argument("failover::fallback_chain::add: callable for '" + name +
                                     "' is empty");
@@ -64,10 +73,11 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     if (entries_.size() >= std::numeric_limits<std::uint16_t>::max())
       throw std::invalid_argument("failover::fallback_chain::add: too many entries");
     retry.validate();
-    entries_.push_back(entry{{role, retry, std::move(backoff)},
-                             [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
-                               return detail::invoke_as_outcome<R>(fn, ctx, args...);
-                             }});
+    entries_.push_back(
+        entry{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
+              [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
+                return detail::invoke_as_outcome<R>(fn, ctx, args...);
+              }});
     // Traces share the names; a new list keeps earlier traces' names intact.
     auto names = std::make_shared<std::vector<std::string>>(*names_);
     names->push_back(std::move(name));
@@ -75,23 +85,31 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     return *this;
   }
 
+  // Shares model health through `b` (copies of a circuit_breaker share one registry). Each entry's
+  // health key is its name: name entries "provider/model" to share health across chains.
+  basic_fallback_chain& set_breaker(breaker_type b) {
+    this->breaker_ = std::move(b);
+    for (std::size_t i = 0; i < entries_.size(); ++i)
+      entries_[i].health = this->breaker_.resolve((*names_)[i]);
+    return *this;
+  }
+
   // One call through the chain. Thread-safe once configured: each call has its own state.
   result<R> run(Args... args) const { return run_with(call_options{}, args...); }
 
   result<R> run_with(const call_options& call, Args... args) const {
-    return detail::drive<R>(*this, entries_, names_, options_, call,
-                            [&](std::size_t i, const attempt_context& ctx) {
-                              return entries_[i].call(ctx, args...);
-                            });
+    return detail::drive<R>(
+        *this, entries_, names_, options_, call,
+        [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
   }
 
   const chain_options& options() const noexcept { return options_; }
   std::size_t size() const noexcept { return entries_.size(); }
 
  private:
-  struct entry : detail::entry_meta<backoff_type> {
-    entry(detail::entry_meta<backoff_type> m, function_type f)
-        : detail::entry_meta<backoff_type>(std::move(m)), call(std::move(f)) {}
+  using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
+  struct entry : meta {
+    entry(meta m, function_type f) : meta(std::move(m)), call(std::move(f)) {}
     mutable function_type call;  // a user's mutable lambda may keep its own state
   };
 

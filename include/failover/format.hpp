@@ -21,7 +21,8 @@ inline std::string format_duration(duration d) {
   if (ms < 0.05) return "0ms";
   if (ms < 1000.0) {
     const double whole = static_cast<double>(static_cast<long long>(ms));
-    return ms == whole ? fmt::format("{}ms", static_cast<long long>(ms)) : fmt::format("{:.1f}ms", ms);
+    return ms == whole ? fmt::format("{}ms", static_cast<long long>(ms))
+                       : fmt::format("{:.1f}ms", ms);
   }
   return fmt::format("{:.2f}s", ms / 1000.0);
 }
@@ -73,10 +74,13 @@ struct fmt::formatter<failover::jitter> : fmt::formatter<fmt::string_view> {
   }
 };
 
-// "rate_limited (transient; HTTP 429; code rate_limit_exceeded; server wait 2s; model gpt-4o): text"
+// "rate_limited (transient; HTTP 429; code rate_limit_exceeded; server wait 2s; model gpt-4o):
+// text"
 template <>
 struct fmt::formatter<failover::error> {
-  constexpr auto parse(fmt::format_parse_context& ctx) -> decltype(ctx.begin()) { return ctx.begin(); }
+  constexpr auto parse(fmt::format_parse_context& ctx) -> decltype(ctx.begin()) {
+    return ctx.begin();
+  }
   template <class Ctx>
   auto format(const failover::error& e, Ctx& ctx) const -> decltype(ctx.out()) {
     auto out = fmt::format_to(ctx.out(), "{} ({}", e.kind, e.transient ? "transient" : "permanent");
@@ -96,7 +100,9 @@ struct fmt::formatter<failover::error> {
 //   #2 gpt-4o try 2 at +2.42s (9ms): ok
 template <>
 struct fmt::formatter<failover::trace> {
-  constexpr auto parse(fmt::format_parse_context& ctx) -> decltype(ctx.begin()) { return ctx.begin(); }
+  constexpr auto parse(fmt::format_parse_context& ctx) -> decltype(ctx.begin()) {
+    return ctx.begin();
+  }
   template <class Ctx>
   auto format(const failover::trace& t, Ctx& ctx) const -> decltype(ctx.out()) {
     auto out = ctx.out();
@@ -104,8 +110,21 @@ struct fmt::formatter<failover::trace> {
     for (std::size_t i = 0; i < a.size(); ++i) {
       const failover::attempt_record& r = a[i];
       if (i > 0) out = fmt::format_to(out, "\n");
-      out = fmt::format_to(out, "#{} {} try {} at +{} ({}): ", i + 1, r.model, r.attempt,
-                           failover::format_duration(r.start), failover::format_duration(r.elapsed));
+      out =
+          fmt::format_to(out, "#{} {} try {} at +{} ({}): ", i + 1, r.model, r.attempt,
+                         failover::format_duration(r.start), failover::format_duration(r.elapsed));
+      if (r.skipped) {
+        out = fmt::format_to(out, "skipped: circuit open (until +{})",
+                             failover::format_duration(
+                                 r.start + r.error.retry_after.value_or(failover::duration{})));
+        if (r.why_wait == failover::wait_reason::circuit)
+          out = fmt::format_to(out, "; every model is open -> wait {} (circuit)",
+                               failover::format_duration(r.wait));
+        else if (i + 1 < a.size() && a[i + 1].entry != r.entry)
+          out = fmt::format_to(out, "; falling back to {} ({} fallback)", a[i + 1].model,
+                               a[i + 1].role);
+        continue;
+      }
       if (r.ok) {
         out = fmt::format_to(out, "ok");
         if (r.role == failover::role::content_policy)
@@ -114,11 +133,13 @@ struct fmt::formatter<failover::trace> {
       }
       out = fmt::format_to(out, "{}", r.error);
       if (r.why_wait != failover::wait_reason::none)
-        out = fmt::format_to(out, " -> wait {} ({})", failover::format_duration(r.wait), r.why_wait);
+        out =
+            fmt::format_to(out, " -> wait {} ({})", failover::format_duration(r.wait), r.why_wait);
       if (r.stop != failover::stop_reason::none) {
         out = fmt::format_to(out, " -> gave up on {}: {}", r.model, r.stop);
         if (i + 1 < a.size() && a[i + 1].entry != r.entry)
-          out = fmt::format_to(out, "; falling back to {} ({} fallback)", a[i + 1].model, a[i + 1].role);
+          out = fmt::format_to(out, "; falling back to {} ({} fallback)", a[i + 1].model,
+                               a[i + 1].role);
       }
     }
     if (a.size() == 0) out = fmt::format_to(out, "(no attempt was made)");

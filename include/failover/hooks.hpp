@@ -1,11 +1,13 @@
-// Hooks for logging and metrics: attempt start/end, retry, fallback, give-up. The default
-// `no_hooks` compiles to nothing; `callback_hooks` takes std::function callbacks at run time.
+// Hooks for logging and metrics: attempt start/end, retry, fallback, skip (open circuit), give-up.
+// The default `no_hooks` compiles to nothing; `callback_hooks` takes std::function callbacks at run
+// time.
 #pragma once
 
 #include <functional>
 #include <optional>
 #include <string_view>
 
+#include "failover/clock.hpp"
 #include "failover/decision.hpp"
 #include "failover/error.hpp"
 
@@ -42,6 +44,11 @@ struct fallback_taken {
   stop_reason why;  // why `from` gave up
 };
 
+struct attempt_skipped {
+  std::string_view model;
+  time_point until;  // when the model's circuit allows a probe again
+};
+
 struct gave_up {
   const failover::error& error;
   stop_reason why;
@@ -53,6 +60,7 @@ struct no_hooks {
   void on_attempt_end(const attempt_ended&) const noexcept {}
   void on_retry(const retry_scheduled&) const noexcept {}
   void on_fallback(const fallback_taken&) const noexcept {}
+  void on_skip(const attempt_skipped&) const noexcept {}
   void on_give_up(const gave_up&) const noexcept {}
 };
 
@@ -62,12 +70,14 @@ struct callback_hooks {
   std::function<void(const attempt_ended&)> attempt_end;
   std::function<void(const retry_scheduled&)> retry;
   std::function<void(const fallback_taken&)> fallback;
+  std::function<void(const attempt_skipped&)> skip;
   std::function<void(const gave_up&)> give_up;
 
   void on_attempt_start(const attempt_started& e) const noexcept { call(attempt_start, e); }
   void on_attempt_end(const attempt_ended& e) const noexcept { call(attempt_end, e); }
   void on_retry(const retry_scheduled& e) const noexcept { call(retry, e); }
   void on_fallback(const fallback_taken& e) const noexcept { call(fallback, e); }
+  void on_skip(const attempt_skipped& e) const noexcept { call(skip, e); }
   void on_give_up(const gave_up& e) const noexcept { call(give_up, e); }
 
  private:

@@ -30,11 +30,11 @@ class outcome {
  public:
   outcome(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
   outcome(failover::failure f) : v_(std::in_place_index<1>, std::move(f)) {}  // NOLINT
-  template <class U, std::enable_if_t<std::is_convertible_v<U&&, T> &&
-                                          !std::is_same_v<std::decay_t<U>, T> &&
-                                          !std::is_same_v<std::decay_t<U>, failover::failure> &&
-                                          !std::is_same_v<std::decay_t<U>, outcome>,
-                                      int> = 0>
+  template <class U,
+            std::enable_if_t<std::is_convertible_v<U&&, T> && !std::is_same_v<std::decay_t<U>, T> &&
+                                 !std::is_same_v<std::decay_t<U>, failover::failure> &&
+                                 !std::is_same_v<std::decay_t<U>, outcome>,
+                             int> = 0>
   outcome(U&& value) : v_(std::in_place_index<0>, std::forward<U>(value)) {}  // NOLINT
 
   bool has_value() const noexcept { return v_.index() == 0; }
@@ -56,15 +56,16 @@ struct is_outcome<outcome<T>> : std::true_type {};
 
 // One attempt of a call: who, when, how it ended, and the wait that followed.
 struct attempt_record {
-  std::string_view model;             // points into the trace's own copy of the chain's names
-  std::uint16_t entry = 0;            // index of the chain entry
+  std::string_view model;   // points into the trace's own copy of the chain's names
+  std::uint16_t entry = 0;  // index of the chain entry
   failover::role role = role::standard;
-  int attempt = 0;                    // on this model, from 1
-  duration start{};                   // offset from the start of the call
-  duration elapsed{};                 // how long the callable ran
+  int attempt = 0;     // on this model, from 1
+  duration start{};    // offset from the start of the call
+  duration elapsed{};  // how long the callable ran
   bool ok = false;
-  failover::error error;              // when !ok
-  duration wait{};                    // the wait chosen after this attempt (0 when none)
+  bool skipped = false;   // not called: the circuit was open (error.kind circuit_open)
+  failover::error error;  // when !ok
+  duration wait{};        // the wait chosen after this attempt (0 when none)
   wait_reason why_wait = wait_reason::none;
   stop_reason stop = stop_reason::none;  // set on a model's last attempt when it gave up
 };
@@ -85,9 +86,11 @@ class trace {
 
   // The model that produced the value ("" when the call failed).
   std::string_view served_by() const noexcept {
-    return (!attempts_.empty() && attempts_.back().ok) ? attempts_.back().model : std::string_view{};
+    return (!attempts_.empty() && attempts_.back().ok) ? attempts_.back().model
+                                                       : std::string_view{};
   }
-  // True when any model other than the first one tried was called.
+  // True when the answer (or the final error) came from another entry than the first one
+  // considered, including when the first was skipped because its circuit was open.
   bool fallback_used() const noexcept {
     return !attempts_.empty() && attempts_.back().entry != attempts_[0].entry;
   }
@@ -101,6 +104,12 @@ class trace {
   duration elapsed() const noexcept {
     return attempts_.empty() ? duration::zero() : attempts_.back().start + attempts_.back().elapsed;
   }
+  // Attempts that called a model (skips excluded).
+  std::size_t calls() const noexcept {
+    std::size_t n = 0;
+    for (const auto& a : attempts_) n += a.skipped ? 0 : 1;
+    return n;
+  }
   // Sum of all waits between attempts.
   duration total_wait() const noexcept {
     duration w{};
@@ -108,7 +117,8 @@ class trace {
     return w;
   }
   std::string_view name(std::size_t entry) const noexcept {
-    return names_ && entry < names_->size() ? std::string_view((*names_)[entry]) : std::string_view{};
+    return names_ && entry < names_->size() ? std::string_view((*names_)[entry])
+                                            : std::string_view{};
   }
 
   // Used by drivers.

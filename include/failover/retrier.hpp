@@ -45,21 +45,30 @@ template <class Policies = default_policies>
 class basic_retrier : public detail::policy_holder<Policies> {
  public:
   using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
+  using breaker_type = typename detail::policy_holder<Policies>::breaker_type;
 
   explicit basic_retrier(std::string model, retry_options retry = {},
                          backoff_type backoff = backoff_type{})
-      : entries_{{detail::entry_meta<backoff_type>{role::standard, (retry.validate(), retry),
-                                                   std::move(backoff)}}},
+      : entries_{{meta{role::standard, (retry.validate(), retry), std::move(backoff), {}}}},
         names_(std::make_shared<const std::vector<std::string>>(1, std::move(model))) {
     if ((*names_)[0].empty())
       throw std::invalid_argument("failover::retrier: model name must not be empty");
+    entries_[0].health = this->breaker_.resolve((*names_)[0]);
     options_.max_hops = 1;
     options_.max_total_attempts = std::numeric_limits<int>::max();
   }
 
+  // Shares model health through `b`; the model name is the health key.
+  basic_retrier& set_breaker(breaker_type b) {
+    this->breaker_ = std::move(b);
+    entries_[0].health = this->breaker_.resolve((*names_)[0]);
+    return *this;
+  }
+
   // A deadline for every call (waits included); call_options::deadline may shorten it per call.
   basic_retrier& deadline(duration d) {
-    if (d <= duration::zero()) throw std::invalid_argument("failover::retrier: deadline must be > 0");
+    if (d <= duration::zero())
+      throw std::invalid_argument("failover::retrier: deadline must be > 0");
     options_.deadline = d;
     return *this;
   }
@@ -74,9 +83,8 @@ class basic_retrier : public detail::policy_holder<Policies> {
   template <class F, class... Args>
   auto run_with(const call_options& call, F&& f, Args&&... args) const {
     using R = typename decltype(detail::answer_type<std::remove_reference_t<F>, Args...>())::type;
-    static_assert(!std::is_void_v<R> &&
-                      detail::form_of<R, std::remove_reference_t<F>, Args...>() !=
-                          detail::call_form::invalid,
+    static_assert(!std::is_void_v<R> && detail::form_of<R, std::remove_reference_t<F>, Args...>() !=
+                                            detail::call_form::invalid,
                   "failover::retrier::run(f, args...): f must be callable as f(const "
                   "failover::attempt_context&, args...) or f(args...), and return a value type T "
                   "or failover::outcome<T>");
@@ -89,7 +97,8 @@ class basic_retrier : public detail::policy_holder<Policies> {
   const retry_options& options() const noexcept { return entries_[0].retry; }
 
  private:
-  std::array<detail::entry_meta<backoff_type>, 1> entries_;
+  using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
+  std::array<meta, 1> entries_;
   trace::names_ptr names_;
   chain_options options_;
 };

@@ -19,7 +19,9 @@ inline constexpr duration max_plausible_server_wait = std::chrono::hours(24 * 36
 
 namespace detail {
 
-constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+constexpr bool is_digit(char c) noexcept {
+  return c >= '0' && c <= '9';
+}
 
 constexpr std::string_view trim(std::string_view s) noexcept {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -37,8 +39,10 @@ inline std::optional<duration> parse_decimal(std::string_view s, std::int64_t un
   std::int64_t whole = 0;
   std::size_t i = 0;
   for (; i < s.size() && is_digit(s[i]); ++i) {
-    if (whole < limit / 10) whole = whole * 10 + (s[i] - '0');
-    else whole = limit;
+    if (whole < limit / 10)
+      whole = whole * 10 + (s[i] - '0');
+    else
+      whole = limit;
   }
   const std::size_t int_digits = i;
   std::int64_t frac_ns = 0;
@@ -107,7 +111,8 @@ struct date_cursor {
       if (s.substr(i, names[k].size()) == names[k]) {
         // A short name must not be a prefix of a longer token ("Sun" in "Sunday").
         const std::size_t end = i + names[k].size();
-        if (end < s.size() && ((s[end] >= 'a' && s[end] <= 'z') || (s[end] >= 'A' && s[end] <= 'Z')))
+        if (end < s.size() &&
+            ((s[end] >= 'a' && s[end] <= 'z') || (s[end] >= 'A' && s[end] <= 'Z')))
           continue;
         i = end;
         index = k;
@@ -120,8 +125,8 @@ struct date_cursor {
 };
 
 inline constexpr std::string_view short_days[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
-inline constexpr std::string_view long_days[] = {"Monday",   "Tuesday", "Wednesday", "Thursday",
-                                                 "Friday",   "Saturday", "Sunday"};
+inline constexpr std::string_view long_days[] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+                                                 "Friday", "Saturday", "Sunday"};
 inline constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
@@ -135,7 +140,8 @@ inline std::optional<wall_time> make_time(std::int64_t y, int mon, int d, int hh
   if (y < 1 || y > 9999 || mon < 1 || mon > 12 || d < 1 ||
       d > static_cast<int>(days_in_month(y, static_cast<unsigned>(mon))))
     return std::nullopt;
-  const std::int64_t days = days_from_civil(y, static_cast<unsigned>(mon), static_cast<unsigned>(d));
+  const std::int64_t days =
+      days_from_civil(y, static_cast<unsigned>(mon), static_cast<unsigned>(d));
   const std::int64_t secs = days * 86400 + hh * 3600 + mm * 60 + ss;
   return wall_time{std::chrono::duration_cast<wall_time::duration>(std::chrono::seconds{secs})};
 }
@@ -164,7 +170,8 @@ inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time
         read_time(c, hh, mm, ss) && c.literal(" GMT") && c.done()) {
       // RFC 9110: a two-digit year more than 50 years in the future is the most recent past
       // year with the same last two digits.
-      const auto now_days = std::chrono::duration_cast<std::chrono::hours>(now.time_since_epoch()).count() / 24;
+      const auto now_days =
+          std::chrono::duration_cast<std::chrono::hours>(now.time_since_epoch()).count() / 24;
       std::int64_t year_now = 1970 + now_days / 366;  // a lower bound; refine below
       while (days_from_civil(year_now + 1, 1, 1) <= now_days) ++year_now;
       std::int64_t full = (year_now / 100) * 100 + y;
@@ -196,7 +203,8 @@ inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time
 inline std::optional<duration> parse_retry_after(std::string_view value, wall_time now) noexcept {
   const std::string_view v = detail::trim(value);
   if (v.empty()) return std::nullopt;
-  if (detail::is_digit(v.front()) || v.front() == '.') return detail::parse_decimal(v, 1'000'000'000);
+  if (detail::is_digit(v.front()) || v.front() == '.')
+    return detail::parse_decimal(v, 1'000'000'000);
   const auto when = parse_http_date(v, now);
   if (!when || *when <= now) return std::nullopt;
   const auto wait = std::chrono::duration_cast<duration>(*when - now);

@@ -46,7 +46,8 @@ class fake_clock {
 class fake_sleeper {
  public:
   fake_sleeper() : fake_sleeper(fake_clock{}) {}
-  explicit fake_sleeper(fake_clock clock) : clock_(std::move(clock)), state_(std::make_shared<state>()) {}
+  explicit fake_sleeper(fake_clock clock)
+      : clock_(std::move(clock)), state_(std::make_shared<state>()) {}
 
   bool sleep_for(duration d, const cancel_token& token) const {
     if (token.cancelled()) return false;

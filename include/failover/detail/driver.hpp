@@ -2,6 +2,8 @@
 // after each failure and carrying out its answer (sleeping via the Sleeper, reading the Clock).
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <optional>
@@ -9,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
@@ -27,14 +30,20 @@ template <class R, class F, class... Args>
 constexpr call_form form_of() {
   if constexpr (std::is_invocable_v<F&, const attempt_context&, Args&...>) {
     using Ret = std::invoke_result_t<F&, const attempt_context&, Args&...>;
-    if constexpr (returns_outcome<R, Ret>) return call_form::ctx_outcome;
-    else if constexpr (std::is_convertible_v<Ret, R>) return call_form::ctx_value;
-    else return call_form::invalid;
+    if constexpr (returns_outcome<R, Ret>)
+      return call_form::ctx_outcome;
+    else if constexpr (std::is_convertible_v<Ret, R>)
+      return call_form::ctx_value;
+    else
+      return call_form::invalid;
   } else if constexpr (std::is_invocable_v<F&, Args&...>) {
     using Ret = std::invoke_result_t<F&, Args&...>;
-    if constexpr (returns_outcome<R, Ret>) return call_form::plain_outcome;
-    else if constexpr (std::is_convertible_v<Ret, R>) return call_form::plain_value;
-    else return call_form::invalid;
+    if constexpr (returns_outcome<R, Ret>)
+      return call_form::plain_outcome;
+    else if constexpr (std::is_convertible_v<Ret, R>)
+      return call_form::plain_value;
+    else
+      return call_form::invalid;
   } else {
     return call_form::invalid;
   }
@@ -51,11 +60,12 @@ outcome<R> invoke_as_outcome(F& f, const attempt_context& ctx, Args&... args) {
 }
 
 // What the driver needs of a chain entry.
-template <class Backoff>
+template <class Backoff, class Health>
 struct entry_meta {
   failover::role role = role::standard;
   retry_options retry;
   Backoff backoff;  // the prototype; each call copies it, and a copy starts fresh
+  Health health{};  // the breaker's handle for this entry's key
 };
 
 template <class Entries>
@@ -95,6 +105,19 @@ inline error stop_error(error_kind kind, const error* last, std::string_view mod
   return e;
 }
 
+inline error all_open_error(std::string_view model, duration until_reopen) {
+  error e;
+  e.kind = error_kind::circuit_open;
+  e.model = std::string(model);
+  e.retry_after = until_reopen;
+  e.message =
+      "every model's circuit is open; the earliest, " + std::string(model) +
+      ", allows a probe in " +
+      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(until_reopen).count()) +
+      "ms";
+  return e;
+}
+
 // Runs one call. `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
 template <class R, class Holder, class Entries, class Invoke>
 result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr& names,
@@ -113,15 +136,23 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
     p.hooks().on_give_up(gave_up{res.error(), res.stop()});
     return res;
   }
+  p.budget().on_first_attempt(start);
 
+  auto time_left = [&](time_point at) -> std::optional<duration> {
+    if (!deadline) return std::nullopt;
+    return *deadline - (at - start);
+  };
   std::size_t index = *first;
   int models_tried = 0;
   int total = 0;
-  // Every attempt before the current one failed, so the trace's last record is the latest error.
-  auto last_error = [&res]() -> const error* {
-    const trace& t = res.trace();
-    return t.size() == 0 ? nullptr : &t.attempts().back().error;
+  std::optional<std::size_t> last_call;  // trace index of the latest attempt that called a model
+  error_kind routing = error_kind::unknown;  // the failure that led to the current entry
+  std::optional<std::pair<time_point, std::size_t>> earliest_reopen;  // among skipped entries
+  bool waited_for_reopen = false;
+  auto last_error = [&]() -> const error* {
+    return last_call ? &res.trace().attempts()[*last_call].error : nullptr;
   };
+
   for (;;) {
     ++models_tried;
     const auto& entry = entries[index];
@@ -132,14 +163,26 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
 
     for (;;) {
       const time_point now = p.clock().now();
-      std::optional<duration> remaining;
-      if (deadline) remaining = *deadline - (now - start);
-      if (call.token.cancelled()) {
-        why = stop_reason::cancelled;
-        break;
-      }
-      if (remaining && *remaining <= duration::zero()) {
-        why = stop_reason::deadline;
+      const std::optional<duration> remaining = time_left(now);
+      why = decide_start(opts, call.token.cancelled(), total, remaining);
+      if (why != stop_reason::none) break;
+      const admission adm = p.breaker().admit(entry.health, now);
+      if (!adm.allowed) {
+        attempt_record& skip = res.mutable_trace().add(attempt_record{});
+        skip.model = model;
+        skip.entry = static_cast<std::uint16_t>(index);
+        skip.role = entry.role;
+        skip.attempt = counters.attempts + 1;
+        skip.start = now - start;
+        skip.skipped = true;
+        skip.error.kind = error_kind::circuit_open;
+        skip.error.model = std::string(model);
+        skip.error.retry_after = adm.until > now ? adm.until - now : duration::zero();
+        skip.error.message = "skipped: circuit open";
+        skip.stop = why = stop_reason::circuit_open;
+        p.hooks().on_skip(attempt_skipped{model, adm.until});
+        if (!earliest_reopen || adm.until < earliest_reopen->first)
+          earliest_reopen.emplace(adm.until, index);
         break;
       }
       ++counters.attempts;
@@ -147,6 +190,7 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
       const attempt_context ctx{model, counters.attempts, total, remaining, &call.token};
       p.hooks().on_attempt_start(attempt_started{model, counters.attempts, total, remaining});
 
+      last_call = res.trace().size();
       attempt_record& rec = res.mutable_trace().add(attempt_record{});
       rec.model = model;
       rec.entry = static_cast<std::uint16_t>(index);
@@ -166,7 +210,10 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
 
       if (answer && answer->has_value()) {
         rec.ok = true;
-        p.hooks().on_attempt_end(attempt_ended{model, counters.attempts, true, nullptr, rec.elapsed});
+        p.breaker().on_success(entry.health, end, adm.probe);
+        p.budget().on_success(end);
+        p.hooks().on_attempt_end(
+            attempt_ended{model, counters.attempts, true, nullptr, rec.elapsed});
         res.set_value(std::move(*answer).value());
         return res;
       }
@@ -176,15 +223,21 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
       error& e = rec.error;
       e.model = std::string(model);
       if (e.kind == error_kind::read_timeout) ++counters.read_timeouts;
+      p.breaker().on_failure(entry.health, end, e, adm.probe);
 
       duration delay{};
       if (e.transient) {
         if (!backoff) backoff.emplace(entry.backoff);
         delay = backoff->next(counters.attempts);
       }
-      if (deadline) remaining = *deadline - (end - start);
-      const retry_decision d =
-          decide_retry(entry.retry, opts.max_total_attempts, e, counters, delay, remaining);
+      retry_decision d =
+          decide_retry(entry.retry, opts.max_total_attempts, e, counters, delay, time_left(end));
+      // Shared health can veto a retry the model's own rules allow: no point waiting for a circuit
+      // that will still be open, and no retry the shared budget cannot pay for.
+      if (d.retry && p.breaker().would_refuse(entry.health, end + d.wait))
+        d = retry_decision{false, {}, wait_reason::none, stop_reason::circuit_open};
+      if (d.retry && !p.budget().try_retry(end))
+        d = retry_decision{false, {}, wait_reason::none, stop_reason::budget_exhausted};
       rec.wait = d.wait;
       rec.why_wait = d.reason;
       rec.stop = d.stop;
@@ -208,14 +261,44 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
       p.hooks().on_give_up(gave_up{res.error(), why});
       return res;
     }
-    const error& last = *last_error();
-    const walk_decision w = next_entry(roles, index, last, why, models_tried, opts);
+    // A model skipped before any attempt passes on the failure that led to it, and is no hop.
+    const bool skipped_untried = why == stop_reason::circuit_open && counters.attempts == 0;
+    if (skipped_untried) --models_tried;
+    const error_kind walk_kind =
+        skipped_untried ? routing : res.trace().attempts()[*last_call].error.kind;
+    const walk_decision w = next_entry(roles, index, walk_kind, why, models_tried, opts);
     if (!w.next) {
-      res.set_error(last, w.stop == stop_reason::no_fallback ? why : w.stop);
+      if (!last_call && earliest_reopen) {  // every model considered is open
+        const time_point now = p.clock().now();
+        const duration until = std::max(duration::zero(), earliest_reopen->first - now);
+        if (wait_for_reopen(opts, waited_for_reopen, until, time_left(now))) {
+          waited_for_reopen = true;
+          attempt_record& skip = res.mutable_trace().back();
+          skip.wait = until;
+          skip.why_wait = wait_reason::circuit;
+          if (!p.sleeper().sleep_for(until, call.token)) {
+            res.set_error(stop_error(error_kind::cancelled, nullptr, model),
+                          stop_reason::cancelled);
+            p.hooks().on_give_up(gave_up{res.error(), res.stop()});
+            return res;
+          }
+          index = earliest_reopen->second;
+          earliest_reopen.reset();
+          routing = error_kind::unknown;
+          models_tried = 0;
+          continue;
+        }
+        res.set_error(all_open_error((*names)[earliest_reopen->second], until),
+                      stop_reason::circuit_open);
+      } else {
+        res.set_error(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
+      }
       p.hooks().on_give_up(gave_up{res.error(), res.stop()});
       return res;
     }
-    p.hooks().on_fallback(fallback_taken{model, (*names)[*w.next], entries[*w.next].role, last, why});
+    p.hooks().on_fallback(fallback_taken{model, (*names)[*w.next], entries[*w.next].role,
+                                         res.trace().attempts().back().error, why});
+    routing = walk_kind;
     index = *w.next;
   }
 }
