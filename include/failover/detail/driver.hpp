@@ -118,188 +118,278 @@ inline error all_open_error(std::string_view model, duration until_reopen) {
   return e;
 }
 
-// Runs one call. `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
-template <class R, class Holder, class Entries, class Invoke>
-result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr& names,
-                const chain_options& opts, const call_options& call, Invoke&& invoke) {
-  using backoff_type = typename Holder::backoff_type;
-  result<R> res(names);
-  const time_point start = p.clock().now();
-  const std::optional<duration> deadline = earlier(opts.deadline, call.deadline);
-  const roles_view<Entries> roles{entries};
+// One call as a state machine: it says what to do next (call entry i with this context, wait this
+// long, or done) and is told what happened. It reads the Clock policy but never sleeps or calls a
+// model itself, so the blocking driver below, an async driver and virtual-time simulations of many
+// concurrent calls all run the same rules.
+template <class R, class Holder, class Entries>
+class call_machine {
+ public:
+  enum class action { attempt, wait, done };
 
-  const std::optional<std::size_t> first = first_entry(roles);
-  if (!first) {
-    error e;
-    e.message = "the chain has no standard entry to start from";
-    res.set_error(std::move(e), stop_reason::no_fallback);
-    p.hooks().on_give_up(gave_up{res.error(), res.stop()});
-    return res;
-  }
-  p.budget().on_first_attempt(start);
+  call_machine(const Holder& p, const Entries& entries, const trace::names_ptr& names,
+               const chain_options& opts, const call_options& call)
+      : p_(p),
+        entries_(entries),
+        names_(names),
+        opts_(opts),
+        call_(call),
+        res_(names),
+        start_(p.clock().now()),
+        deadline_(earlier(opts.deadline, call.deadline)) {}
 
-  auto time_left = [&](time_point at) -> std::optional<duration> {
-    if (!deadline) return std::nullopt;
-    return *deadline - (at - start);
-  };
-  std::size_t index = *first;
-  int models_tried = 0;
-  int total = 0;
-  std::optional<std::size_t> last_call;  // trace index of the latest attempt that called a model
-  error_kind routing = error_kind::unknown;  // the failure that led to the current entry
-  std::optional<std::pair<time_point, std::size_t>> earliest_reopen;  // among skipped entries
-  bool waited_for_reopen = false;
-  auto last_error = [&]() -> const error* {
-    return last_call ? &res.trace().attempts()[*last_call].error : nullptr;
-  };
-
-  for (;;) {
-    ++models_tried;
-    const auto& entry = entries[index];
-    const std::string_view model = (*names)[index];
-    std::optional<backoff_type> backoff;  // copied from the prototype at the first retry only
-    retry_counters counters;
-    stop_reason why = stop_reason::none;
-
-    for (;;) {
-      const time_point now = p.clock().now();
-      const std::optional<duration> remaining = time_left(now);
-      why = decide_start(opts, call.token.cancelled(), total, remaining);
-      if (why != stop_reason::none) break;
-      const admission adm = p.breaker().admit(entry.health, now);
-      if (!adm.allowed) {
-        attempt_record& skip = res.mutable_trace().add(attempt_record{});
-        skip.model = model;
-        skip.entry = static_cast<std::uint16_t>(index);
-        skip.role = entry.role;
-        skip.attempt = counters.attempts + 1;
-        skip.start = now - start;
-        skip.skipped = true;
-        skip.error.kind = error_kind::circuit_open;
-        skip.error.model = std::string(model);
-        skip.error.retry_after = adm.until > now ? adm.until - now : duration::zero();
-        skip.error.message = "skipped: circuit open";
-        skip.stop = why = stop_reason::circuit_open;
-        p.hooks().on_skip(attempt_skipped{model, adm.until});
-        if (!earliest_reopen || adm.until < earliest_reopen->first)
-          earliest_reopen.emplace(adm.until, index);
-        break;
-      }
-      ++counters.attempts;
-      counters.total_attempts = ++total;
-      const attempt_context ctx{model, counters.attempts, total, remaining, &call.token};
-      p.hooks().on_attempt_start(attempt_started{model, counters.attempts, total, remaining});
-
-      last_call = res.trace().size();
-      attempt_record& rec = res.mutable_trace().add(attempt_record{});
-      rec.model = model;
-      rec.entry = static_cast<std::uint16_t>(index);
-      rec.role = entry.role;
-      rec.attempt = counters.attempts;
-      rec.start = now - start;
-
-      std::optional<outcome<R>> answer;
-      std::exception_ptr thrown;
-      try {
-        answer.emplace(invoke(index, ctx));
-      } catch (...) {
-        thrown = std::current_exception();
-      }
-      const time_point end = p.clock().now();
-      rec.elapsed = end - now;
-
-      if (answer && answer->has_value()) {
-        rec.ok = true;
-        p.breaker().on_success(entry.health, end, adm.probe);
-        p.budget().on_success(end);
-        p.hooks().on_attempt_end(
-            attempt_ended{model, counters.attempts, true, nullptr, rec.elapsed});
-        res.set_value(std::move(*answer).value());
-        return res;
-      }
-
-      rec.error = thrown ? p.classifier().classify(thrown, p.clock().wall_now())
-                         : p.classifier().classify(answer->failure(), p.clock().wall_now());
-      error& e = rec.error;
-      e.model = std::string(model);
-      if (e.kind == error_kind::read_timeout) ++counters.read_timeouts;
-      p.breaker().on_failure(entry.health, end, e, adm.probe);
-
-      duration delay{};
-      if (e.transient) {
-        if (!backoff) backoff.emplace(entry.backoff);
-        delay = backoff->next(counters.attempts);
-      }
-      retry_decision d =
-          decide_retry(entry.retry, opts.max_total_attempts, e, counters, delay, time_left(end));
-      // Shared health can veto a retry the model's own rules allow: no point waiting for a circuit
-      // that will still be open, and no retry the shared budget cannot pay for.
-      if (d.retry && p.breaker().would_refuse(entry.health, end + d.wait))
-        d = retry_decision{false, {}, wait_reason::none, stop_reason::circuit_open};
-      if (d.retry && !p.budget().try_retry(end))
-        d = retry_decision{false, {}, wait_reason::none, stop_reason::budget_exhausted};
-      rec.wait = d.wait;
-      rec.why_wait = d.reason;
-      rec.stop = d.stop;
-      p.hooks().on_attempt_end(attempt_ended{model, counters.attempts, false, &e, rec.elapsed});
-      if (!d.retry) {
-        why = d.stop;
-        break;
-      }
-      p.hooks().on_retry(retry_scheduled{model, counters.attempts, d.wait, d.reason, e});
-      if (!p.sleeper().sleep_for(d.wait, call.token)) {
-        rec.stop = why = stop_reason::cancelled;
-        break;
-      }
+  // The first action. Call once.
+  action start() {
+    const std::optional<std::size_t> first = first_entry(roles());
+    if (!first) {
+      error e;
+      e.message = "the chain has no standard entry to start from";
+      return finish(std::move(e), stop_reason::no_fallback);
     }
+    p_.budget().on_first_attempt(start_);
+    index_ = *first;
+    begin_model();
+    return next_attempt();
+  }
 
-    // This model is done. Cancellation and the deadline end the call with their own kind.
+  // After action::attempt: the callable's answer, or what it threw.
+  action attempted(outcome<R>&& answer) {
+    const time_point end = p_.clock().now();
+    attempt_record& rec = current();
+    rec.elapsed = end - attempt_start_;
+    if (answer.has_value()) {
+      rec.ok = true;
+      p_.breaker().on_success(entry().health, end, admission_.probe);
+      p_.budget().on_success(end);
+      p_.hooks().on_attempt_end(
+          attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
+      res_.set_value(std::move(answer).value());
+      return action::done;
+    }
+    rec.error = p_.classifier().classify(answer.failure(), p_.clock().wall_now());
+    return failed(end);
+  }
+  action attempted(std::exception_ptr thrown) {
+    const time_point end = p_.clock().now();
+    attempt_record& rec = current();
+    rec.elapsed = end - attempt_start_;
+    rec.error = p_.classifier().classify(thrown, p_.clock().wall_now());
+    return failed(end);
+  }
+
+  // After action::wait: whether the wait ran its full length (false: the call was cancelled).
+  action waited(bool completed) {
+    if (waiting_for_reopen_) {
+      waiting_for_reopen_ = false;
+      if (!completed) {
+        return finish(stop_error(error_kind::cancelled, nullptr, model()), stop_reason::cancelled);
+      }
+      index_ = earliest_reopen_->second;
+      earliest_reopen_.reset();
+      routing_ = error_kind::unknown;
+      models_tried_ = 0;
+      begin_model();
+      return next_attempt();
+    }
+    if (!completed) {
+      current().stop = stop_reason::cancelled;
+      return model_done(stop_reason::cancelled);
+    }
+    return next_attempt();
+  }
+
+  // What to call (action::attempt) or how long to wait (action::wait).
+  std::size_t entry_index() const noexcept { return index_; }
+  const attempt_context& context() const noexcept { return ctx_; }
+  duration wait() const noexcept { return wait_; }
+  const cancel_token& token() const noexcept { return call_.token; }
+
+  // After action::done.
+  result<R> take() && { return std::move(res_); }
+
+ private:
+  using backoff_type = typename Holder::backoff_type;
+
+  roles_view<Entries> roles() const noexcept { return roles_view<Entries>{entries_}; }
+  const auto& entry() const noexcept { return entries_[index_]; }
+  std::string_view model() const noexcept { return (*names_)[index_]; }
+  attempt_record& current() noexcept { return res_.mutable_trace().back(); }
+  std::optional<duration> time_left(time_point at) const noexcept {
+    if (!deadline_) return std::nullopt;
+    return *deadline_ - (at - start_);
+  }
+  const error* last_error() const noexcept {
+    return last_call_ ? &res_.trace().attempts()[*last_call_].error : nullptr;
+  }
+
+  void begin_model() {
+    ++models_tried_;
+    counters_ = retry_counters{};
+    counters_.total_attempts = total_;
+    backoff_.reset();
+  }
+
+  attempt_record& add_record(time_point now) {
+    attempt_record& rec = res_.mutable_trace().add(attempt_record{});
+    rec.model = model();
+    rec.entry = static_cast<std::uint16_t>(index_);
+    rec.role = entry().role;
+    rec.attempt = counters_.attempts;
+    rec.start = now - start_;
+    return rec;
+  }
+
+  action next_attempt() {
+    const time_point now = p_.clock().now();
+    const std::optional<duration> remaining = time_left(now);
+    const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, remaining);
+    if (why != stop_reason::none) return model_done(why);
+    admission_ = p_.breaker().admit(entry().health, now);
+    if (!admission_.allowed) {
+      attempt_record& skip = add_record(now);
+      skip.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
+      skip.skipped = true;
+      skip.error.kind = error_kind::circuit_open;
+      skip.error.model = std::string(model());
+      skip.error.retry_after = admission_.until > now ? admission_.until - now : duration::zero();
+      skip.error.message = "skipped: circuit open";
+      skip.stop = stop_reason::circuit_open;
+      p_.hooks().on_skip(attempt_skipped{model(), admission_.until});
+      if (!earliest_reopen_ || admission_.until < earliest_reopen_->first)
+        earliest_reopen_.emplace(admission_.until, index_);
+      return model_done(stop_reason::circuit_open);
+    }
+    ++counters_.attempts;
+    counters_.total_attempts = ++total_;
+    ctx_ = attempt_context{model(), counters_.attempts, total_, remaining, &call_.token};
+    p_.hooks().on_attempt_start(attempt_started{model(), counters_.attempts, total_, remaining});
+    last_call_ = res_.trace().size();
+    add_record(now);
+    attempt_start_ = now;
+    return action::attempt;
+  }
+
+  action failed(time_point end) {
+    attempt_record& rec = current();
+    error& e = rec.error;
+    e.model = std::string(model());
+    if (e.kind == error_kind::read_timeout) ++counters_.read_timeouts;
+    p_.breaker().on_failure(entry().health, end, e, admission_.probe);
+
+    duration delay{};
+    if (e.transient) {
+      if (!backoff_) backoff_.emplace(entry().backoff);
+      delay = backoff_->next(counters_.attempts);
+    }
+    retry_decision d =
+        decide_retry(entry().retry, opts_.max_total_attempts, e, counters_, delay, time_left(end));
+    // Shared health can veto a retry the model's own rules allow: no point waiting for a circuit
+    // that will still be open, and no retry the shared budget cannot pay for.
+    if (d.retry && p_.breaker().would_refuse(entry().health, end + d.wait))
+      d = retry_decision{false, {}, wait_reason::none, stop_reason::circuit_open};
+    if (d.retry && !p_.budget().try_retry(end))
+      d = retry_decision{false, {}, wait_reason::none, stop_reason::budget_exhausted};
+    rec.wait = d.wait;
+    rec.why_wait = d.reason;
+    rec.stop = d.stop;
+    p_.hooks().on_attempt_end(attempt_ended{model(), counters_.attempts, false, &e, rec.elapsed});
+    if (!d.retry) return model_done(d.stop);
+    p_.hooks().on_retry(retry_scheduled{model(), counters_.attempts, d.wait, d.reason, e});
+    wait_ = d.wait;
+    return action::wait;
+  }
+
+  // The current model is done for `why`: end the call, or walk to the next entry.
+  action model_done(stop_reason why) {
     if (why == stop_reason::cancelled || why == stop_reason::deadline) {
       const error_kind k =
           why == stop_reason::cancelled ? error_kind::cancelled : error_kind::deadline_exceeded;
-      res.set_error(stop_error(k, last_error(), model), why);
-      p.hooks().on_give_up(gave_up{res.error(), why});
-      return res;
+      return finish(stop_error(k, last_error(), model()), why);
     }
     // A model skipped before any attempt passes on the failure that led to it, and is no hop.
-    const bool skipped_untried = why == stop_reason::circuit_open && counters.attempts == 0;
-    if (skipped_untried) --models_tried;
-    const error_kind walk_kind =
-        skipped_untried ? routing : res.trace().attempts()[*last_call].error.kind;
-    const walk_decision w = next_entry(roles, index, walk_kind, why, models_tried, opts);
+    const bool skipped_untried = why == stop_reason::circuit_open && counters_.attempts == 0;
+    if (skipped_untried) --models_tried_;
+    const error_kind walk_kind = skipped_untried ? routing_ : last_error()->kind;
+    const walk_decision w = next_entry(roles(), index_, walk_kind, why, models_tried_, opts_);
     if (!w.next) {
-      if (!last_call && earliest_reopen) {  // every model considered is open
-        const time_point now = p.clock().now();
-        const duration until = std::max(duration::zero(), earliest_reopen->first - now);
-        if (wait_for_reopen(opts, waited_for_reopen, until, time_left(now))) {
-          waited_for_reopen = true;
-          attempt_record& skip = res.mutable_trace().back();
-          skip.wait = until;
-          skip.why_wait = wait_reason::circuit;
-          if (!p.sleeper().sleep_for(until, call.token)) {
-            res.set_error(stop_error(error_kind::cancelled, nullptr, model),
-                          stop_reason::cancelled);
-            p.hooks().on_give_up(gave_up{res.error(), res.stop()});
-            return res;
-          }
-          index = earliest_reopen->second;
-          earliest_reopen.reset();
-          routing = error_kind::unknown;
-          models_tried = 0;
-          continue;
+      if (!last_call_ && earliest_reopen_) {  // every model considered is open
+        const time_point now = p_.clock().now();
+        const duration until = std::max(duration::zero(), earliest_reopen_->first - now);
+        if (wait_for_reopen(opts_, waited_for_reopen_, until, time_left(now))) {
+          waited_for_reopen_ = waiting_for_reopen_ = true;
+          current().wait = wait_ = until;
+          current().why_wait = wait_reason::circuit;
+          return action::wait;
         }
-        res.set_error(all_open_error((*names)[earliest_reopen->second], until),
+        return finish(all_open_error((*names_)[earliest_reopen_->second], until),
                       stop_reason::circuit_open);
-      } else {
-        res.set_error(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
       }
-      p.hooks().on_give_up(gave_up{res.error(), res.stop()});
-      return res;
+      return finish(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
     }
-    p.hooks().on_fallback(fallback_taken{model, (*names)[*w.next], entries[*w.next].role,
-                                         res.trace().attempts().back().error, why});
-    routing = walk_kind;
-    index = *w.next;
+    p_.hooks().on_fallback(fallback_taken{model(), (*names_)[*w.next], entries_[*w.next].role,
+                                          res_.trace().attempts().back().error, why});
+    routing_ = walk_kind;
+    index_ = *w.next;
+    begin_model();
+    return next_attempt();
+  }
+
+  action finish(error e, stop_reason why) {
+    res_.set_error(std::move(e), why);
+    p_.hooks().on_give_up(gave_up{res_.error(), why});
+    return action::done;
+  }
+
+  const Holder& p_;
+  const Entries& entries_;
+  const trace::names_ptr& names_;
+  const chain_options& opts_;
+  const call_options& call_;
+  result<R> res_;
+  const time_point start_;
+  const std::optional<duration> deadline_;
+
+  std::size_t index_ = 0;
+  int models_tried_ = 0;
+  int total_ = 0;
+  retry_counters counters_;
+  std::optional<backoff_type> backoff_;  // copied from the prototype at a model's first retry
+  admission admission_;
+  attempt_context ctx_;
+  time_point attempt_start_{};
+  duration wait_{};
+  std::optional<std::size_t> last_call_;  // trace index of the latest attempt that called a model
+  error_kind routing_ = error_kind::unknown;  // the failure that led to the current entry
+  std::optional<std::pair<time_point, std::size_t>> earliest_reopen_;  // among skipped entries
+  bool waited_for_reopen_ = false;
+  bool waiting_for_reopen_ = false;
+};
+
+// The blocking driver: runs the machine, calling the model and sleeping through the Sleeper.
+// `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
+template <class R, class Holder, class Entries, class Invoke>
+result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr& names,
+                const chain_options& opts, const call_options& call, Invoke&& invoke) {
+  call_machine<R, Holder, Entries> m(p, entries, names, opts, call);
+  for (auto a = m.start();;) {
+    switch (a) {
+      case call_machine<R, Holder, Entries>::action::attempt: {
+        std::optional<outcome<R>> answer;
+        std::exception_ptr thrown;
+        try {
+          answer.emplace(invoke(m.entry_index(), m.context()));
+        } catch (...) {
+          thrown = std::current_exception();
+        }
+        a = thrown ? m.attempted(thrown) : m.attempted(std::move(*answer));
+        break;
+      }
+      case call_machine<R, Holder, Entries>::action::wait:
+        a = m.waited(p.sleeper().sleep_for(m.wait(), call.token));
+        break;
+      case call_machine<R, Holder, Entries>::action::done:
+        return std::move(m).take();
+    }
   }
 }
 
