@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -243,8 +244,11 @@ class model_health {
   }
 
  private:
+  // Marks a bucket that holds no calls: below any epoch a clock can produce.
+  static constexpr std::int64_t unused = std::numeric_limits<std::int64_t>::min();
+
   struct bucket {
-    std::atomic<std::int64_t> epoch{-1};
+    std::atomic<std::int64_t> epoch{unused};
     std::atomic<std::int32_t> calls{0};
     std::atomic<std::int32_t> failed{0};
   };
@@ -274,7 +278,7 @@ class model_health {
     std::int64_t calls = 0, failed = 0;
     for (const auto& b : window_) {
       const std::int64_t e = b.epoch.load(std::memory_order_acquire);
-      if (e <= ep && e > ep - buckets) {
+      if (e != unused && e <= ep && e > ep - buckets) {
         calls += b.calls.load(std::memory_order_relaxed);
         failed += b.failed.load(std::memory_order_relaxed);
       }
@@ -284,7 +288,11 @@ class model_health {
   }
 
   void reset_window() noexcept {
-    for (auto& b : window_) b.epoch.store(-1, std::memory_order_relaxed);
+    for (auto& b : window_) {
+      b.epoch.store(unused, std::memory_order_relaxed);
+      b.calls.store(0, std::memory_order_relaxed);
+      b.failed.store(0, std::memory_order_relaxed);
+    }
     consecutive_.store(0, std::memory_order_relaxed);
   }
 
