@@ -1,2 +1,296 @@
+// The success path allocates nothing: every global operator new is replaced by a counting one,
+// and a call is measured after one warm-up call. The failure path is measured too, to prove the
+// counter sees the library's allocations.
 #include "catch.hpp"
-TEST_CASE("alloc placeholder") { REQUIRE(true); }
+
+#include <failover/failover.hpp>
+#include <failover/testing.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+namespace {
+
+std::atomic<bool> counting{false};
+std::atomic<long> allocations{0};
+void* volatile sink = nullptr;  // keeps the compiler from eliding a new/delete pair
+
+void note_allocation() noexcept {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+}
+
+void* allocate(std::size_t size) {
+  if (size == 0) size = 1;
+  for (;;) {
+    if (void* p = std::malloc(size)) {
+      note_allocation();
+      return p;
+    }
+    std::new_handler handler = std::get_new_handler();
+    if (!handler) throw std::bad_alloc();
+    handler();
+  }
+}
+
+void* allocate_aligned(std::size_t size, std::align_val_t align) {
+  const auto alignment = static_cast<std::size_t>(align);
+  if (size == 0) size = 1;
+  // aligned_alloc wants a size that is a multiple of the alignment.
+  const std::size_t rounded = (size + alignment - 1) / alignment * alignment;
+  for (;;) {
+    if (void* p = std::aligned_alloc(alignment, rounded)) {
+      note_allocation();
+      return p;
+    }
+    std::new_handler handler = std::get_new_handler();
+    if (!handler) throw std::bad_alloc();
+    handler();
+  }
+}
+
+void* allocate_nothrow(std::size_t size) noexcept {
+  try {
+    return allocate(size);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void* allocate_aligned_nothrow(std::size_t size, std::align_val_t align) noexcept {
+  try {
+    return allocate_aligned(size, align);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+// Counts the allocations made while it is alive.
+class allocation_scope {
+ public:
+  allocation_scope() noexcept {
+    allocations.store(0);
+    counting.store(true);
+  }
+  ~allocation_scope() { counting.store(false); }
+  allocation_scope(const allocation_scope&) = delete;
+  allocation_scope& operator=(const allocation_scope&) = delete;
+  long count() const noexcept { return allocations.load(); }
+};
+
+}  // namespace
+
+// NOLINTBEGIN(misc-new-delete-overloads): every form is replaced on purpose.
+void* operator new(std::size_t size) {
+  return allocate(size);
+}
+void* operator new[](std::size_t size) {
+  return allocate(size);
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return allocate_nothrow(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return allocate_nothrow(size);
+}
+void* operator new(std::size_t size, std::align_val_t align) {
+  return allocate_aligned(size, align);
+}
+void* operator new[](std::size_t size, std::align_val_t align) {
+  return allocate_aligned(size, align);
+}
+void* operator new(std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
+  return allocate_aligned_nothrow(size, align);
+}
+void* operator new[](std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
+  return allocate_aligned_nothrow(size, align);
+}
+
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+// NOLINTEND(misc-new-delete-overloads)
+
+namespace {
+
+template <class Chain>
+void add_three_models(Chain& chain) {
+  chain.add("model-a", [](int x) { return x * 2; });
+  chain.add("model-b", [](int x) { return x + 2; });
+  chain.add("model-c", [](int x) { return x - 2; });
+}
+
+struct aligned_thing {
+  alignas(64) unsigned char bytes[64];
+};
+
+}  // namespace
+
+TEST_CASE("alloc: the counter sees every form of operator new") {
+  long plain = 0;
+  long array = 0;
+  long nothrow = 0;
+  long aligned = 0;
+  {
+    allocation_scope scope;
+    int* p = new int(1);
+    sink = p;
+    delete p;
+    plain = scope.count();
+  }
+  {
+    allocation_scope scope;
+    int* p = new int[3];
+    sink = p;
+    delete[] p;
+    array = scope.count();
+  }
+  {
+    allocation_scope scope;
+    int* p = new (std::nothrow) int(2);
+    sink = p;
+    delete p;
+    nothrow = scope.count();
+  }
+  {
+    allocation_scope scope;
+    auto* p = new aligned_thing;
+    sink = p;
+    const bool is_aligned = reinterpret_cast<std::uintptr_t>(p) % 64 == 0;
+    delete p;
+    aligned = scope.count();
+    CHECK(is_aligned);
+  }
+  CHECK(plain == 1);
+  CHECK(array == 1);
+  CHECK(nothrow == 1);
+  CHECK(aligned == 1);
+}
+
+TEST_CASE("alloc: a chain whose first model answers allocates nothing (default policies)") {
+  failover::fallback_chain<int(int)> chain;
+  add_three_models(chain);
+  REQUIRE(chain.run(1).value() == 2);  // warm-up
+  long count = -1;
+  bool ok = false;
+  int value = 0;
+  {
+    allocation_scope scope;
+    auto r = chain.run(21);
+    ok = r.has_value();
+    value = ok ? *r : 0;
+    count = scope.count();
+  }
+  CHECK(ok);
+  CHECK(value == 42);
+  CHECK(count == 0);
+}
+
+TEST_CASE("alloc: a chain whose first model answers allocates nothing (fake policies)") {
+  failover::basic_fallback_chain<int(int), failover::testing::fake_policies> chain;
+  failover::testing::fake_clock clock;
+  failover::testing::use_fake_time(chain, clock);
+  add_three_models(chain);
+  REQUIRE(chain.run(1).value() == 2);  // warm-up
+  long count = -1;
+  bool ok = false;
+  {
+    allocation_scope scope;
+    auto r = chain.run(1);
+    ok = r.has_value() && *r == 2 && !r.fallback_used();
+    count = scope.count();
+  }
+  CHECK(ok);
+  CHECK(count == 0);
+}
+
+TEST_CASE("alloc: a retrier success allocates nothing") {
+  failover::retrier retrier("model-a");
+  auto call = [](const failover::attempt_context& ctx, int x) { return x * 3 + ctx.attempt; };
+  REQUIRE(retrier.run(call, 1).value() == 4);  // warm-up
+  long count = -1;
+  int value = 0;
+  {
+    allocation_scope scope;
+    auto r = retrier.run(call, 2);
+    value = r.has_value() ? *r : 0;
+    count = scope.count();
+  }
+  CHECK(value == 7);
+  CHECK(count == 0);
+}
+
+TEST_CASE("alloc: the failure path does allocate, so the counter works") {
+  SECTION("a permanent failure, then a fallback (default policies: no wait)") {
+    failover::fallback_chain<int(int)> chain;
+    const std::string code = "a_provider_code_too_long_for_small_strings";
+    chain.add("model-a",
+              [code](int) -> failover::outcome<int> { return failover::failure::http(401, code); });
+    chain.add("model-b", [](int x) { return x + 1; });
+    REQUIRE(chain.run(1).value() == 2);  // warm-up
+    long count = -1;
+    bool ok = false;
+    {
+      allocation_scope scope;
+      auto r = chain.run(1);
+      ok = r.has_value() && r.fallback_used();
+      count = scope.count();
+    }
+    CHECK(ok);
+    CHECK(count > 0);
+  }
+  SECTION("a failing call (fake policies)") {
+    failover::basic_fallback_chain<int(int), failover::testing::fake_policies> chain;
+    failover::testing::fake_clock clock;
+    failover::testing::use_fake_time(chain, clock);
+    chain.add("model-a",
+              [](int) -> failover::outcome<int> { return failover::failure::http(503); });
+    REQUIRE_FALSE(chain.run(1).has_value());  // warm-up
+    long count = -1;
+    bool failed = false;
+    {
+      allocation_scope scope;
+      auto r = chain.run(1);
+      failed = !r.has_value();
+      count = scope.count();
+    }
+    CHECK(failed);
+    CHECK(count > 0);
+  }
+}

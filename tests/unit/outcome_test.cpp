@@ -1,0 +1,261 @@
+// outcome<T>, result<T>, the trace's helpers, and the small vector that holds the attempts.
+#include "catch.hpp"
+
+#include <failover/outcome.hpp>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using failover::attempt_record;
+using failover::duration;
+using failover::error_kind;
+using failover::role;
+using failover::stop_reason;
+using failover::wait_reason;
+
+failover::trace::names_ptr names(std::vector<std::string> list) {
+  return std::make_shared<const std::vector<std::string>>(std::move(list));
+}
+
+attempt_record record(std::string_view model, std::uint16_t entry, duration start, duration elapsed,
+                      bool ok, duration wait = {}) {
+  attempt_record r;
+  r.model = model;
+  r.entry = entry;
+  r.start = start;
+  r.elapsed = elapsed;
+  r.ok = ok;
+  r.wait = wait;
+  if (wait > duration::zero()) r.why_wait = wait_reason::backoff;
+  if (!ok) r.error.kind = error_kind::server_error;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("outcome: holds a value") {
+  failover::outcome<std::string> o(std::string("hello"));
+  REQUIRE(o.has_value());
+  CHECK(static_cast<bool>(o));
+  CHECK(o.value() == "hello");
+  o.value() += "!";
+  CHECK(o.value() == "hello!");
+  const auto& co = o;
+  CHECK(co.value() == "hello!");
+  std::string moved = std::move(o).value();
+  CHECK(moved == "hello!");
+}
+
+TEST_CASE("outcome: holds a failure") {
+  failover::outcome<std::string> o(failover::failure::http(503, "busy", "try later"));
+  REQUIRE_FALSE(o.has_value());
+  CHECK_FALSE(static_cast<bool>(o));
+  REQUIRE(o.failure().status.has_value());
+  CHECK(*o.failure().status == 503);
+  CHECK(o.failure().code == "busy");
+  CHECK(o.failure().message == "try later");
+  failover::failure f = std::move(o).failure();
+  CHECK(f.code == "busy");
+}
+
+TEST_CASE("outcome: converts from values convertible to T") {
+  failover::outcome<std::string> from_literal("literal");
+  REQUIRE(from_literal.has_value());
+  CHECK(from_literal.value() == "literal");
+
+  failover::outcome<long long> from_int = 7;
+  REQUIRE(from_int.has_value());
+  CHECK(from_int.value() == 7);
+
+  auto make = [](bool ok) -> failover::outcome<std::string> {
+    if (ok) return "fine";  // const char* -> std::string
+    return failover::failure::of(error_kind::overloaded);
+  };
+  CHECK(make(true).has_value());
+  REQUIRE_FALSE(make(false).has_value());
+  REQUIRE(make(false).failure().kind.has_value());
+  CHECK(*make(false).failure().kind == error_kind::overloaded);
+
+  // A move-only value.
+  failover::outcome<std::unique_ptr<int>> ptr(std::make_unique<int>(5));
+  REQUIRE(ptr.has_value());
+  CHECK(*ptr.value() == 5);
+
+  static_assert(failover::is_outcome<failover::outcome<int>>::value);
+  static_assert(!failover::is_outcome<int>::value);
+  static_assert(std::is_convertible_v<const char*, failover::outcome<std::string>>);
+  static_assert(std::is_convertible_v<failover::failure, failover::outcome<int>>);
+}
+
+TEST_CASE("result: the value and its accessors") {
+  failover::result<std::string> r(names({"m"}));
+  CHECK_FALSE(r.has_value());
+  CHECK(r.stop() == stop_reason::none);
+  r.set_value(std::string("answer"));
+  REQUIRE(r.has_value());
+  CHECK(static_cast<bool>(r));
+  CHECK(r.stop() == stop_reason::succeeded);
+  CHECK(*r == "answer");
+  CHECK(r->size() == 6);
+  CHECK(r.value() == "answer");
+  const auto& cr = r;
+  CHECK(*cr == "answer");
+  CHECK(cr->size() == 6);
+  CHECK(cr.value() == "answer");
+  std::string taken = std::move(r).value();
+  CHECK(taken == "answer");
+}
+
+TEST_CASE("result: the error, and value() throwing call_failed") {
+  failover::result<int> r(names({"m"}));
+  failover::error e;
+  e.kind = error_kind::not_found;
+  e.status = 404;
+  e.model = "m";
+  r.set_error(e, stop_reason::permanent_error);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.stop() == stop_reason::permanent_error);
+  CHECK(r.error().kind == error_kind::not_found);
+  CHECK(r.error().model == "m");
+  REQUIRE_THROWS_AS(r.value(), failover::call_failed);
+  bool threw = false;
+  try {
+    (void)r.value();
+  } catch (const std::runtime_error& ex) {  // call_failed is a runtime_error
+    threw = true;
+    CHECK(std::string(ex.what()).find("not_found") != std::string::npos);
+    const auto* cf = dynamic_cast<const failover::call_failed*>(&ex);
+    REQUIRE(cf != nullptr);
+    CHECK(cf->error().kind == error_kind::not_found);
+    REQUIRE(cf->error().status.has_value());
+    CHECK(*cf->error().status == 404);
+  }
+  CHECK(threw);
+}
+
+TEST_CASE("trace: helpers on a successful fallback") {
+  auto n = names({"model-a", "model-b"});
+  failover::trace t(n);
+  t.add(record((*n)[0], 0, 0ms, 10ms, false, 100ms));
+  t.add(record((*n)[0], 0, 110ms, 5ms, false));
+  t.add(record((*n)[1], 1, 115ms, 20ms, true));
+  CHECK(t.size() == 3);
+  CHECK(t.served_by() == "model-b");
+  CHECK(t.fallback_used());
+  CHECK_FALSE(t.policy_rerouted());
+  CHECK(t.elapsed() == 135ms);
+  CHECK(t.total_wait() == 100ms);
+  CHECK(t.name(0) == "model-a");
+  CHECK(t.name(1) == "model-b");
+  CHECK(t.name(2).empty());
+}
+
+TEST_CASE("trace: helpers on a failure and on an empty trace") {
+  auto n = names({"model-a"});
+  failover::trace t(n);
+  t.add(record((*n)[0], 0, 0ms, 10ms, false, 50ms));
+  t.add(record((*n)[0], 0, 60ms, 10ms, false));
+  CHECK(t.served_by().empty());
+  CHECK_FALSE(t.fallback_used());
+  CHECK(t.elapsed() == 70ms);
+  CHECK(t.total_wait() == 50ms);
+
+  failover::trace empty;
+  CHECK(empty.size() == 0);
+  CHECK(empty.served_by().empty());
+  CHECK_FALSE(empty.fallback_used());
+  CHECK_FALSE(empty.policy_rerouted());
+  CHECK(empty.elapsed() == duration::zero());
+  CHECK(empty.total_wait() == duration::zero());
+  CHECK(empty.name(0).empty());
+}
+
+TEST_CASE("trace: policy_rerouted when a content-policy entry was called") {
+  auto n = names({"model-a", "reviewed"});
+  failover::trace t(n);
+  t.add(record((*n)[0], 0, 0ms, 1ms, false));
+  auto cp = record((*n)[1], 1, 1ms, 1ms, true);
+  cp.role = role::content_policy;
+  t.add(cp);
+  CHECK(t.policy_rerouted());
+  CHECK(t.served_by() == "reviewed");
+}
+
+TEST_CASE("trace: more attempts than fit inline keep their order") {
+  auto n = names({"m"});
+  failover::trace t(n);
+  for (int i = 0; i < 9; ++i) {
+    auto r = record((*n)[0], 0, duration(i * 10ms), 1ms, i == 8, i < 8 ? 9ms : 0ms);
+    r.attempt = i + 1;
+    t.add(r);
+  }
+  REQUIRE(t.size() == 9);
+  int expected = 1;
+  for (const auto& a : t.attempts()) CHECK(a.attempt == expected++);
+  CHECK(t.attempts()[6].attempt == 7);
+  CHECK(t.served_by() == "m");
+  CHECK(t.elapsed() == 81ms);
+  CHECK(t.total_wait() == 72ms);
+  const failover::trace copy = t;
+  REQUIRE(copy.size() == 9);
+  CHECK(copy.attempts()[8].ok);
+  CHECK(copy.attempts()[5].attempt == 6);
+}
+
+TEST_CASE("small_vector: beyond its inline capacity it keeps order and values") {
+  failover::detail::small_vector<std::string, 4> v;
+  CHECK(v.empty());
+  for (int i = 0; i < 11; ++i) v.push_back("value-number-" + std::to_string(i));
+  REQUIRE(v.size() == 11);
+  CHECK_FALSE(v.empty());
+  for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == "value-number-" + std::to_string(i));
+  CHECK(v.back() == "value-number-10");
+
+  std::size_t index = 0;
+  for (const auto& s : v) CHECK(s == "value-number-" + std::to_string(index++));
+  CHECK(index == 11);
+  CHECK(v.end() - v.begin() == 11);
+  CHECK(*(v.begin() + 5) == "value-number-5");
+  CHECK(v.begin()[7] == "value-number-7");
+
+  // Writable through the iterator and the index, across the inline/heap boundary.
+  for (auto& s : v) s += "!";
+  v[3] = "three";
+  v[4] = "four";
+  CHECK(v[3] == "three");
+  CHECK(v[4] == "four");
+  CHECK(v[10] == "value-number-10!");
+
+  // Copies and moves keep everything.
+  auto copy = v;
+  REQUIRE(copy.size() == 11);
+  for (std::size_t i = 0; i < v.size(); ++i) CHECK(copy[i] == v[i]);
+  auto moved = std::move(copy);
+  REQUIRE(moved.size() == 11);
+  CHECK(moved[0] == "value-number-0!");
+  CHECK(moved[10] == "value-number-10!");
+
+  const auto& cv = v;
+  std::vector<std::string> collected(cv.begin(), cv.end());
+  REQUIRE(collected.size() == 11);
+  CHECK(collected[4] == "four");
+}
+
+TEST_CASE("small_vector: push_back returns the new element") {
+  failover::detail::small_vector<int, 4> v;
+  for (int i = 0; i < 6; ++i) {
+    int& added = v.push_back(i * i);
+    CHECK(added == i * i);
+    added += 1;
+  }
+  for (std::size_t i = 0; i < 6; ++i) CHECK(v[i] == static_cast<int>(i * i) + 1);
+}
