@@ -42,10 +42,10 @@ struct breaker_options {
   double failure_ratio = 0.5;    // or this share of failures over the window...
   int min_calls = 20;            // ...once the window holds at least this many calls
   duration window = std::chrono::seconds(30);
-  duration cooldown = std::chrono::seconds(30);     // the first open period
-  double cooldown_multiplier = 2.0;                 // each failed probe lengthens it...
-  duration max_cooldown = std::chrono::minutes(5);  // ...up to this
-  int half_open_probes = 1;                         // calls let through at once while half-open
+  duration cooldown = std::chrono::seconds(30);      // the first open period
+  double cooldown_multiplier = 2.0;                  // each failed probe lengthens it...
+  duration max_cooldown = std::chrono::seconds(60);  // ...up to this: probes are cheap
+  int half_open_probes = 1;                          // calls let through at once while half-open
   bool open_on_auth_errors = true;  // unauthorized / forbidden / not_found open at once
 
   void validate() const {

@@ -103,6 +103,15 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
         [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
   }
 
+  // One call, step by step, for an async driver or a simulation: the machine says which entry to
+  // call with which context (action::attempt), how long to wait (action::wait), or that the call
+  // is done; you report each answer (attempted) and each wait's end (waited), then take() the
+  // result. It never calls a callable or sleeps; the chain and `call` must outlive it.
+  auto begin_call(const call_options& call) const {
+    return detail::call_machine<R, basic_fallback_chain, std::vector<entry>>(*this, entries_, names_,
+                                                                             options_, call);
+  }
+
   const chain_options& options() const noexcept { return options_; }
   std::size_t size() const noexcept { return entries_.size(); }
 
