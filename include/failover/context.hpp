@@ -11,7 +11,8 @@
 
 namespace failover {
 
-// Passed to the user callable for each attempt.
+// Passed to the user callable for each attempt. Valid during that attempt only: `model` and
+// `cancel` refer to the chain and the call, so copy what you need to keep.
 struct attempt_context {
   std::string_view model;             // the chain entry's name
   int attempt = 1;                    // on this model, from 1
