@@ -1,6 +1,7 @@
 // Shared model health: the circuit breaker driven directly with constructed times and errors (its
 // state machine, counters, listener and options), then inside fallback chains on fake time.
 #include "catch.hpp"
+#include "support.hpp"
 
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
@@ -631,16 +632,8 @@ struct breaker_policies : failover::testing::fake_policies {
 using chain_t = failover::basic_fallback_chain<int(), breaker_policies>;
 using answer = failover::outcome<int>;
 
-failover::exponential_backoff<> exact(duration base) {
-  return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, 1h, failover::jitter::none});
-}
-
-failover::retry_options attempts(int n) {
-  failover::retry_options o;
-  o.max_attempts = n;
-  return o;
-}
+using failover_test::attempts;
+using failover_test::exact;
 
 // Callables count their calls, so a test can tell a skip from a call.
 auto failing(failover::failure f, int& calls) {

@@ -184,9 +184,10 @@ TEST_CASE("concurrency: shared chains, breaker and budget reconcile with the tra
   CHECK(opened > 3);  // and circuits reopen after their cooldown, more than once
 
   const auto b = budget.snapshot();
-  UNSCOPED_INFO("calls " << total.calls << " values " << total.values << " retries " << total.retries
-                         << " refused " << b.retries_refused << " skips " << all_skips
-                         << " fake time " << std::chrono::duration_cast<std::chrono::seconds>(clock.elapsed()).count() << "s");
+  UNSCOPED_INFO(
+      "calls " << total.calls << " values " << total.values << " retries " << total.retries
+               << " refused " << b.retries_refused << " skips " << all_skips << " fake time "
+               << std::chrono::duration_cast<std::chrono::seconds>(clock.elapsed()).count() << "s");
   CHECK(b.first_attempts == total.first_attempts);
   CHECK(b.successes == total.successes);
   CHECK(b.retries_allowed == total.retries);

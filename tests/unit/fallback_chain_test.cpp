@@ -1,6 +1,7 @@
 // The fallback chain on fake time: routing by role, the chain's bounds (hops, total attempts,
 // deadline, cancellation), exceptions, add() validation, the trace, and a thread-safety smoke test.
 #include "catch.hpp"
+#include "support.hpp"
 
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
@@ -29,16 +30,8 @@ using failover::role;
 using failover::stop_reason;
 using failover::wait_reason;
 
-failover::exponential_backoff<> exact(duration base) {
-  return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, 1h, failover::jitter::none});
-}
-
-failover::retry_options attempts(int n) {
-  failover::retry_options o;
-  o.max_attempts = n;
-  return o;
-}
+using failover_test::attempts;
+using failover_test::exact;
 
 // A callable that counts its calls and always fails with `f`.
 std::function<answer(const std::string&)> failing(failover::failure f, int& calls) {

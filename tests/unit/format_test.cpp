@@ -1,5 +1,6 @@
 // fmt formatting: enums, errors, traces and durations; credentials never reach formatted output.
 #include "catch.hpp"
+#include "support.hpp"
 
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
@@ -38,16 +39,8 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-failover::exponential_backoff<> exact(duration base) {
-  return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, 1h, failover::jitter::none});
-}
-
-failover::retry_options attempts(int n) {
-  failover::retry_options o;
-  o.max_attempts = n;
-  return o;
-}
+using failover_test::attempts;
+using failover_test::exact;
 
 std::function<answer(const std::string&)> fail_with(failover::failure f) {
   return [f](const std::string&) -> answer { return f; };

@@ -1,6 +1,7 @@
 // Hooks: callback_hooks see every event in order, with the facts the trace has; a throwing hook
 // changes nothing; no_hooks costs nothing.
 #include "catch.hpp"
+#include "support.hpp"
 
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
@@ -30,16 +31,8 @@ using failover::role;
 using failover::stop_reason;
 using failover::wait_reason;
 
-failover::exponential_backoff<> exact(duration base) {
-  return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, 1h, failover::jitter::none});
-}
-
-failover::retry_options attempts(int n) {
-  failover::retry_options o;
-  o.max_attempts = n;
-  return o;
-}
+using failover_test::attempts;
+using failover_test::exact;
 
 // Everything the hooks saw, copied out of the events (which only live during the callback).
 struct recorder {

@@ -1,6 +1,7 @@
 // The shared retry budget: its token bucket driven directly with constructed times, then inside
 // fallback chains on fake time, where a refused retry falls back at once.
 #include "catch.hpp"
+#include "support.hpp"
 
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
@@ -262,16 +263,8 @@ struct budget_policies : failover::testing::fake_policies {
 using chain_t = failover::basic_fallback_chain<int(), budget_policies>;
 using answer = failover::outcome<int>;
 
-failover::exponential_backoff<> exact(duration base) {
-  return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, 1h, failover::jitter::none});
-}
-
-failover::retry_options attempts(int n) {
-  failover::retry_options o;
-  o.max_attempts = n;
-  return o;
-}
+using failover_test::attempts;
+using failover_test::exact;
 
 auto failing(failover::failure f, int& calls) {
   return [f, &calls]() -> answer {

@@ -1,0 +1,23 @@
+// Helpers shared by the unit tests: exact (jitter-free) backoff and retry options in one line.
+#pragma once
+
+#include <chrono>
+
+#include <failover/backoff.hpp>
+#include <failover/decision.hpp>
+
+namespace failover_test {
+
+// Waits of exactly base, 2*base, 4*base, ...: tests can assert each one.
+inline failover::exponential_backoff<> exact(failover::duration base) {
+  return failover::exponential_backoff<>(
+      failover::backoff_options{base, 2.0, std::chrono::hours(1), failover::jitter::none});
+}
+
+inline failover::retry_options attempts(int n) {
+  failover::retry_options o;
+  o.max_attempts = n;
+  return o;
+}
+
+}  // namespace failover_test
