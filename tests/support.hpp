@@ -9,9 +9,10 @@
 namespace failover_test {
 
 // Waits of exactly base, 2*base, 4*base, ...: tests can assert each one.
-inline failover::exponential_backoff<> exact(failover::duration base) {
+inline failover::exponential_backoff<> exact(failover::duration base,
+                                             failover::duration cap = std::chrono::hours(1)) {
   return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, std::chrono::hours(1), failover::jitter::none});
+      failover::backoff_options{base, 2.0, cap, failover::jitter::none});
 }
 
 inline failover::retry_options attempts(int n) {

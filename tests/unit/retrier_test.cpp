@@ -1,6 +1,7 @@
 // The retrier on fake time: every stop rule, the server wait as a floor, deadlines, cancellation,
 // the attempt context, every callable form, exceptions and constructor validation.
 #include "catch.hpp"
+#include "support.hpp"
 
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
@@ -25,20 +26,8 @@ using failover::stop_reason;
 using failover::wait_reason;
 
 // Jitter-free backoff: the wait before retry n is exactly min(cap, base * 2^(n-1)).
-failover::exponential_backoff<> exact(duration base, duration cap = 1h) {
-  return failover::exponential_backoff<>(
-      failover::backoff_options{base, 2.0, cap, failover::jitter::none});
-}
-
-failover::exponential_backoff<> seeded(std::uint64_t seed = 42) {
-  return failover::exponential_backoff<>(failover::backoff_options{}, seed);
-}
-
-failover::retry_options attempts(int n) {
-  failover::retry_options o;
-  o.max_attempts = n;
-  return o;
-}
+using failover_test::attempts;
+using failover_test::exact;
 
 failover::failure rate_limited_after(const char* retry_after_seconds) {
   return failover::failure::http(429, "rate_limit_exceeded", "slow down")
