@@ -29,6 +29,10 @@ using failover::wait_reason;
 using failover_test::attempts;
 using failover_test::exact;
 
+failover::exponential_backoff<> seeded(std::uint64_t seed = 42) {
+  return failover::exponential_backoff<>(failover::backoff_options{}, seed);
+}
+
 failover::failure rate_limited_after(const char* retry_after_seconds) {
   return failover::failure::http(429, "rate_limit_exceeded", "slow down")
       .header("Retry-After", retry_after_seconds);
