@@ -46,9 +46,9 @@ template <class Machine>
 struct request {
   double arrival = 0;
   failover::call_options call;
-  std::optional<Machine> machine;
-  int entry = -1;          // the entry of the attempt in flight (-1: a wait is in flight)
-  bool answer_ok = false;  // what that attempt will answer, fixed when it was sent
+  std::unique_ptr<Machine> machine;  // not movable: made in place, held by pointer
+  int entry = -1;                    // the entry of the attempt in flight (-1: a wait is in flight)
+  bool answer_ok = false;            // what that attempt will answer, fixed when it was sent
 };
 
 struct event {
@@ -86,8 +86,10 @@ summary run(const options& o) {
 
   chain_type chain;
   failover::testing::use_fake_time(chain, clock);
-  chain.add("primary", [] { return 0; });
-  chain.add("fallback", [] { return 0; });
+  // Seeded backoff: the same command prints the same table.
+  const failover::exponential_backoff<> backoff(failover::backoff_options{}, o.seed);
+  chain.add("primary", [] { return 0; }, failover::role::standard, {}, backoff);
+  chain.add("fallback", [] { return 0; }, failover::role::standard, {}, backoff);
 
   const double outage_end = o.outage_start_s + o.outage_s;
   auto primary_up = [&](double t) { return t < o.outage_start_s || t >= outage_end; };
@@ -97,7 +99,7 @@ summary run(const options& o) {
   std::vector<request<machine_type>> requests;
   std::priority_queue<event, std::vector<event>, std::greater<event>> queue;
   for (double t = gap(rng); t < o.duration_s; t += gap(rng)) {
-    requests.push_back(request<machine_type>{t, {}, std::nullopt, -1, false});
+    requests.push_back(request<machine_type>{t, {}, nullptr, -1, false});
     queue.push(event{t, requests.size() - 1, true});
   }
 
@@ -141,7 +143,7 @@ summary run(const options& o) {
     set_time(e.at);
     request<machine_type>& r = requests[e.request];
     if (e.arrival) {
-      r.machine.emplace(chain.begin_call(r.call));
+      r.machine.reset(new auto(chain.begin_call(r.call)));
       handle(e.request, r.machine->start());
       continue;
     }

@@ -108,8 +108,8 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   // is done; you report each answer (attempted) and each wait's end (waited), then take() the
   // result. It never calls a callable or sleeps; the chain and `call` must outlive it.
   auto begin_call(const call_options& call) const {
-    return detail::call_machine<R, basic_fallback_chain, std::vector<entry>>(*this, entries_, names_,
-                                                                             options_, call);
+    return detail::owned_call_machine<R, basic_fallback_chain, std::vector<entry>>(
+        *this, entries_, names_, options_, call);
   }
 
   const chain_options& options() const noexcept { return options_; }

@@ -122,6 +122,7 @@ class trace {
   }
 
   // Used by drivers.
+  attempt_record& add() { return attempts_.emplace_back(); }
   attempt_record& add(attempt_record r) { return attempts_.push_back(std::move(r)); }
   attempt_record& back() noexcept { return attempts_.back(); }
 
@@ -171,7 +172,10 @@ class result {
 
   // The final error (meaningful only when !has_value()). For deadline_exceeded and cancelled it
   // keeps the last attempt's status, code and server wait; the trace has that attempt in full.
-  const failover::error& error() const noexcept { return error_; }
+  const failover::error& error() const noexcept {
+    static const failover::error none{};
+    return error_ ? *error_ : none;
+  }
   // Why the call ended: succeeded, or the rule that stopped it.
   stop_reason stop() const noexcept { return stop_; }
   const failover::trace& trace() const noexcept { return trace_; }
@@ -185,17 +189,17 @@ class result {
     stop_ = stop_reason::succeeded;
   }
   void set_error(failover::error e, stop_reason why) {
-    error_ = std::move(e);
+    error_.emplace(std::move(e));
     stop_ = why;
   }
 
  private:
   void check() const {
-    if (!value_) throw call_failed(error_);
+    if (!value_) throw call_failed(error());
   }
 
   std::optional<T> value_;
-  failover::error error_;
+  std::optional<failover::error> error_;  // built only when the call fails
   stop_reason stop_ = stop_reason::none;
   failover::trace trace_;
 };

@@ -1,10 +1,11 @@
 // A vector whose first N elements live inline: a trace of a call that succeeds on its first few
-// attempts never touches the heap.
+// attempts never touches the heap, and constructs only the records it uses.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <iterator>
+#include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -60,21 +61,69 @@ class small_vector {
   using iterator = basic_iterator<small_vector, T&>;
   using const_iterator = basic_iterator<const small_vector, const T&>;
 
+  small_vector() noexcept = default;
+  small_vector(const small_vector& other) : heap_(other.heap_) {
+    for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(other[i]);
+    size_ = other.size_;
+  }
+  small_vector(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>)
+      : heap_(std::move(other.heap_)) {
+    for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(std::move(other[i]));
+    size_ = other.size_;
+    other.clear();
+  }
+  small_vector& operator=(const small_vector& other) {
+    if (this != &other) {
+      small_vector copy(other);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  small_vector& operator=(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
+    if (this != &other) {
+      clear();
+      heap_ = std::move(other.heap_);
+      for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(std::move(other[i]));
+      size_ = other.size_;
+      other.clear();
+    }
+    return *this;
+  }
+  ~small_vector() { destroy_inline(); }
+
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
-  T& operator[](std::size_t i) noexcept { return i < N ? inline_[i] : heap_[i - N]; }
-  const T& operator[](std::size_t i) const noexcept { return i < N ? inline_[i] : heap_[i - N]; }
+  T& operator[](std::size_t i) noexcept { return i < N ? *slot(i) : heap_[i - N]; }
+  const T& operator[](std::size_t i) const noexcept { return i < N ? *slot(i) : heap_[i - N]; }
   T& back() noexcept { return (*this)[size_ - 1]; }
   const T& back() const noexcept { return (*this)[size_ - 1]; }
 
+  // Constructs the element in place: no temporary to build, move and destroy.
+  template <class... A>
+  T& emplace_back(A&&... args) {
+    if (size_ < N) {
+      new (raw(size_)) T(std::forward<A>(args)...);
+    } else {
+      heap_.emplace_back(std::forward<A>(args)...);
+    }
+    ++size_;
+    return back();
+  }
+
   T& push_back(T value) {
     if (size_ < N) {
-      inline_[size_] = std::move(value);
+      new (raw(size_)) T(std::move(value));
     } else {
       heap_.push_back(std::move(value));
     }
     ++size_;
     return back();
+  }
+
+  void clear() noexcept {
+    destroy_inline();
+    heap_.clear();
+    size_ = 0;
   }
 
   iterator begin() noexcept { return iterator(this, 0); }
@@ -83,7 +132,17 @@ class small_vector {
   const_iterator end() const noexcept { return const_iterator(this, size_); }
 
  private:
-  std::array<T, N> inline_{};
+  std::size_t inline_size() const noexcept { return size_ < N ? size_ : N; }
+  void* raw(std::size_t i) noexcept { return storage_ + i * sizeof(T); }
+  T* slot(std::size_t i) noexcept { return std::launder(static_cast<T*>(raw(i))); }
+  const T* slot(std::size_t i) const noexcept {
+    return std::launder(reinterpret_cast<const T*>(storage_ + i * sizeof(T)));
+  }
+  void destroy_inline() noexcept {
+    for (std::size_t i = inline_size(); i > 0; --i) slot(i - 1)->~T();
+  }
+
+  alignas(T) unsigned char storage_[N * sizeof(T)];
   std::vector<T> heap_;
   std::size_t size_ = 0;
 };
