@@ -1,0 +1,150 @@
+// What the HTTP adapters share: a received response, the timeouts one attempt may use, a parsed
+// base URL, and the step from a non-2xx response to a `failure`. Needs no HTTP library.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "failover/context.hpp"
+#include "failover/error.hpp"
+
+namespace failover::http {
+
+// A response that arrived in full, whatever its status. Transport problems never produce one.
+struct response {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // response headers, as received
+  std::string body;
+
+  bool ok() const noexcept { return status >= 200 && status <= 299; }
+
+  // The first header with this name (case-insensitive), or "" when absent.
+  std::string_view header(std::string_view name) const noexcept {
+    for (const auto& h : headers)
+      if (failure::iequals(h.first, name)) return h.second;
+    return {};
+  }
+};
+
+// How long one attempt may wait: `connect` to establish the connection (nothing sent yet), `read`
+// for the answer once connected. Both are shrunk to the call's remaining time per attempt.
+struct timeouts {
+  duration connect = std::chrono::seconds(10);
+  duration read = std::chrono::seconds(60);
+
+  void validate() const {
+    if (connect <= duration::zero())
+      throw std::invalid_argument("failover::http::timeouts: connect must be > 0");
+    if (read <= duration::zero())
+      throw std::invalid_argument("failover::http::timeouts: read must be > 0");
+  }
+};
+
+// The timeouts for this attempt: each one cut to the time left before the call's deadline. Never
+// below one millisecond, because clients read zero as "wait forever" or round it to "fail now".
+inline timeouts attempt_timeouts(const attempt_context& ctx, const timeouts& wanted) {
+  wanted.validate();
+  constexpr duration floor = std::chrono::milliseconds(1);
+  timeouts t;
+  t.connect = std::max(ctx.timeout(wanted.connect), floor);
+  t.read = std::max(ctx.timeout(wanted.read), floor);
+  return t;
+}
+
+// The longest a whole attempt may take (connect, send and read together): the wanted connect plus
+// read time, cut to the time left before the call's deadline.
+inline duration attempt_budget(const attempt_context& ctx, const timeouts& wanted) {
+  wanted.validate();
+  return std::max(ctx.timeout(wanted.connect + wanted.read),
+                  duration(std::chrono::milliseconds(1)));
+}
+
+// A non-2xx response as a failure: the status and the headers the classifier reads. Provider error
+// bodies add the error code (see <failover/adapters/openai.hpp>).
+inline failure status_failure(const response& r, std::string message = {}) {
+  failure f = failure::http(r.status, {}, std::move(message));
+  for (const auto& h : r.headers) f.header(h.first, h.second);
+  return f;
+}
+
+// "https://api.example.com:8443/v1" split into what clients need. Any user name, password, query
+// or fragment is rejected: credentials belong in headers, and URLs end up in logs.
+struct base_url {
+  std::string scheme;  // "http" or "https"
+  std::string host;    // a name, an IPv4 address, or an IPv6 address without brackets
+  int port = 0;        // explicit, or 80 / 443 from the scheme
+  std::string path;    // "" or "/v1" (no trailing slash)
+
+  // "http://host:port" (brackets around IPv6), the form clients take to open connections.
+  std::string origin() const {
+    const bool v6 = host.find(':') != std::string::npos;
+    return scheme + "://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
+  std::string url(std::string_view endpoint) const {
+    return origin() + path + std::string(endpoint);
+  }
+
+  static base_url parse(std::string_view text) {
+    auto bad = [&](const char* why) {
+      return std::invalid_argument(std::string("failover::http::base_url: ") + why + " in '" +
+                                   std::string(text) + "'");
+    };
+    base_url u;
+    const std::size_t sep = text.find("://");
+    if (sep == std::string_view::npos) throw bad("missing scheme (http:// or https://)");
+    u.scheme = std::string(text.substr(0, sep));
+    for (auto& c : u.scheme)
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (u.scheme != "http" && u.scheme != "https") throw bad("scheme must be http or https");
+    std::string_view rest = text.substr(sep + 3);
+    if (rest.find_first_of("?#") != std::string_view::npos)
+      throw bad("no query or fragment allowed");
+    const std::size_t slash = rest.find('/');
+    std::string_view authority = rest.substr(0, slash);
+    std::string_view path =
+        slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+    if (authority.find('@') != std::string_view::npos)
+      throw bad("no user or password allowed (send keys in headers)");
+    std::string_view port_text;
+    if (!authority.empty() && authority.front() == '[') {
+      const std::size_t close = authority.find(']');
+      if (close == std::string_view::npos) throw bad("unclosed '[' in the host");
+      u.host = std::string(authority.substr(1, close - 1));
+      std::string_view after = authority.substr(close + 1);
+      if (!after.empty()) {
+        if (after.front() != ':') throw bad("junk after the IPv6 address");
+        port_text = after.substr(1);
+        if (port_text.empty()) throw bad("empty port");
+      }
+    } else {
+      const std::size_t colon = authority.rfind(':');
+      u.host = std::string(authority.substr(0, colon));
+      if (colon != std::string_view::npos) {
+        port_text = authority.substr(colon + 1);
+        if (port_text.empty()) throw bad("empty port");
+      }
+    }
+    if (u.host.empty()) throw bad("missing host");
+    if (port_text.empty()) {
+      u.port = u.scheme == "https" ? 443 : 80;
+    } else {
+      int port = 0;
+      for (char c : port_text) {
+        if (c < '0' || c > '9' || port > 65535) throw bad("port must be a number from 1 to 65535");
+        port = port * 10 + (c - '0');
+      }
+      if (port < 1 || port > 65535) throw bad("port must be a number from 1 to 65535");
+      u.port = port;
+    }
+    while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+    u.path = std::string(path);
+    return u;
+  }
+};
+
+}  // namespace failover::http

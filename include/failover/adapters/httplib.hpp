@@ -1,0 +1,192 @@
+// The cpp-httplib adapter: sends one request with an httplib::Client under the attempt's timeouts
+// and turns what came back into an `outcome<http::response>`, naming each transport failure.
+#pragma once
+
+#include <httplib.h>
+
+#ifndef _WIN32
+#include <netdb.h>
+#include <sys/socket.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "failover/adapters/http.hpp"
+#include "failover/context.hpp"
+#include "failover/error.hpp"
+#include "failover/outcome.hpp"
+
+namespace failover::http {
+
+// What is known about a failed httplib exchange. httplib reports some distinct failures with one
+// error code, so the adapter keeps the facts that tell them apart.
+struct httplib_exchange {
+  ::httplib::Error error = ::httplib::Error::Unknown;
+  std::string host;            // the host dialled, when known: tells DNS failures from refusals
+  duration idle{};             // from the last sign of life (request start, headers, body bytes)
+  duration connect_timeout{};  // as set for this attempt
+  duration read_timeout{};     // as set for this attempt
+  bool cancelled = false;      // the attempt's cancel token fired
+  bool over_budget = false;    // the attempt ran out of its share of the call's time
+};
+
+namespace detail {
+
+inline std::string millis(duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + "ms";
+}
+
+// Whether `host` resolves. httplib reports a failed lookup and a refused connection alike, so a
+// failed connection is followed by one lookup of our own to name it.
+inline bool host_resolves(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (found) ::freeaddrinfo(found);
+  return rc == 0;
+}
+
+// Rounds down to whole milliseconds: httplib waits in milliseconds and truncates, and the
+// read-timeout test below compares against exactly what httplib waited.
+inline duration whole_ms(duration d) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d);
+  return std::max(duration(ms), duration(std::chrono::milliseconds(1)));
+}
+
+}  // namespace detail
+
+// The failure for a failed exchange. Messages name the host at most, never a header or a URL.
+inline failure httplib_failure(const httplib_exchange& x) {
+  using ::httplib::Error;
+  const std::string where = x.host.empty() ? std::string() : " (" + x.host + ")";
+  switch (x.error) {
+    case Error::Connection:
+      if (!x.host.empty() && !detail::host_resolves(x.host))
+        return failure::of(transport_error::dns_failure, "host name did not resolve" + where);
+      return failure::of(transport_error::connection_refused,
+                         "connection refused or unreachable" + where);
+    case Error::ConnectionTimeout:
+      return failure::of(transport_error::connect_timeout, "no connection within " +
+                                                               detail::millis(x.connect_timeout) +
+                                                               where + "; nothing was sent");
+    case Error::Read:
+      // A stall ends when the read timeout runs out; a dropped connection ends sooner.
+      if (x.idle + std::chrono::milliseconds(1) >= x.read_timeout)
+        return failure::of(transport_error::read_timeout,
+                           "no complete answer within " + detail::millis(x.read_timeout) + where);
+      return failure::of(transport_error::connection_reset,
+                         "connection closed before the answer was complete" + where);
+    case Error::Write:
+      return failure::of(transport_error::connection_reset,
+                         "connection closed while sending the request" + where);
+    case Error::Canceled:
+      if (x.cancelled) return failure::of(error_kind::cancelled, "cancelled during the request");
+      return failure::of(transport_error::read_timeout,
+                         "the attempt's share of the deadline ran out while reading" + where);
+    case Error::SSLConnection:
+      return failure::of(transport_error::other, "TLS handshake failed" + where);
+    case Error::SSLLoadingCerts:
+    case Error::SSLServerVerification:
+      // A certificate problem does not pass by retrying; another provider may still work.
+      return failure::of(error_kind::unknown, "TLS certificate verification failed" + where);
+    case Error::Compression:
+      return failure::of(error_kind::invalid_response,
+                         "response could not be decompressed" + where);
+    case Error::ExceedRedirectCount:
+      return failure::of(error_kind::unknown, "too many redirects" + where);
+    default:
+      return failure::of(transport_error::other,
+                         "request failed: " + ::httplib::to_string(x.error) + where);
+  }
+}
+
+// Sends `req` with `client`: timeouts from this attempt (never past the call's deadline), the
+// whole exchange bounded by the attempt's budget, and cancellation honoured while reading.
+// `host` (optional) lets a failed connection be reported as a DNS failure when that is what it was.
+inline outcome<response> httplib_send(::httplib::Client& client, const attempt_context& ctx,
+                                      ::httplib::Request req, const timeouts& wanted = {},
+                                      const std::string& host = {}) {
+  using clock = std::chrono::steady_clock;
+  const timeouts t = attempt_timeouts(ctx, wanted);
+  httplib_exchange x;
+  x.host = host;
+  x.connect_timeout = detail::whole_ms(t.connect);
+  x.read_timeout = detail::whole_ms(t.read);
+  client.set_connection_timeout(x.connect_timeout);
+  client.set_read_timeout(x.read_timeout);
+  client.set_write_timeout(x.read_timeout);
+
+  // httplib's read timeout applies to each read; the budget bounds the whole exchange.
+  const duration budget = attempt_budget(ctx, wanted);
+  const clock::time_point start = clock::now();
+  clock::time_point last = start;
+  auto alive = [&]() -> bool {
+    last = clock::now();
+    if (ctx.cancelled()) {
+      x.cancelled = true;
+      return false;
+    }
+    if (last - start > budget) {
+      x.over_budget = true;
+      return false;
+    }
+    return true;
+  };
+  req.response_handler = [&](const ::httplib::Response&) { return alive(); };
+  req.progress = [&](std::uint64_t, std::uint64_t) { return alive(); };
+
+  ::httplib::Result res = client.send(req);
+  if (!res) {
+    x.error = res.error();
+    x.idle = clock::now() - last;
+    return httplib_failure(x);
+  }
+  response r;
+  r.status = res->status;
+  r.body = std::move(res->body);
+  r.headers.reserve(res->headers.size());
+  for (auto& h : res->headers) r.headers.emplace_back(h.first, h.second);
+  return r;
+}
+
+// A base URL with its client: `post(ctx, "/chat/completions", body, headers)` sends to the base
+// path plus the endpoint. The client is there for settings of your own (CA file, proxy); the
+// timeouts are set again by every attempt.
+class httplib_endpoint {
+ public:
+  explicit httplib_endpoint(std::string_view url, timeouts wanted = {})
+      : url_(base_url::parse(url)),
+        wanted_((wanted.validate(), wanted)),
+        client_(std::make_unique<::httplib::Client>(url_.origin())) {}
+
+  outcome<response> post(const attempt_context& ctx, std::string_view endpoint, std::string body,
+                         ::httplib::Headers headers = {},
+                         const std::string& content_type = "application/json") {
+    ::httplib::Request req;
+    req.method = "POST";
+    req.path = url_.path + std::string(endpoint);
+    req.headers = std::move(headers);
+    if (!req.has_header("Content-Type")) req.headers.emplace("Content-Type", content_type);
+    req.body = std::move(body);
+    return httplib_send(*client_, ctx, std::move(req), wanted_, url_.host);
+  }
+
+  ::httplib::Client& client() noexcept { return *client_; }
+  const base_url& url() const noexcept { return url_; }
+  const timeouts& wanted_timeouts() const noexcept { return wanted_; }
+
+ private:
+  base_url url_;
+  timeouts wanted_;
+  std::unique_ptr<::httplib::Client> client_;  // httplib::Client is not copyable
+};
+
+}  // namespace failover::http
