@@ -1,0 +1,393 @@
+// failover-chat: sends one chat completion to an OpenAI-compatible endpoint through a fallback
+// chain and prints the answer and the trace. Without --base-url (and --config) it runs a demo
+// against an embedded mock provider on 127.0.0.1, so the whole story shows with no key or network.
+#include <failover/adapters/httplib.hpp>
+#include <failover/adapters/openai.hpp>
+#include <failover/failover.hpp>
+#include <failover/testing/mock_provider.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "options.hpp"
+
+namespace {
+
+using completion = failover::openai::chat_completion;
+using chain_type = failover::fallback_chain<completion(const std::string&)>;
+using result_type = failover::result<completion>;
+using namespace std::chrono_literals;
+
+constexpr std::string_view usage = R"(usage: failover-chat [flags] PROMPT
+       failover-chat [timing flags]   (no --base-url and no --config: the built-in demo)
+
+Sends one chat completion to an OpenAI-compatible endpoint through a fallback chain. The
+answer goes to stdout, the trace of every attempt and wait to stderr.
+
+  --base-url URL            the endpoint, e.g. https://api.openai.com/v1
+  --model NAME              a model of the standard chain, tried in order (repeatable)
+  --context-fallback NAME   takes over when the input is too long (repeatable)
+  --policy-fallback NAME    takes over after a content-policy refusal (repeatable, opt-in)
+  --max-attempts N          attempts per model, the first included (default 5)
+  --base-delay-ms MS        first backoff delay (default 1000)
+  --max-delay-ms MS         backoff cap (default 30000)
+  --jitter KIND             none | full | equal | decorrelated (default full)
+  --deadline-ms MS          for the whole call, waits included (default: none)
+  --connect-timeout-ms MS   per attempt (default 10000)
+  --read-timeout-ms MS      per attempt (default 60000)
+  --max-hops N              models tried in one call (default 5)
+  --max-server-wait-ms MS   a longer server-requested wait falls back at once (default 60000)
+  --api-key-env NAME        the variable holding the key (default OPENAI_API_KEY)
+  --config FILE             a JSON file with these settings and per-model routes
+  --trace-json              one JSON object on stdout: answer, attempts, error
+
+The key is sent as "Authorization: Bearer <key>" and never printed.
+Exit status: 0 answered, 1 the chain failed, 2 bad usage or a bad config file.
+)";
+
+// Every key this process holds is masked in everything it prints: a provider may echo a key in
+// an error message, and the library's own redaction only knows the common key shapes.
+class scrubber {
+ public:
+  void add(std::string secret) {
+    if (secret.size() >= 4) secrets_.push_back(std::move(secret));  // shorter is not a key
+  }
+  std::string operator()(std::string text) const {
+    for (const auto& s : secrets_) {
+      for (std::size_t at = text.find(s); at != std::string::npos; at = text.find(s, at + 10))
+        text.replace(at, s.size(), "[redacted]");
+    }
+    return text;
+  }
+
+ private:
+  std::vector<std::string> secrets_;
+};
+
+double to_ms(failover::duration d) {
+  return static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()) /
+         1000.0;
+}
+
+// One chain entry, resolved from the flags and the config file.
+struct entry_plan {
+  std::string name;
+  failover::role role = failover::role::standard;
+  std::string upstream;  // sent as "model"
+  std::string base_url;
+  std::string key_env;  // "" = send no key
+};
+
+std::vector<entry_plan> plan_entries(const chat::options& o) {
+  if (o.models.empty())
+    throw chat::usage_error("no model to call: give --model NAME (or \"models\" in the config)");
+  std::vector<entry_plan> plans;
+  auto add = [&](const std::string& name, failover::role role) {
+    entry_plan p;
+    p.name = name;
+    p.role = role;
+    p.upstream = name;
+    p.base_url = o.base_url;
+    p.key_env = o.api_key_env;
+    if (auto it = o.routes.find(name); it != o.routes.end()) {
+      if (!it->second.upstream.empty()) p.upstream = it->second.upstream;
+      if (!it->second.base_url.empty()) p.base_url = it->second.base_url;
+      if (!it->second.api_key_env.empty()) p.key_env = it->second.api_key_env;
+    }
+    if (p.base_url.empty())
+      throw chat::usage_error("model '" + name +
+                              "' has no base URL: give --base-url, or base_url in the config "
+                              "file (at the top or in its model_list entry)");
+    try {
+      static_cast<void>(failover::http::base_url::parse(p.base_url));
+    } catch (const std::invalid_argument& e) {
+      throw chat::usage_error("base URL of model '" + name + "': " + e.what());
+    }
+    plans.push_back(std::move(p));
+  };
+  for (const auto& m : o.models) add(m, failover::role::standard);
+  for (const auto& m : o.context_fallbacks) add(m, failover::role::context_window);
+  for (const auto& m : o.policy_fallbacks) add(m, failover::role::content_policy);
+  return plans;
+}
+
+struct session {
+  std::unique_ptr<chain_type> chain;
+  scrubber scrub;
+  std::vector<std::string> notes;  // said once on stderr before the call
+};
+
+session build_session(const chat::options& o) {
+  if (o.max_delay_ms < o.base_delay_ms)
+    throw chat::usage_error(
+        "--max-delay-ms (max_delay_ms) must be at least --base-delay-ms "
+        "(base_delay_ms)");
+  const auto plans = plan_entries(o);
+  session s;
+  failover::chain_options bounds;
+  bounds.max_hops = static_cast<int>(o.max_hops);
+  // --max-attempts times --max-hops already bounds the call; a separate total cap would only
+  // make those two flags stop meaning what they say.
+  bounds.max_total_attempts = std::numeric_limits<int>::max();
+  if (o.deadline_ms) bounds.deadline = std::chrono::milliseconds(*o.deadline_ms);
+  s.chain = std::make_unique<chain_type>(bounds);
+
+  failover::retry_options retry;
+  retry.max_attempts = static_cast<int>(o.max_attempts);
+  retry.max_server_wait = std::chrono::milliseconds(o.max_server_wait_ms);
+  const failover::backoff_options backoff{std::chrono::milliseconds(o.base_delay_ms), 2.0,
+                                          std::chrono::milliseconds(o.max_delay_ms), o.jitter};
+  failover::http::timeouts limits;
+  limits.connect = std::chrono::milliseconds(o.connect_timeout_ms);
+  limits.read = std::chrono::milliseconds(o.read_timeout_ms);
+
+  for (const auto& p : plans) {
+    std::string key;
+    if (!p.key_env.empty()) {
+      const char* value = std::getenv(p.key_env.c_str());
+      if (value != nullptr && *value != '\0') {
+        key = value;
+        s.scrub.add(key);
+      } else {
+        s.notes.push_back("note: " + p.key_env + " is not set; calling " + p.name +
+                          " without an Authorization header");
+      }
+    }
+    auto endpoint = std::make_shared<failover::http::httplib_endpoint>(p.base_url, limits);
+    s.chain->add(
+        p.name,
+        [endpoint, upstream = p.upstream, key = std::move(key)](
+            const failover::attempt_context& ctx,
+            const std::string& prompt) -> failover::outcome<completion> {
+          httplib::Headers headers;
+          if (!key.empty()) headers.emplace("Authorization", "Bearer " + key);
+          auto sent =
+              endpoint->post(ctx, "/chat/completions",
+                             failover::openai::chat_request(upstream, prompt), std::move(headers));
+          if (!sent) return std::move(sent).failure();
+          return failover::openai::read_chat(sent.value());
+        },
+        p.role, retry, failover::exponential_backoff<>(backoff));
+  }
+  return s;
+}
+
+void print_lines(std::FILE* out, const std::string& text, std::string_view indent) {
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t end = text.find('\n', start);
+    fmt::print(out, "{}{}\n", indent, text.substr(start, end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+}
+
+std::string summary(const result_type& r, const scrubber& scrub) {
+  const auto& t = r.trace();
+  if (r) {
+    return fmt::format("served by {}{} after {} attempt{} in {}", r.served_by(),
+                       r.trace().policy_rerouted() ? " (REROUTED after a content-policy refusal)"
+                       : r.fallback_used()         ? " (FALLBACK)"
+                                                   : "",
+                       t.size(), t.size() == 1 ? "" : "s", failover::format_duration(t.elapsed()));
+  }
+  return scrub(fmt::format("failed after {} attempt{} ({}): {}", t.size(), t.size() == 1 ? "" : "s",
+                           r.stop(), r.error()));
+}
+
+nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
+  using nlohmann::json;
+  json j;
+  j["served_by"] = r ? json(std::string(r.served_by())) : json(nullptr);
+  j["fallback_used"] = r.fallback_used();
+  j["policy_rerouted"] = r.trace().policy_rerouted();
+  j["answer"] = r ? json(scrub(r->content)) : json(nullptr);
+  j["stop"] = std::string(failover::to_string(r.stop()));
+  j["elapsed_ms"] = to_ms(r.trace().elapsed());
+  json attempts = json::array();
+  for (const auto& a : r.trace().attempts()) {
+    json x;
+    x["model"] = std::string(a.model);
+    x["attempt"] = a.attempt;
+    x["start_ms"] = to_ms(a.start);
+    x["elapsed_ms"] = to_ms(a.elapsed);
+    if (a.ok) {
+      x["status"] = r->status;
+      x["kind"] = "ok";
+      x["code"] = nullptr;
+    } else {
+      x["status"] = a.error.status ? json(*a.error.status) : json(nullptr);
+      x["kind"] = std::string(failover::to_string(a.error.kind));
+      x["code"] = a.error.code.empty() ? json(nullptr) : json(scrub(a.error.code));
+      x["message"] = scrub(a.error.message);
+    }
+    x["server_wait_ms"] = a.error.retry_after ? json(to_ms(*a.error.retry_after)) : json(nullptr);
+    x["wait_ms"] = to_ms(a.wait);
+    x["wait_reason"] = std::string(failover::to_string(a.why_wait));
+    x["gave_up"] = a.stop == failover::stop_reason::none
+                       ? json(nullptr)
+                       : json(std::string(failover::to_string(a.stop)));
+    attempts.push_back(std::move(x));
+  }
+  j["attempts"] = std::move(attempts);
+  if (r) {
+    j["error"] = nullptr;
+  } else {
+    const failover::error& e = r.error();
+    j["error"] = {{"kind", std::string(failover::to_string(e.kind))},
+                  {"status", e.status ? json(*e.status) : json(nullptr)},
+                  {"code", e.code.empty() ? json(nullptr) : json(scrub(e.code))},
+                  {"model", e.model},
+                  {"message", scrub(e.message)},
+                  {"stop", std::string(failover::to_string(r.stop()))}};
+  }
+  return j;
+}
+
+std::string dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+int run_prompt(const chat::options& o, const chat::command_line& cl) {
+  if (!cl.prompt) throw chat::usage_error("missing PROMPT (the text to send)");
+  session s = build_session(o);
+  for (const auto& n : s.notes) fmt::print(stderr, "{}\n", n);
+  const result_type r = s.chain->run(*cl.prompt);
+  if (cl.trace_json) {
+    fmt::print("{}\n", dump(to_json(r, s.scrub)));
+  } else {
+    print_lines(stderr, s.scrub(fmt::format("{}", r.trace())), "");
+    if (r) {
+      fmt::print(stderr, "{}\n", summary(r, s.scrub));
+      fmt::print("{}\n", s.scrub(r->content));
+    }
+  }
+  std::fflush(stdout);
+  if (!r) {
+    fmt::print(stderr, "failover-chat: {}\n", summary(r, s.scrub));
+    return 1;
+  }
+  return 0;
+}
+
+// The demo: a scripted provider on 127.0.0.1, called over real HTTP through the same code path
+// as a real endpoint.
+int run_demo(chat::options o, const chat::command_line& cl) {
+  using failover::testing::mock_reply;
+  failover::testing::mock_provider mock;
+  mock.script("gpt-4o", {mock_reply::error(429, "rate_limit_exceeded",
+                                           "Rate limit reached for gpt-4o", "requests")
+                             .with_header("Retry-After", "1"),
+                         mock_reply::error(503, "", "The server is overloaded"),
+                         mock_reply::answer("Paris is the capital of France."),
+                         mock_reply::error(503, "", "The server is overloaded"),
+                         mock_reply::anthropic_error(529, "overloaded_error", "Overloaded")});
+  mock.script("claude-sonnet", {mock_reply::answer("The capital of France is Paris.")});
+  o.base_url = mock.base_url();
+  o.models = {"gpt-4o", "claude-sonnet"};
+  o.api_key_env.clear();  // the demo needs no key
+  session s = build_session(o);
+
+  struct step {
+    const char* title;
+    const char* prompt;
+  };
+  const step steps[] = {
+      {"gpt-4o is rate limited (429, Retry-After: 1), then answers 503; the retry succeeds.",
+       "What is the capital of France?"},
+      {"gpt-4o stays down (503, then 529 overloaded) until its attempts run out; claude-sonnet\n   "
+       "takes over.",
+       "And the capital of France, once more?"},
+  };
+  if (!cl.trace_json) {
+    fmt::print(
+        "failover-chat demo: a mock OpenAI-compatible provider at {} (in process,\n"
+        "no key, no network). Chain: gpt-4o, then claude-sonnet; {} attempts per model.\n",
+        mock.base_url(), o.max_attempts);
+  }
+  bool all_ok = true;
+  std::size_t seen = 0;
+  int n = 0;
+  for (const step& st : steps) {
+    const result_type r = s.chain->run(st.prompt);
+    all_ok = all_ok && static_cast<bool>(r);
+    const auto log = mock.requests();
+    if (cl.trace_json) {
+      fmt::print("{}\n", dump(to_json(r, s.scrub)));
+      seen = log.size();
+      continue;
+    }
+    fmt::print("\n{}. {}\n   prompt: \"{}\"\n   trace:\n", ++n, st.title, st.prompt);
+    print_lines(stdout, fmt::format("{}", r.trace()), "     ");
+    fmt::print("   the provider saw:\n");
+    const auto first = seen < log.size() ? log[seen].received : failover::duration{};
+    for (; seen < log.size(); ++seen) {
+      const auto& q = log[seen];
+      fmt::print("     +{:<8} POST {}  model {} -> {}{}\n",
+                 failover::format_duration(q.received - first), q.path, q.model, q.status,
+                 q.retry_after.empty() ? "" : " (Retry-After: " + q.retry_after + ")");
+    }
+    if (r) {
+      fmt::print("   answer ({}): {}\n", summary(r, s.scrub), r->content);
+    } else {
+      fmt::print("   {}\n", summary(r, s.scrub));
+    }
+  }
+  std::fflush(stdout);
+  return all_ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const chat::command_line cl = chat::read_command_line(argc, argv);
+    if (cl.help) {
+      fmt::print("{}", usage);
+      return 0;
+    }
+    chat::options o;
+    const bool demo = !cl.has("base-url") && !cl.config;
+    if (demo) {
+      for (const char* flag : {"model", "context-fallback", "policy-fallback"})
+        if (cl.has(flag))
+          throw chat::usage_error(std::string("--") + flag +
+                                  " needs --base-url or --config (without them failover-chat "
+                                  "runs its demo)");
+      if (cl.prompt)
+        throw chat::usage_error(
+            "a PROMPT needs --base-url or --config (without them "
+            "failover-chat runs its demo)");
+      // Short waits so the demo takes about two seconds; every timing flag still applies.
+      o.max_attempts = 3;
+      o.base_delay_ms = 100;
+      o.max_delay_ms = 1000;
+      o.max_server_wait_ms = 10000;
+      o.deadline_ms = 20000;
+      o.connect_timeout_ms = 1000;
+      o.read_timeout_ms = 5000;
+    } else if (cl.config) {
+      chat::apply_config(o, chat::read_config_file(*cl.config), *cl.config);
+    }
+    chat::apply_flags(o, cl);
+    return demo ? run_demo(std::move(o), cl) : run_prompt(o, cl);
+  } catch (const chat::usage_error& e) {
+    fmt::print(stderr, "failover-chat: {}\n(failover-chat --help lists the flags)\n", e.what());
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "failover-chat: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "failover-chat: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,372 @@
+// failover-chat's settings: flags and the JSON config file share one table, so a flag and its key
+// always mean the same thing, and every error names the flag or the JSON path that is wrong.
+#pragma once
+
+#include <failover/backoff.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace chat {
+
+// Bad usage or a bad config file: exit code 2.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Where one model is served, from the config file's model_list.
+struct route {
+  std::string upstream;     // the model name sent to the provider ("" = the entry's name)
+  std::string base_url;     // "" = the global base URL
+  std::string api_key_env;  // "" = the global key variable
+};
+
+struct options {
+  std::string base_url;  // "" = none given
+  std::string api_key_env = "OPENAI_API_KEY";
+  std::vector<std::string> models;             // standard entries, in order
+  std::vector<std::string> context_fallbacks;  // context-window entries
+  std::vector<std::string> policy_fallbacks;   // content-policy entries (opt-in)
+  std::map<std::string, route> routes;         // per model, from the config file
+  long long max_attempts = 5;
+  long long base_delay_ms = 1000;
+  long long max_delay_ms = 30000;
+  failover::jitter jitter = failover::jitter::full;
+  std::optional<long long> deadline_ms;
+  long long connect_timeout_ms = 10000;
+  long long read_timeout_ms = 60000;
+  long long max_hops = 5;
+  long long max_server_wait_ms = 60000;
+};
+
+// The command line before it is applied: settings in order, plus what is not a setting.
+struct command_line {
+  std::vector<std::pair<std::string, std::string>> settings;  // flag (without "--"), value
+  std::optional<std::string> config;
+  std::optional<std::string> prompt;
+  bool trace_json = false;
+  bool help = false;
+  bool has(std::string_view flag) const {
+    for (const auto& s : settings)
+      if (s.first == flag) return true;
+    return false;
+  }
+};
+
+namespace detail {
+
+enum class value_kind { integer, text, list, jitter };
+
+struct setting {
+  std::string_view flag;  // on the command line, after "--"
+  std::string_view key;   // in the config file
+  value_kind kind;
+  long long min;  // for integers
+  std::function<void(options&, long long)> set_int;
+  std::function<void(options&, const std::string&)> set_text;
+};
+
+inline const std::vector<setting>& settings() {
+  using o = options;
+  static const std::vector<setting> table = {
+      {"base-url",
+       "base_url",
+       value_kind::text,
+       0,
+       {},
+       [](o& x, const std::string& v) { x.base_url = v; }},
+      {"api-key-env",
+       "api_key_env",
+       value_kind::text,
+       0,
+       {},
+       [](o& x, const std::string& v) { x.api_key_env = v; }},
+      {"model",
+       "models",
+       value_kind::list,
+       0,
+       {},
+       [](o& x, const std::string& v) { x.models.push_back(v); }},
+      {"context-fallback",
+       "context_fallbacks",
+       value_kind::list,
+       0,
+       {},
+       [](o& x, const std::string& v) { x.context_fallbacks.push_back(v); }},
+      {"policy-fallback",
+       "policy_fallbacks",
+       value_kind::list,
+       0,
+       {},
+       [](o& x, const std::string& v) { x.policy_fallbacks.push_back(v); }},
+      {"max-attempts",
+       "max_attempts",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.max_attempts = v; },
+       {}},
+      {"base-delay-ms",
+       "base_delay_ms",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.base_delay_ms = v; },
+       {}},
+      {"max-delay-ms",
+       "max_delay_ms",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.max_delay_ms = v; },
+       {}},
+      {"jitter", "jitter", value_kind::jitter, 0, {}, {}},
+      {"deadline-ms",
+       "deadline_ms",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.deadline_ms = v; },
+       {}},
+      {"connect-timeout-ms",
+       "connect_timeout_ms",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.connect_timeout_ms = v; },
+       {}},
+      {"read-timeout-ms",
+       "read_timeout_ms",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.read_timeout_ms = v; },
+       {}},
+      {"max-hops",
+       "max_hops",
+       value_kind::integer,
+       1,
+       [](o& x, long long v) { x.max_hops = v; },
+       {}},
+      {"max-server-wait-ms",
+       "max_server_wait_ms",
+       value_kind::integer,
+       0,
+       [](o& x, long long v) { x.max_server_wait_ms = v; },
+       {}},
+  };
+  return table;
+}
+
+inline const setting* find_setting(std::string_view flag) {
+  for (const auto& s : settings())
+    if (s.flag == flag) return &s;
+  return nullptr;
+}
+
+inline const setting* find_key(std::string_view key) {
+  for (const auto& s : settings())
+    if (s.key == key) return &s;
+  return nullptr;
+}
+
+inline std::vector<std::string>& list_of(options& x, std::string_view flag) {
+  return flag == "model"              ? x.models
+         : flag == "context-fallback" ? x.context_fallbacks
+                                      : x.policy_fallbacks;
+}
+
+// A week in milliseconds: larger values are typos, and they would overflow nanoseconds later.
+inline constexpr long long max_ms = 7LL * 24 * 3600 * 1000;
+
+inline void apply_integer(options& x, const setting& s, long long v, const std::string& where) {
+  if (v < s.min)
+    throw usage_error(where + ": must be at least " + std::to_string(s.min) + ", got " +
+                      std::to_string(v));
+  if (v > max_ms) throw usage_error(where + ": too large (" + std::to_string(v) + ")");
+  s.set_int(x, v);
+}
+
+inline void apply_jitter(options& x, const std::string& v, const std::string& where) {
+  for (auto j : {failover::jitter::none, failover::jitter::full, failover::jitter::equal,
+                 failover::jitter::decorrelated}) {
+    if (failover::to_string(j) == v) {
+      x.jitter = j;
+      return;
+    }
+  }
+  throw usage_error(where + ": must be none, full, equal or decorrelated, got '" + v + "'");
+}
+
+inline void apply_text(options& x, const setting& s, const std::string& v,
+                       const std::string& where) {
+  if (v.empty()) throw usage_error(where + ": must not be empty");
+  if (s.kind == value_kind::jitter) return apply_jitter(x, v, where);
+  s.set_text(x, v);
+}
+
+}  // namespace detail
+
+// Reads argv. Throws usage_error naming the flag that is wrong.
+inline command_line read_command_line(int argc, const char* const* argv) {
+  command_line cl;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") {
+      if (i + 2 != argc) throw usage_error("expected exactly one PROMPT after --");
+      cl.prompt = argv[i + 1];
+      break;
+    }
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+      if (cl.prompt) throw usage_error("more than one PROMPT given (quote the prompt)");
+      cl.prompt = arg;
+      continue;
+    }
+    std::string flag = arg.substr(2);
+    std::optional<std::string> inline_value;
+    if (const auto eq = flag.find('='); eq != std::string::npos) {
+      inline_value = flag.substr(eq + 1);
+      flag.resize(eq);
+    }
+    if (flag == "help" || flag == "trace-json") {
+      if (inline_value) throw usage_error("--" + flag + " takes no value");
+      (flag == "help" ? cl.help : cl.trace_json) = true;
+      continue;
+    }
+    const bool is_config = flag == "config";
+    if (!is_config && detail::find_setting(flag) == nullptr)
+      throw usage_error("unknown flag --" + flag);
+    std::string value;
+    if (inline_value) {
+      value = *inline_value;
+    } else {
+      if (i + 1 >= argc) throw usage_error("--" + flag + " needs a value");
+      value = argv[++i];
+    }
+    if (is_config) {
+      if (cl.config) throw usage_error("--config given twice");
+      cl.config = value;
+    } else {
+      cl.settings.emplace_back(flag, value);
+    }
+  }
+  return cl;
+}
+
+// Applies flags in order; a repeated single-valued flag keeps the last value, and any list flag
+// replaces that list from the config file.
+inline void apply_flags(options& x, const command_line& cl) {
+  std::vector<std::string_view> cleared;
+  for (const auto& [flag, value] : cl.settings) {
+    const detail::setting& s = *detail::find_setting(flag);
+    const std::string where = "--" + flag;
+    if (s.kind == detail::value_kind::integer) {
+      long long v = 0;
+      const char* end = value.data() + value.size();
+      const auto [ptr, ec] = std::from_chars(value.data(), end, v);
+      if (value.empty() || ec != std::errc() || ptr != end)
+        throw usage_error(where + ": expected a whole number, got '" + value + "'");
+      detail::apply_integer(x, s, v, where);
+    } else {
+      if (s.kind == detail::value_kind::list &&
+          std::find(cleared.begin(), cleared.end(), s.flag) == cleared.end()) {
+        detail::list_of(x, s.flag).clear();
+        cleared.push_back(s.flag);
+      }
+      detail::apply_text(x, s, value, where);
+    }
+  }
+}
+
+// Applies a config file's settings. Keys are the flags' names with '_' for '-', plus
+// "model_list": [{"model_name", "model", "base_url", "api_key_env"}]. Throws usage_error naming
+// the file and the JSON path that is wrong.
+inline void apply_config(options& x, const nlohmann::json& j, const std::string& file) {
+  auto fail = [&](const std::string& path, const std::string& why) {
+    return usage_error(file + ": " + path + ": " + why);
+  };
+  if (!j.is_object()) throw fail("$", "expected a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    const nlohmann::json& v = it.value();
+    const std::string path = "$." + key;
+    if (key == "model_list") {
+      if (!v.is_array()) throw fail(path, "expected an array of models");
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        const std::string at = path + "[" + std::to_string(i) + "]";
+        const nlohmann::json& m = v[i];
+        if (!m.is_object()) throw fail(at, "expected an object");
+        std::string name;
+        route r;
+        for (auto f = m.begin(); f != m.end(); ++f) {
+          const std::string field_path = at + "." + f.key();
+          if (!f.value().is_string() || f.value().get<std::string>().empty())
+            throw fail(field_path, "expected a non-empty string");
+          const std::string s = f.value().get<std::string>();
+          if (f.key() == "model_name")
+            name = s;
+          else if (f.key() == "model")
+            r.upstream = s;
+          else if (f.key() == "base_url")
+            r.base_url = s;
+          else if (f.key() == "api_key_env")
+            r.api_key_env = s;
+          else
+            throw fail(field_path,
+                       "unknown key (expected model_name, model, base_url or api_key_env)");
+        }
+        if (name.empty()) throw fail(at, "missing model_name");
+        if (x.routes.count(name)) throw fail(at + ".model_name", "'" + name + "' is listed twice");
+        x.routes[name] = r;
+      }
+      continue;
+    }
+    const detail::setting* s = detail::find_key(key);
+    if (s == nullptr) throw fail(path, "unknown key");
+    switch (s->kind) {
+      case detail::value_kind::integer:
+        if (!v.is_number_integer()) throw fail(path, "expected a whole number");
+        detail::apply_integer(x, *s, v.get<long long>(), file + ": " + path);
+        break;
+      case detail::value_kind::list:
+        if (!v.is_array()) throw fail(path, "expected an array of model names");
+        {
+          std::vector<std::string>& list = detail::list_of(x, s->flag);
+          list.clear();
+          for (std::size_t i = 0; i < v.size(); ++i) {
+            const std::string at = path + "[" + std::to_string(i) + "]";
+            if (!v[i].is_string() || v[i].get<std::string>().empty())
+              throw fail(at, "expected a non-empty string");
+            list.push_back(v[i].get<std::string>());
+          }
+        }
+        break;
+      default:
+        if (!v.is_string()) throw fail(path, "expected a string");
+        detail::apply_text(x, *s, v.get<std::string>(), file + ": " + path);
+        break;
+    }
+  }
+}
+
+inline nlohmann::json read_config_file(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw usage_error(file + ": cannot read the config file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  const std::string body = text.str();
+  try {
+    return nlohmann::json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.what() quotes the position, not the content.
+    throw usage_error(file + ": not valid JSON: " + e.what());
+  }
+}
+
+}  // namespace chat
