@@ -216,6 +216,26 @@ void chain3_success(benchmark::State& state) {
   }
 }
 
+// The same chain with shared health switched on: a circuit breaker and a retry budget. As a
+// benchmark with threads, several threads share one chain, one breaker and one budget.
+void chain3_success_shared_health(benchmark::State& state) {
+  using chain_type = failover::basic_fallback_chain<int(int), failover::resilient_policies>;
+  static chain_type* const shared = [] {
+    auto* chain = new chain_type();  // lives for the whole run: threads share it
+    chain->add("primary", [](int v) { return answer(v); })
+        .add("secondary", [](int v) { return answer(v); })
+        .add("tertiary", [](int v) { return answer(v); });
+    chain->set_breaker(failover::circuit_breaker{});
+    return chain;
+  }();
+  int x = 0;
+  allocation_meter meter(state);
+  for (auto _ : state) {
+    auto r = shared->run(x);
+    benchmark::DoNotOptimize(x = *r);
+  }
+}
+
 template <bool timed, std::size_t models>
 void hand_loop_success(benchmark::State& state) {
   const failover::classifier cls;
@@ -313,6 +333,8 @@ void piece_result_and_record(benchmark::State& state) {
 BENCHMARK(direct_call);
 BENCHMARK(retrier_success);
 BENCHMARK(chain3_success);
+BENCHMARK(chain3_success_shared_health);
+BENCHMARK(chain3_success_shared_health)->Threads(2)->Name("chain3_success_shared_health/2_threads");
 BENCHMARK(hand_loop_success<false, 1>)->Name("hand_loop_1_model");
 BENCHMARK(hand_loop_success<false, 3>)->Name("hand_loop_3_models");
 BENCHMARK(hand_loop_success<true, 3>)->Name("hand_loop_3_models_timed");
