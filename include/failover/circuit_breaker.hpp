@@ -37,6 +37,7 @@ constexpr std::string_view to_string(circuit_state s) noexcept {
   return "closed";
 }
 
+// Defaults and why: docs/architecture.md ("Shared health").
 struct breaker_options {
   int consecutive_failures = 5;  // transient failures in a row that open the circuit
   double failure_ratio = 0.5;    // or this share of failures over the window...
@@ -52,14 +53,16 @@ struct breaker_options {
     auto bad = [](const char* what) {
       throw std::invalid_argument(std::string("failover::breaker_options: ") + what);
     };
+    constexpr duration year = std::chrono::hours(24 * 365);
     if (consecutive_failures < 1) bad("consecutive_failures must be >= 1");
     if (!(failure_ratio > 0.0 && failure_ratio <= 1.0)) bad("failure_ratio must be in (0, 1]");
     if (min_calls < 1) bad("min_calls must be >= 1");
-    if (window <= duration::zero()) bad("window must be > 0");
-    if (cooldown <= duration::zero()) bad("cooldown must be > 0");
+    if (window <= duration::zero() || window > year) bad("window must be in (0, 1 year]");
+    if (cooldown <= duration::zero() || cooldown > year) bad("cooldown must be in (0, 1 year]");
     if (!(cooldown_multiplier >= 1.0) || cooldown_multiplier > 1e6)
       bad("cooldown_multiplier must be in [1, 1e6]");
-    if (max_cooldown < cooldown) bad("max_cooldown must be >= cooldown");
+    if (max_cooldown < cooldown || max_cooldown > year)
+      bad("max_cooldown must be in [cooldown, 1 year]");
     if (half_open_probes < 1) bad("half_open_probes must be >= 1");
   }
 };
@@ -105,9 +108,18 @@ inline bool counts_against_model(const error& e) noexcept {
     case error_kind::circuit_open:
       return false;
     default:
+      // Other 4xx and unmapped exceptions (kind unknown, permanent) say nothing about the model.
       return e.transient || e.kind == error_kind::unauthorized || e.kind == error_kind::forbidden ||
-             e.kind == error_kind::not_found || e.kind == error_kind::unknown;
+             e.kind == error_kind::not_found;
   }
+}
+
+// A server's requested wait holds the key only on 429, 503 and 529: answers that speak for the
+// model as a whole, not for this one request.
+inline bool holds_model(const error& e) noexcept {
+  if (!e.retry_after || *e.retry_after <= duration::zero()) return false;
+  if (e.kind == error_kind::rate_limited || e.kind == error_kind::overloaded) return true;
+  return e.kind == error_kind::server_error && e.status && *e.status == 503;
 }
 
 inline bool opens_at_once(const error& e, const breaker_options& o) noexcept {
@@ -138,6 +150,11 @@ class model_health {
         rejected_.fetch_add(1, std::memory_order_relaxed);
         return {false, false, open_until_};
       }
+      if (!tripped_) {  // held only by a server's wait, which is over: no probe needed
+        set_state(circuit_state::closed);
+        notify(circuit_event{key_, circuit_state::open, circuit_state::closed, now, nullptr});
+        return {};
+      }
       set_state(circuit_state::half_open);
       probes_ = 0;
       notify(
@@ -145,7 +162,11 @@ class model_health {
       st = circuit_state::half_open;
     }
     if (st == circuit_state::half_open) {
+      // A probe that never reported (its call was abandoned, or its result lost) must not wedge
+      // the key: after a cooldown its slot is free again.
+      if (probes_ >= o.half_open_probes && now - probe_since_ >= cooldown_) probes_ = 0;
       if (probes_ < o.half_open_probes) {
+        if (probes_ == 0) probe_since_ = now;
         ++probes_;
         return {true, true, open_until_};
       }
@@ -165,11 +186,12 @@ class model_health {
         state_.load(std::memory_order_acquire) == static_cast<std::uint8_t>(circuit_state::closed))
       return;
     std::lock_guard<std::mutex> lock(mutex_);
-    if (probe && probes_ > 0) --probes_;
     const auto st = static_cast<circuit_state>(state_.load(std::memory_order_relaxed));
+    if (probe && probes_ > 0 && st == circuit_state::half_open) --probes_;
     if (st != circuit_state::closed && now >= open_until_) {
       set_state(circuit_state::closed);
       cooldown_ = o.cooldown;
+      tripped_ = false;
       reset_window();
       notify(circuit_event{key_, st, circuit_state::closed, now, nullptr});
     }
@@ -180,14 +202,13 @@ class model_health {
                   Notify&& notify) {
     const bool counts = counts_against_model(e);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (probe && probes_ > 0) --probes_;
-    // A server's requested wait opens the key until then, whatever the counters say.
-    std::optional<time_point> server_until;
-    if (e.retry_after && (e.kind == error_kind::rate_limited || e.kind == error_kind::overloaded ||
-                          e.kind == error_kind::server_error))
-      server_until = now + *e.retry_after;
-    if (!counts && !server_until) return;
     const auto st = static_cast<circuit_state>(state_.load(std::memory_order_relaxed));
+    if (probe && probes_ > 0 && st == circuit_state::half_open) --probes_;
+    // A server's requested wait holds the key until then (at most max_cooldown: a probe a minute
+    // is cheap, a year-long hold from one header is not), whatever the counters say.
+    std::optional<time_point> server_until;
+    if (holds_model(e)) server_until = now + std::min<duration>(*e.retry_after, o.max_cooldown);
+    if (!counts && !server_until) return;
     bool trip = false;
     if (counts) {
       failures_.fetch_add(1, std::memory_order_relaxed);
@@ -208,11 +229,13 @@ class model_health {
                 std::min(next, std::chrono::duration<double>(o.max_cooldown).count()))));
       }
       until = std::max(until, now + cooldown_);
+      tripped_ = true;
     }
     // Re-opening keeps the later deadline, never the shorter one.
     if (st == circuit_state::open) until = std::max(until, open_until_);
     open_until_ = until;
     if (st != circuit_state::open) {
+      if (!trip) tripped_ = st == circuit_state::half_open;  // a held half-open key stays tripped
       set_state(circuit_state::open);
       opened_.fetch_add(1, std::memory_order_relaxed);
       notify(circuit_event{key_, st, circuit_state::open, open_until_, &e});
@@ -309,6 +332,8 @@ class model_health {
   time_point open_until_{};
   duration cooldown_;
   int probes_ = 0;
+  time_point probe_since_{};  // when the current half-open period's first probe went
+  bool tripped_ = false;      // opened by failures (needs a probe), not only held by a server
 };
 
 }  // namespace detail

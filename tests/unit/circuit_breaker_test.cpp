@@ -40,6 +40,10 @@ failover::error make_error(error_kind kind, bool transient,
   e.kind = kind;
   e.transient = transient;
   e.retry_after = retry_after;
+  // The status each kind usually comes with: a server's wait holds a key on 429, 503 and 529 only.
+  if (kind == error_kind::rate_limited) e.status = 429;
+  if (kind == error_kind::server_error) e.status = 503;
+  if (kind == error_kind::overloaded) e.status = 529;
   return e;
 }
 
@@ -240,29 +244,73 @@ TEST_CASE("breaker: with open_on_auth_errors=false auth errors only count", "[br
   }
 }
 
-TEST_CASE("breaker: a server's requested wait opens the key until then", "[breaker]") {
+TEST_CASE("breaker: a server's requested wait holds the key until then, then it closes",
+          "[breaker]") {
   circuit_breaker b;
   const auto h = b.resolve("m");
   SECTION("429 with retry_after") {
-    b.on_failure(h, at(10s), make_error(error_kind::rate_limited, true, 120s), false);
+    b.on_failure(h, at(10s), make_error(error_kind::rate_limited, true, 45s), false);
   }
   SECTION("503 with retry_after") {
-    b.on_failure(h, at(10s), make_error(error_kind::server_error, true, 120s), false);
+    b.on_failure(h, at(10s), make_error(error_kind::server_error, true, 45s), false);
   }
   SECTION("529 with retry_after") {
-    b.on_failure(h, at(10s), make_error(error_kind::overloaded, true, 120s), false);
+    b.on_failure(h, at(10s), make_error(error_kind::overloaded, true, 45s), false);
   }
   const auto s = b.snapshot("m");
   REQUIRE(s);
   CHECK(s->state == circuit_state::open);
-  CHECK(s->open_until == at(130s));
+  CHECK(s->open_until == at(55s));
   CHECK(s->opened == 1);
-  const admission before = b.admit(h, at(129s));
+  const admission before = b.admit(h, at(54s));
   CHECK(!before.allowed);
-  CHECK(before.until == at(130s));
-  const admission after = b.admit(h, at(130s));
+  CHECK(before.until == at(55s));
+  // Held only by the server's wait: when it is over the key closes, no probe needed.
+  const admission after = b.admit(h, at(55s));
   CHECK(after.allowed);
-  CHECK(after.probe);
+  CHECK_FALSE(after.probe);
+  CHECK(state_of(b, "m") == circuit_state::closed);
+}
+
+TEST_CASE("breaker: a server's hold is bounded by max_cooldown", "[breaker]") {
+  circuit_breaker b;  // max_cooldown 60 s
+  const auto h = b.resolve("m");
+  b.on_failure(h, at(10s), make_error(error_kind::rate_limited, true, 24h * 365), false);
+  CHECK(b.snapshot("m")->open_until == at(70s));
+}
+
+TEST_CASE("breaker: a zero wait, or a wait on another status, holds nothing", "[breaker]") {
+  circuit_breaker b;
+  const auto h = b.resolve("m");
+  b.on_failure(h, at(10s), make_error(error_kind::rate_limited, true, 0s), false);
+  CHECK(state_of(b, "m") == circuit_state::closed);
+  auto e500 = make_error(error_kind::server_error, true, 30s);
+  e500.status = 500;
+  b.on_failure(h, at(10s), e500, false);
+  CHECK(state_of(b, "m") == circuit_state::closed);
+  CHECK(b.admit(h, at(11s)).allowed);
+}
+
+TEST_CASE("breaker: a probe that never reports frees its slot after a cooldown", "[breaker]") {
+  circuit_breaker b;  // cooldown 30 s, one probe
+  const auto h = b.resolve("m");
+  fail_n(b, h, at(0s), 5);
+  REQUIRE(b.admit(h, at(30s)).probe);  // its call is abandoned: no result ever comes
+  CHECK_FALSE(b.admit(h, at(59s)).allowed);
+  const admission again = b.admit(h, at(60s));
+  CHECK(again.allowed);
+  CHECK(again.probe);
+}
+
+TEST_CASE("breaker: other 4xx and unmapped exceptions do not count against the model",
+          "[breaker]") {
+  circuit_breaker b;
+  const auto h = b.resolve("m");
+  auto e413 = make_error(error_kind::unknown, false);
+  e413.status = 413;
+  fail_n(b, h, at(0s), 20, e413);
+  CHECK(state_of(b, "m") == circuit_state::closed);
+  CHECK(b.snapshot("m")->failures == 0);
 }
 
 TEST_CASE("breaker: a server error without retry_after below the threshold does not open",
@@ -370,14 +418,15 @@ TEST_CASE("breaker: re-opening never shortens an open deadline", "[breaker]") {
   circuit_breaker b;  // cooldown 30 s
   const auto h = b.resolve("m");
 
-  SECTION("a 300 s server wait outlasts a later 30 s trip") {
-    b.on_failure(h, at(0s), make_error(error_kind::rate_limited, true, 300s), false);
-    REQUIRE(b.snapshot("m")->open_until == at(300s));
+  SECTION("a 50 s server wait outlasts a later 30 s trip") {
+    b.on_failure(h, at(0s), make_error(error_kind::rate_limited, true, 50s), false);
+    REQUIRE(b.snapshot("m")->open_until == at(50s));
     fail_n(b, h, at(10s), 5);  // answers of calls already under way: a trip worth 30 s
     const auto s = b.snapshot("m");
-    CHECK(s->open_until == at(300s));
+    CHECK(s->open_until == at(50s));
     CHECK(s->opened == 1);
-    CHECK(!b.admit(h, at(299s)).allowed);
+    CHECK(!b.admit(h, at(49s)).allowed);
+    CHECK(b.admit(h, at(50s)).probe);  // tripped meanwhile: it needs a probe now
   }
   SECTION("a shorter server wait while open keeps the trip's deadline") {
     fail_n(b, h, at(0s), 5);
@@ -393,8 +442,8 @@ TEST_CASE("breaker: re-opening never shortens an open deadline", "[breaker]") {
   }
   SECTION("a longer server wait while open extends it") {
     fail_n(b, h, at(0s), 5);
-    b.on_failure(h, at(5s), make_error(error_kind::overloaded, true, 100s), false);
-    CHECK(b.snapshot("m")->open_until == at(105s));
+    b.on_failure(h, at(5s), make_error(error_kind::overloaded, true, 55s), false);
+    CHECK(b.snapshot("m")->open_until == at(60s));
   }
 }
 
@@ -812,15 +861,15 @@ TEST_CASE("breaker chain: wait_for_open_circuit waits once for the earliest mode
         .add("beta", failing(failover::failure::http(503), b_calls), failover::role::standard,
              attempts(5), exact(1s));
     chain.set_breaker(b);
+    fail_n(b, b.resolve("beta"), clock.now(), 5);  // tripped: open until 30 s, then a probe
+    clock.advance(5s);
     b.on_failure(b.resolve("alpha"), clock.now(), make_error(error_kind::unauthorized, false),
-                 false);
-    b.on_failure(b.resolve("beta"), clock.now(), make_error(error_kind::server_error, true, 12s),
-                 false);
+                 false);  // until 35 s
     clock.advance(2s);
 
     const auto r = chain.run();
     CHECK(!r.has_value());
-    CHECK(sleeper.sleeps() == std::vector<duration>{10s});
+    CHECK(sleeper.sleeps() == std::vector<duration>{23s});
     CHECK(a_calls == 0);
     CHECK(b_calls == 1);
     CHECK(r.error().kind == error_kind::server_error);
@@ -1006,4 +1055,24 @@ TEST_CASE("breaker: no_breaker is empty and a default chain never skips", "[brea
   }
   CHECK(a_calls == 20);  // every call tried alpha twice: no shared health
   CHECK(sleeper.sleeps().size() == 10);
+}
+
+TEST_CASE("breaker chain: a call abandoned during its probe frees the probe slot", "[breaker]") {
+  failover::testing::fake_clock clock;
+  circuit_breaker b;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  int calls = 0;
+  chain.add("m", answering(1, calls));
+  chain.set_breaker(b);
+  fail_n(b, b.resolve("m"), clock.now(), 5);  // open until 30 s
+  clock.advance(30s);
+  {
+    auto call = chain.begin_call(failover::call_options{});
+    using action = decltype(call.start());
+    REQUIRE(call.start() == action::attempt);  // admitted as the half-open probe
+  }                                            // dropped before its answer came
+  const auto r = chain.run();                  // a new probe may go at once
+  REQUIRE(r.has_value());
+  CHECK(state_of(b, "m") == circuit_state::closed);
 }

@@ -899,3 +899,42 @@ TEST_CASE("chain: the same chain runs from several threads at once") {
     CHECK(sleeper.sleeps().size() == static_cast<std::size_t>(threads * calls));
   }
 }
+
+TEST_CASE("chain: an exception mapping that itself throws still ends the call with one outcome",
+          "[chain]") {
+  chain_t chain;
+  failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
+  chain.classifier().on_exception<std::runtime_error>(
+      [](const std::runtime_error&) -> failover::failure {
+        throw std::logic_error("a broken mapping");
+      });
+  int fallback_calls = 0;
+  chain.add("m", [](const std::string&) -> std::string { throw std::runtime_error("boom"); });
+  chain.add("n", [&](const std::string& s) {
+    ++fallback_calls;
+    return s;
+  });
+  failover::result<std::string> r = chain.run("x");
+  REQUIRE(r.has_value());  // the unknown error on "m" falls back to "n"
+  CHECK(fallback_calls == 1);
+  CHECK(r.trace().attempts()[0].error.kind == error_kind::unknown);
+  CHECK(r.trace().attempts()[0].error.exception != nullptr);
+}
+
+TEST_CASE("chain: begin_call keeps its own copy of the call options", "[chain]") {
+  chain_t chain;
+  failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
+  chain.add("m", [](const std::string& s) { return s; });
+  auto call = chain.begin_call(failover::call_options{});  // a temporary: must not dangle
+  using action = decltype(call.start());
+  REQUIRE(call.start() == action::attempt);
+  CHECK(call.entry_index() == 0);
+  CHECK(call.attempted(failover::outcome<std::string>(std::string("v"))) == action::done);
+  // Out of turn: nothing changes, the call stays done with its one outcome.
+  CHECK(call.attempted(failover::outcome<std::string>(std::string("w"))) == action::done);
+  CHECK(call.waited(true) == action::done);
+  const auto r = std::move(call).take();
+  REQUIRE(r.has_value());
+  CHECK(*r == "v");
+  CHECK(r.trace().size() == 1);
+}

@@ -354,3 +354,31 @@ TEST_CASE("hooks: a hook that throws does not change the call's result") {
     CHECK(f->stop() == stop_reason::permanent_error);
   }
 }
+
+namespace {
+// A user's own Hooks policy: overrides one hook (the rest come from no_hooks) and throws from it.
+struct throwing_hooks : failover::no_hooks {
+  static int& starts() {
+    static int n = 0;
+    return n;
+  }
+  void on_attempt_start(const failover::attempt_started&) const {
+    ++starts();
+    throw std::runtime_error("a logging backend is down");
+  }
+};
+struct throwing_policies : failover::testing::fake_policies {
+  using hooks = throwing_hooks;
+};
+}  // namespace
+
+TEST_CASE("hooks: a user's hooks that override some members and throw change nothing", "[hooks]") {
+  failover::basic_fallback_chain<int(), throwing_policies> chain;
+  failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
+  chain.add("m", [] { return 7; });
+  throwing_hooks::starts() = 0;
+  const auto r = chain.run();
+  REQUIRE(r.has_value());
+  CHECK(*r == 7);
+  CHECK(throwing_hooks::starts() == 1);
+}

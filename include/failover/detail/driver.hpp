@@ -141,6 +141,17 @@ class call_machine {
         deadline_(earlier(opts.deadline, call.deadline)) {}
   call_machine(const call_machine&) = delete;
   call_machine& operator=(const call_machine&) = delete;
+  // A machine dropped while its attempt is out (an async caller gave up on it) must not keep a
+  // half-open probe slot: the attempt is reported as cancelled, which frees it and counts nothing.
+  ~call_machine() {
+    if (!in_flight_ || !admission_.probe) return;
+    try {
+      error abandoned;
+      abandoned.kind = error_kind::cancelled;
+      p_.breaker().on_failure(entry().health, p_.clock().now(), abandoned, true);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
+    }
+  }
 
   // The first action. Call once.
   action start() {
@@ -158,6 +169,8 @@ class call_machine {
 
   // After action::attempt: the callable's answer, or what it threw.
   action attempted(outcome<R>&& answer) {
+    if (!in_flight_) return misuse();
+    in_flight_ = false;
     const time_point end = p_.clock().now();
     attempt_record& rec = current();
     rec.elapsed = end - attempt_start_;
@@ -165,24 +178,35 @@ class call_machine {
       rec.ok = true;
       p_.breaker().on_success(entry().health, end, admission_.probe);
       p_.budget().on_success(end);
-      p_.hooks().on_attempt_end(
-          attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
+      notify(&hooks_type::on_attempt_end,
+             attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
       res_.set_value(std::move(answer).value());
-      return action::done;
+      finished_ = true;
+      return pending_ = action::done;
     }
-    rec.error = p_.classifier().classify(answer.failure(), p_.clock().wall_now());
+    rec.error =
+        classify([&] { return p_.classifier().classify(answer.failure(), p_.clock().wall_now()); });
     return failed(end);
   }
   action attempted(std::exception_ptr thrown) {
+    if (!in_flight_) return misuse();
+    in_flight_ = false;
     const time_point end = p_.clock().now();
     attempt_record& rec = current();
     rec.elapsed = end - attempt_start_;
-    rec.error = p_.classifier().classify(thrown, p_.clock().wall_now());
+    if (!thrown) {
+      rec.error.kind = error_kind::unknown;
+      rec.error.message = "the attempt reported an empty exception";
+    } else {
+      rec.error = classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); });
+    }
     return failed(end);
   }
 
   // After action::wait: whether the wait ran its full length (false: the call was cancelled).
   action waited(bool completed) {
+    if (!waiting_) return misuse();
+    waiting_ = false;
     if (waiting_for_reopen_) {
       waiting_for_reopen_ = false;
       if (!completed) {
@@ -210,6 +234,40 @@ class call_machine {
 
  private:
   using backoff_type = typename Holder::backoff_type;
+
+  using hooks_type = typename Holder::hooks_type;
+
+  // Observing must not change how a call ends, whatever a user's Hooks policy does. (`Hook` may
+  // be a member of a base such as no_hooks, hence a template rather than a member-pointer type.)
+  template <class Hook, class Event>
+  void notify(Hook hook, const Event& e) const noexcept {
+    if constexpr (noexcept((std::declval<const hooks_type&>().*hook)(e))) {
+      (p_.hooks().*hook)(e);
+    } else {
+      try {
+        (p_.hooks().*hook)(e);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
+      }
+    }
+  }
+
+  // A classifier (or a user's exception mapping) that throws yields an `unknown` error rather
+  // than an escaping exception: every call still ends with exactly one outcome.
+  template <class F>
+  error classify(F&& f) const noexcept {
+    try {
+      return f();
+    } catch (...) {
+      error e;
+      e.kind = error_kind::unknown;
+      e.message = "the classifier threw while classifying this failure";
+      e.exception = std::current_exception();
+      return e;
+    }
+  }
+
+  // attempted()/waited() out of turn (after done, or twice): nothing changes.
+  action misuse() const noexcept { return finished_ ? action::done : pending_; }
 
   roles_view<Entries> roles() const noexcept { return roles_view<Entries>{entries_}; }
   const auto& entry() const noexcept { return entries_[index_]; }
@@ -256,7 +314,7 @@ class call_machine {
       skip.error.retry_after = admission_.until > now ? admission_.until - now : duration::zero();
       skip.error.message = "skipped: circuit open";
       skip.stop = stop_reason::circuit_open;
-      p_.hooks().on_skip(attempt_skipped{model(), admission_.until});
+      notify(&hooks_type::on_skip, attempt_skipped{model(), admission_.until});
       if (!earliest_reopen_ || admission_.until < earliest_reopen_->first)
         earliest_reopen_.emplace(admission_.until, index_);
       return model_done(stop_reason::circuit_open);
@@ -264,11 +322,13 @@ class call_machine {
     ++counters_.attempts;
     counters_.total_attempts = ++total_;
     ctx_ = attempt_context{model(), counters_.attempts, total_, remaining, &call_.token};
-    p_.hooks().on_attempt_start(attempt_started{model(), counters_.attempts, total_, remaining});
+    notify(&hooks_type::on_attempt_start,
+           attempt_started{model(), counters_.attempts, total_, remaining});
     last_call_ = res_.trace().size();
     add_record(now);
     attempt_start_ = now;
-    return action::attempt;
+    in_flight_ = true;
+    return pending_ = action::attempt;
   }
 
   action failed(time_point end) {
@@ -294,11 +354,14 @@ class call_machine {
     rec.wait = d.wait;
     rec.why_wait = d.reason;
     rec.stop = d.stop;
-    p_.hooks().on_attempt_end(attempt_ended{model(), counters_.attempts, false, &e, rec.elapsed});
+    notify(&hooks_type::on_attempt_end,
+           attempt_ended{model(), counters_.attempts, false, &e, rec.elapsed});
     if (!d.retry) return model_done(d.stop);
-    p_.hooks().on_retry(retry_scheduled{model(), counters_.attempts, d.wait, d.reason, e});
+    notify(&hooks_type::on_retry,
+           retry_scheduled{model(), counters_.attempts, d.wait, d.reason, e});
     wait_ = d.wait;
-    return action::wait;
+    waiting_ = true;
+    return pending_ = action::wait;
   }
 
   // The current model is done for `why`: end the call, or walk to the next entry.
@@ -321,15 +384,17 @@ class call_machine {
           waited_for_reopen_ = waiting_for_reopen_ = true;
           current().wait = wait_ = until;
           current().why_wait = wait_reason::circuit;
-          return action::wait;
+          waiting_ = true;
+          return pending_ = action::wait;
         }
         return finish(all_open_error((*names_)[earliest_reopen_->second], until),
                       stop_reason::circuit_open);
       }
       return finish(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
     }
-    p_.hooks().on_fallback(fallback_taken{model(), (*names_)[*w.next], entries_[*w.next].role,
-                                          res_.trace().attempts().back().error, why});
+    notify(&hooks_type::on_fallback,
+           fallback_taken{model(), (*names_)[*w.next], entries_[*w.next].role,
+                          res_.trace().attempts().back().error, why});
     routing_ = walk_kind;
     index_ = *w.next;
     begin_model();
@@ -338,8 +403,9 @@ class call_machine {
 
   action finish(error e, stop_reason why) {
     res_.set_error(std::move(e), why);
-    p_.hooks().on_give_up(gave_up{res_.error(), why});
-    return action::done;
+    notify(&hooks_type::on_give_up, gave_up{res_.error(), why});
+    finished_ = true;
+    return pending_ = action::done;
   }
 
   const Holder& p_;
@@ -365,6 +431,10 @@ class call_machine {
   std::optional<std::pair<time_point, std::size_t>> earliest_reopen_;  // among skipped entries
   bool waited_for_reopen_ = false;
   bool waiting_for_reopen_ = false;
+  bool in_flight_ = false;  // an attempt is out: attempted() comes next
+  bool waiting_ = false;    // a wait is out: waited() comes next
+  bool finished_ = false;
+  action pending_ = action::done;
 };
 
 // A call machine that owns its result: what fallback_chain::begin_call hands out. Not movable
@@ -374,6 +444,7 @@ class call_machine {
 template <class R, class Holder, class Entries>
 class owned_call_machine {
   struct storage {
+    call_options call;  // a copy: the caller's options may be a temporary
     result<R> res;
   };
 
@@ -382,7 +453,8 @@ class owned_call_machine {
 
   owned_call_machine(const Holder& p, const Entries& entries, const trace::names_ptr& names,
                      const chain_options& opts, const call_options& call)
-      : storage_{result<R>(names)}, machine_(storage_.res, p, entries, names, opts, call) {}
+      : storage_{call, result<R>(names)},
+        machine_(storage_.res, p, entries, names, opts, storage_.call) {}
   owned_call_machine(const owned_call_machine&) = delete;
   owned_call_machine& operator=(const owned_call_machine&) = delete;
 
