@@ -159,6 +159,22 @@ class exponential_backoff {
 
   exponential_backoff(const exponential_backoff& other)
       : options_(other.options_), seed_(other.derive()), generator_(seed_) {}
+  // A move is the same policy in a new place (a vector growing, a chain being built): it keeps
+  // its stream, so a fixed seed reproduces the same waits however the policy was passed around.
+  exponential_backoff(exponential_backoff&& other) noexcept
+      : options_(other.options_),
+        seed_(other.seed_),
+        generator_(std::move(other.generator_)),
+        previous_(other.previous_),
+        copies_(other.copies_.load(std::memory_order_relaxed)) {}
+  exponential_backoff& operator=(exponential_backoff&& other) noexcept {
+    options_ = other.options_;
+    seed_ = other.seed_;
+    generator_ = std::move(other.generator_);
+    previous_ = other.previous_;
+    copies_.store(other.copies_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    return *this;
+  }
   exponential_backoff& operator=(const exponential_backoff& other) {
     if (this != &other) {
       options_ = other.options_;

@@ -101,57 +101,114 @@ inline std::optional<classification> classify_code(std::string_view code) noexce
 namespace detail {
 
 // Masks credentials that a careless message might carry: the value after a word ending in "key",
-// "token", "secret" or "password" or after "bearer"/"basic", and any `sk-` style key. A defence in
-// depth (failures keep no request header at all); it prefers masking too much to too little.
+// "token", "secret" or "password", after "bearer"/"basic"/"authorization", and any `sk-` style key
+// anywhere. A value runs to the next space, quote or delimiter, so unusual characters in it do not
+// end the mask early. A defence in depth (failures keep no request header at all); it prefers
+// masking too much to too little.
 inline std::string redact(const std::string& text) {
+  const std::size_t n = text.size();
+  auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
   auto is_word = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
            c == '-';
   };
-  auto is_token = [&](char c) {
-    return is_word(c) || c == '.' || c == '~' || c == '+' || c == '/' || c == '=';
+  auto ends_value = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '"' || c == '\'' || c == '&' ||
+           c == ',' || c == ';' || c == ')' || c == ']' || c == '}' || c == '<' || c == '>';
   };
-  auto is_separator = [](char c) {
-    return c == ' ' || c == '\t' || c == '"' || c == '\'' || c == ':' || c == '=';
+  auto at = [&](std::size_t k, std::string_view lit) {
+    if (k + lit.size() > n) return false;
+    for (std::size_t m = 0; m < lit.size(); ++m)
+      if (lower(text[k + m]) != lit[m]) return false;
+    return true;
   };
   auto ends_with = [](std::string_view w, std::string_view suffix) {
     return w.size() >= suffix.size() &&
            failure::iequals(w.substr(w.size() - suffix.size()), suffix);
   };
+  auto is_scheme = [](std::string_view w) {
+    return failure::iequals(w, "bearer") || failure::iequals(w, "basic");
+  };
+  auto is_marker = [&](std::string_view w) {
+    return is_scheme(w) || failure::iequals(w, "authorization") || ends_with(w, "key") ||
+           ends_with(w, "token") || ends_with(w, "secret") || ends_with(w, "password");
+  };
+  // An `sk-` key: "sk-" and at least 16 key characters, wherever it stands (even inside a word,
+  // as in "Bearer%20sk-...").
+  auto sk_key_end = [&](std::size_t k) -> std::size_t {
+    if (!at(k, "sk-")) return 0;
+    std::size_t e = k + 3;
+    while (e < n && is_word(text[e])) ++e;
+    return e - (k + 3) >= 16 ? e : 0;
+  };
+
   std::string out;
-  out.reserve(text.size());
-  const std::size_t n = text.size();
+  out.reserve(n);
   std::size_t i = 0;
   while (i < n) {
+    if (const std::size_t e = sk_key_end(i)) {
+      out += "[redacted]";
+      i = e;
+      continue;
+    }
     if (!is_word(text[i])) {
       out += text[i++];
       continue;
     }
     std::size_t end = i;
     while (end < n && is_word(text[end])) ++end;
-    const std::string_view word = std::string_view(text).substr(i, end - i);
-    if (word.size() >= 6 && failure::iequals(word.substr(0, 3), "sk-")) {
+    std::string_view word = std::string_view(text).substr(i, end - i);
+    // Copy the word up to any `sk-` key inside it; the loop masks the key next.
+    std::size_t cut = end;
+    for (std::size_t k = i; k < end; ++k)
+      if (sk_key_end(k)) {
+        cut = k;
+        break;
+      }
+    out.append(text, i, cut - i);
+    i = cut;
+    if (cut != end) continue;
+    // A marker masks the value after it; a value that is itself a scheme ("Authorization: Bearer
+    // x") is kept and masks what follows it.
+    while (is_marker(word)) {
+      std::size_t value = i;
+      bool assigns = false, spaced = false;
+      for (;;) {
+        if (value < n && (text[value] == ':' || text[value] == '=')) {
+          assigns = true;
+          ++value;
+        } else if (value < n && (text[value] == ' ' || text[value] == '\t' || text[value] == '"' ||
+                                 text[value] == '\'')) {
+          spaced = true;
+          ++value;
+        } else if (at(value, "%20") || at(value, "%3a") || at(value, "%3d")) {
+          assigns = assigns || !at(value, "%20");
+          spaced = true;
+          value += 3;
+        } else {
+          break;
+        }
+      }
+      std::size_t value_end = value;
+      while (value_end < n && !ends_value(text[value_end])) ++value_end;
+      if (value == i || value_end == value) break;
+      const std::string_view candidate = std::string_view(text).substr(value, value_end - value);
+      std::size_t scheme_end = value;
+      while (scheme_end < n && is_word(text[scheme_end])) ++scheme_end;
+      const std::string_view next_word = std::string_view(text).substr(value, scheme_end - value);
+      if (is_scheme(next_word) && (assigns || spaced)) {  // "Authorization: Bearer x"
+        out.append(text, i, scheme_end - i);
+        i = scheme_end;
+        word = next_word;
+        continue;
+      }
+      // "key: v", "key=v", "Bearer v"; a header-style "x-api-key v" only for a long value.
+      if (!(assigns || is_scheme(word) || (spaced && candidate.size() >= 16))) break;
+      out.append(text, i, value - i);
       out += "[redacted]";
-      i = end;
-      while (i < n && is_token(text[i])) ++i;  // the rest of the key
-      continue;
+      i = value_end;
+      break;
     }
-    out.append(word);
-    i = end;
-    const bool scheme = failure::iequals(word, "bearer") || failure::iequals(word, "basic");
-    const bool names_secret = scheme || ends_with(word, "key") || ends_with(word, "token") ||
-                              ends_with(word, "secret") || ends_with(word, "password");
-    if (!names_secret) continue;
-    std::size_t value = i;
-    bool assigns = false;  // "key: v" or "key=v"; a scheme needs only a space ("Bearer v")
-    for (; value < n && is_separator(text[value]); ++value)
-      if (text[value] == ':' || text[value] == '=') assigns = true;
-    std::size_t value_end = value;
-    while (value_end < n && is_token(text[value_end])) ++value_end;
-    if (value == i || value_end == value || !(assigns || scheme)) continue;
-    out.append(text, i, value - i);
-    out += "[redacted]";
-    i = value_end;
   }
   return out;
 }

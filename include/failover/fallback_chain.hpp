@@ -94,7 +94,9 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     return *this;
   }
 
-  // One call through the chain. Thread-safe once configured: each call has its own state.
+  // One call through the chain. Thread-safe once configured (add, set_breaker, classifier(),
+  // hooks(), budget() before sharing): each call has its own state. Callables may run on several
+  // threads at once.
   result<R> run(Args... args) const { return run_with(call_options{}, args...); }
 
   result<R> run_with(const call_options& call, Args... args) const {
@@ -119,7 +121,9 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
   struct entry : meta {
     entry(meta m, function_type f) : meta(std::move(m)), call(std::move(f)) {}
-    mutable function_type call;  // a user's mutable lambda may keep its own state
+    // Shared chains call this from many threads at once: a callable that keeps state (a mutable
+    // lambda, a counter) must synchronise it itself.
+    function_type call;
   };
 
   chain_options options_;

@@ -97,7 +97,7 @@ class trace {
   // True when a content-policy fallback entry was called: a refused request was rerouted.
   bool policy_rerouted() const noexcept {
     for (const auto& a : attempts_)
-      if (a.role == role::content_policy) return true;
+      if (a.role == role::content_policy && !a.skipped) return true;
     return false;
   }
   // Time from the start of the call to the end of the last attempt.

@@ -33,7 +33,9 @@ struct budget_options {
     if (!(retry_ratio >= 0.0) || !std::isfinite(retry_ratio)) bad("retry_ratio must be >= 0");
     if (!(min_retries_per_second >= 0.0) || !std::isfinite(min_retries_per_second))
       bad("min_retries_per_second must be >= 0");
-    if (!(max_tokens >= 1.0) || !std::isfinite(max_tokens)) bad("max_tokens must be >= 1");
+    if (!(max_tokens >= 1.0) || !(max_tokens <= 1e9)) bad("max_tokens must be in [1, 1e9]");
+    if (!(retry_ratio <= 1e9)) bad("retry_ratio must be <= 1e9");
+    if (!(min_retries_per_second <= 1e9)) bad("min_retries_per_second must be <= 1e9");
     if (!(initial_tokens >= 0.0) || initial_tokens > max_tokens)
       bad("initial_tokens must be in [0, max_tokens]");
   }

@@ -507,3 +507,19 @@ TEST_CASE("exponential_backoff: a custom generator works", "[backoff]") {
   CAPTURE(s.mean);
   CHECK(std::abs(s.mean - 4.0) < 0.12);
 }
+
+TEST_CASE("backoff: a moved policy keeps its stream, so a fixed seed reproduces its waits",
+          "[backoff]") {
+  const failover::backoff_options o{};
+  failover::exponential_backoff<> reference(o, 42);
+  failover::exponential_backoff<> original(o, 42);
+  failover::exponential_backoff<> moved(std::move(original));
+  std::vector<failover::exponential_backoff<>> grown;
+  grown.emplace_back(o, 42);
+  for (int i = 0; i < 8; ++i) grown.emplace_back(o, 7);  // growth moves the first element
+  for (int attempt = 1; attempt <= 6; ++attempt) {
+    const auto want = reference.next(attempt);
+    CHECK(moved.next(attempt) == want);
+    CHECK(grown.front().next(attempt) == want);
+  }
+}

@@ -604,3 +604,30 @@ TEST_CASE("failure::header keeps only the headers classification reads", "[class
     CHECK(e.kind == error_kind::server_error);
   }
 }
+
+TEST_CASE("classifier: redaction masks whole values, keys inside words, and header forms",
+          "[classifier]") {
+  struct row {
+    const char* text;
+    const char* secret;  // must not survive
+    const char* kept;    // must survive ("" = nothing to check)
+  };
+  const row rows[] = {
+      {"password=hunter2!Secr3t#x end", "Secr3t", "end"},
+      {"api_key=abc%2Fdef123 end", "def123", "end"},
+      {"Bearer%20sk-abcdefghijklmnop1234", "abcdefghijklmnop", "Bearer"},
+      {"x-goog-api-key AIzaSyD-abcdefghijklmnop rest", "AIzaSyD", "rest"},
+      {"token: Bearer abc123", "abc123", "Bearer"},
+      {"authorization=Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "Basic"},
+      {"upstream said sk-proj-0123456789abcdefXYZ was revoked", "0123456789abcdef", "revoked"},
+      {"monkey business as usual", "", "monkey business as usual"},
+      {"task-force meeting at noon", "", "task-force meeting at noon"},
+  };
+  for (const row& r : rows) {
+    CAPTURE(r.text);
+    const std::string out = failover::detail::redact(r.text);
+    CAPTURE(out);
+    if (*r.secret) CHECK(out.find(r.secret) == std::string::npos);
+    CHECK(out.find(r.kept) != std::string::npos);
+  }
+}

@@ -259,3 +259,40 @@ TEST_CASE("small_vector: push_back returns the new element") {
   }
   for (std::size_t i = 0; i < 6; ++i) CHECK(v[i] == static_cast<int>(i * i) + 1);
 }
+
+namespace {
+// Counts live instances; its copy throws once armed, to test copying half-way.
+struct fragile {
+  static int& live() {
+    static int n = 0;
+    return n;
+  }
+  static int& copies_left() {
+    static int n = 1000;
+    return n;
+  }
+  fragile() { ++live(); }
+  fragile(const fragile&) {
+    if (copies_left()-- == 0) throw std::runtime_error("copy failed");
+    ++live();
+  }
+  fragile(fragile&&) noexcept { ++live(); }
+  fragile& operator=(const fragile&) = default;
+  fragile& operator=(fragile&&) noexcept = default;
+  ~fragile() { --live(); }
+};
+}  // namespace
+
+TEST_CASE("small_vector: a copy that throws half-way leaves nothing behind", "[outcome]") {
+  {
+    failover::detail::small_vector<fragile, 4> v;
+    for (int i = 0; i < 3; ++i) v.emplace_back();
+    REQUIRE(fragile::live() == 3);
+    fragile::copies_left() = 1;  // the second element's copy throws
+    using vec = failover::detail::small_vector<fragile, 4>;
+    REQUIRE_THROWS_AS(vec(v), std::runtime_error);
+    CHECK(fragile::live() == 3);  // the one copied element was destroyed again
+    fragile::copies_left() = 1000;
+  }
+  CHECK(fragile::live() == 0);
+}

@@ -63,7 +63,14 @@ class small_vector {
 
   small_vector() noexcept = default;
   small_vector(const small_vector& other) : heap_(other.heap_) {
-    for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(other[i]);
+    // A constructor that throws runs no destructor: undo the elements built so far here.
+    std::size_t built = 0;
+    try {
+      for (; built < other.inline_size(); ++built) new (raw(built)) T(other[built]);
+    } catch (...) {
+      while (built > 0) slot(--built)->~T();
+      throw;
+    }
     size_ = other.size_;
   }
   small_vector(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>)
