@@ -193,11 +193,27 @@ inline std::string redact(const std::string& text) {
       while (value_end < n && !ends_value(text[value_end])) ++value_end;
       if (value == i || value_end == value) break;
       const std::string_view candidate = std::string_view(text).substr(value, value_end - value);
+      // Masked already (or holding a mask): masking again must change nothing.
+      if (candidate.find("[redacted") != std::string_view::npos) break;  // value ends before "]"
       std::size_t scheme_end = value;
       while (scheme_end < n && is_word(text[scheme_end])) ++scheme_end;
       const std::string_view next_word = std::string_view(text).substr(value, scheme_end - value);
       if (is_scheme(next_word) && (assigns || spaced)) {  // "Authorization: Bearer x"
         out.append(text, i, scheme_end - i);
+        i = scheme_end;
+        word = next_word;
+        continue;
+      }
+      // "api_key= token: x": a value that is itself a marker assigned a value is masked, and so
+      // is the value it is assigned (keeping it visible would let a token ending in "key" out).
+      std::size_t after = scheme_end;
+      while (after < n && (text[after] == ' ' || text[after] == '\t' || text[after] == '"' ||
+                           text[after] == '\''))
+        ++after;
+      if (is_marker(next_word) && ((after < n && (text[after] == ':' || text[after] == '=')) ||
+                                   at(after, "%3a") || at(after, "%3d"))) {
+        out.append(text, i, value - i);
+        out += "[redacted]";
         i = scheme_end;
         word = next_word;
         continue;
@@ -271,7 +287,9 @@ class classifier {
     const classification c = verdict(f);
     e.kind = c.kind;
     e.transient = c.transient;
-    if (c.kind != error_kind::content_policy && c.kind != error_kind::context_window) {
+    if (c.kind == error_kind::content_policy || c.kind == error_kind::context_window) {
+      e.transient = false;  // whatever a user rule says: these route, never retry the same model
+    } else {
       if (failure::iequals(detail::trim(f.should_retry), "true")) e.transient = true;
       if (failure::iequals(detail::trim(f.should_retry), "false")) e.transient = false;
     }

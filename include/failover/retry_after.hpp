@@ -142,7 +142,13 @@ inline std::optional<wall_time> make_time(std::int64_t y, int mon, int d, int hh
     return std::nullopt;
   const std::int64_t days =
       days_from_civil(y, static_cast<unsigned>(mon), static_cast<unsigned>(d));
-  const std::int64_t secs = days * 86400 + hh * 3600 + mm * 60 + ss;
+  const std::int64_t secs =
+      days * 86400 + std::int64_t{hh} * 3600 + std::int64_t{mm} * 60 + std::int64_t{ss};
+  // A wall_time spans about 292 years each side of 1970 (nanoseconds in 64 bits): a date outside
+  // it is no plausible instruction, and converting it would overflow.
+  constexpr std::int64_t limit =
+      std::chrono::duration_cast<std::chrono::seconds>(wall_time::duration::max()).count();
+  if (secs >= limit || secs <= -limit) return std::nullopt;
   return wall_time{std::chrono::duration_cast<wall_time::duration>(std::chrono::seconds{secs})};
 }
 
@@ -175,7 +181,9 @@ inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time
       std::int64_t year_now = 1970 + now_days / 366;  // a lower bound; refine below
       while (days_from_civil(year_now + 1, 1, 1) <= now_days) ++year_now;
       std::int64_t full = (year_now / 100) * 100 + y;
+      // The year is the one with these last two digits in (year_now - 50, year_now + 50].
       if (full > year_now + 50) full -= 100;
+      if (full <= year_now - 50) full += 100;
       return make_time(full, mon + 1, d, hh, mm, ss);
     }
   }

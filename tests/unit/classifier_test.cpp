@@ -631,3 +631,48 @@ TEST_CASE("classifier: redaction masks whole values, keys inside words, and head
     CHECK(out.find(r.kept) != std::string::npos);
   }
 }
+
+// Found by fuzz/classifier_fuzzer (see docs/quality.md).
+TEST_CASE("classifier: regressions found by fuzzing", "[classifier][fuzz]") {
+  SECTION("a credential after a marker that is itself the value of a marker is redacted") {
+    struct row {
+      const char* message;
+      const char* secret;
+    };
+    const row rows[] = {
+        {"invalid token: Bearer eyJhbGciOi.payload.sig", "eyJhbGciOi.payload.sig"},
+        {"api_key= token: Zq9hidden42", "Zq9hidden42"},
+        {"x-api-key: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"},
+        {"Authorization: Bearer password = Zq9hidden42", "Zq9hidden42"},
+        {"Bearer kask-dejjjjjjjjjjjjjjjjZkey:opaque77", "kask-dejjjjjjjjjjjjjjjjZkey"},
+    };
+    for (const row& r : rows) {
+      INFO("message: " << r.message);
+      const error e = classify(failure::http(401, "", r.message));
+      CAPTURE(e.message);
+      CHECK_FALSE(contains(e.message, r.secret));
+      CHECK(failover::detail::redact(e.message) == e.message);  // and masking again changes nothing
+    }
+  }
+  SECTION("masking a masked message again changes nothing") {
+    for (const std::string m : {" Bearer Zq9742133Xwkkkkkkk ", "note key \x99rovidekey=d:",
+                                "api_key=[redacted] token=[redacted]"}) {
+      const std::string once = failover::detail::redact(m);
+      CAPTURE(m, once);
+      CHECK(failover::detail::redact(once) == once);
+    }
+  }
+  SECTION("a value that merely ends like a marker is masked whole") {
+    const error e = classify(failure::http(401, "", "Bkey=opaque~value.~sk-Bkey api_key=x"));
+    CAPTURE(e.message);
+    CHECK_FALSE(contains(e.message, "opaque"));
+  }
+  SECTION("a user rule cannot make a routing kind retry the same model") {
+    classifier c;
+    c.on_status(409, error_kind::content_policy, /*transient=*/true);
+    c.on_code("prompt_too_long", error_kind::context_window, /*transient=*/true);
+    CHECK_FALSE(c.classify(failure::http(409), t2024).transient);
+    CHECK_FALSE(c.classify(failure::http(400, "prompt_too_long"), t2024).transient);
+    CHECK(c.classify(failure::http(409), t2024).kind == error_kind::content_policy);
+  }
+}

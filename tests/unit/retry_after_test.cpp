@@ -288,3 +288,23 @@ TEST_CASE("server_wait: retry-after-ms wins when valid, else Retry-After", "[ret
     CHECK(failover::server_wait("", "Sun, 06 Nov 1994 08:49:37 GMT", date + 1s) == std::nullopt);
   }
 }
+
+// Found by fuzz/retry_after_fuzzer (see docs/quality.md).
+TEST_CASE("parse_http_date: regressions found by fuzzing", "[retry_after][fuzz]") {
+  SECTION("a date a wall_time cannot hold is no date, not an overflow") {
+    // Nanoseconds in 64 bits span 1677..2262; converting year 1 or 2300 overflowed (UB).
+    CHECK(failover::parse_http_date("Mon, 01 Jan 0001 00:00:00 GMT", year_2024) == std::nullopt);
+    CHECK(failover::parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT", year_2024) == std::nullopt);
+    CHECK(failover::parse_retry_after("Sun, 06 Nov 2300 08:49:37 GMT", year_2024) == std::nullopt);
+    const auto y2200 = failover::parse_http_date("Wed, 01 Jan 2200 00:00:00 GMT", year_2024);
+    REQUIRE(y2200.has_value());
+    CHECK(epoch_seconds(*y2200) == 7258118400);
+  }
+  SECTION("late in a century, an RFC 850 year may resolve into the next one") {
+    // From mid-2080, "03" as 2003 is 77 years ago; 2103 is 23 years ahead, within the 50 allowed.
+    const wall_time mid_2080 = at(3489609600);  // 2080-07-31
+    const auto d = failover::parse_http_date("Monday, 01-Jan-03 00:00:00 GMT", mid_2080);
+    REQUIRE(d.has_value());
+    CHECK(epoch_seconds(*d) == 4197052800);  // 2103-01-01
+  }
+}
