@@ -265,7 +265,7 @@ class classifier {
                   "failover::classifier::on_exception<E>(f): f must be callable as "
                   "failure f(const E&)");
     exception_rules_.push_back(
-        [f = std::move(to_failure)](std::exception_ptr p) -> std::optional<failure> {
+        [f = std::move(to_failure)](const std::exception_ptr& p) -> std::optional<failure> {
           try {
             std::rethrow_exception(p);
           } catch (const E& e) {
@@ -303,7 +303,7 @@ class classifier {
 
   // Classifies an exception thrown by a callable. A thrown `failover::failure` is classified like
   // a returned one.
-  error classify(std::exception_ptr p, wall_time now) const {
+  error classify(const std::exception_ptr& p, wall_time now) const {
     for (const auto& rule : exception_rules_) {
       if (auto f = rule(p)) {
         if (!f->exception) f->exception = p;
@@ -367,7 +367,7 @@ class classifier {
 
   std::vector<std::pair<int, classification>> status_overrides_;
   std::vector<std::pair<std::string, classification>> code_overrides_;
-  std::vector<std::function<std::optional<failure>(std::exception_ptr)>> exception_rules_;
+  std::vector<std::function<std::optional<failure>(const std::exception_ptr&)>> exception_rules_;
 };
 
 }  // namespace failover

@@ -56,16 +56,16 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   template <class F>
   basic_fallback_chain& add(std::string name, F&& f, failover::role role = role::standard,
                             retry_options retry = {}, backoff_type backoff = backoff_type{}) {
-    using Fn = std::decay_t<F>;
-    static_assert(detail::form_of<R, Fn, Args...>() != detail::call_form::invalid,
+    using callable = std::decay_t<F>;
+    static_assert(detail::form_of<R, callable, Args...>() != detail::call_form::invalid,
                   "failover::fallback_chain<R(Args...)>::add(name, f): f must be callable as "
                   "f(const failover::attempt_context&, Args...) or f(Args...), and return R or "
                   "failover::outcome<R>");
     if (name.empty())
       throw std::invalid_argument("failover::fallback_chain::add: name must not be empty");
-    Fn fn(std::forward<F>(f));
-    if constexpr (std::is_pointer_v<Fn> || std::is_member_pointer_v<Fn> ||
-                  detail::is_std_function<Fn>::value) {
+    callable fn(std::forward<F>(f));
+    if constexpr (std::is_pointer_v<callable> || std::is_member_pointer_v<callable> ||
+                  detail::is_std_function<callable>::value) {
       if (!static_cast<bool>(fn))
         throw std::invalid_argument("failover::fallback_chain::add: callable for '" + name +
                                     "' is empty");

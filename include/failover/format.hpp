@@ -20,7 +20,7 @@ inline std::string format_duration(duration d) {
   const double ms = std::chrono::duration<double, std::milli>(d).count();
   if (ms < 0.05) return "0ms";
   if (ms < 999.95) {  // below that, one decimal of milliseconds does not round up to "1000.0ms"
-    const double whole = static_cast<double>(static_cast<long long>(ms));
+    const auto whole = static_cast<double>(static_cast<long long>(ms));
     return ms == whole ? fmt::format("{}ms", static_cast<long long>(ms))
                        : fmt::format("{:.1f}ms", ms);
   }

@@ -82,16 +82,18 @@ class basic_retrier : public detail::policy_holder<Policies> {
 
   template <class F, class... Args>
   auto run_with(const call_options& call, F&& f, Args&&... args) const {
-    using R = typename decltype(detail::answer_type<std::remove_reference_t<F>, Args...>())::type;
-    static_assert(!std::is_void_v<R> && detail::form_of<R, std::remove_reference_t<F>, Args...>() !=
-                                            detail::call_form::invalid,
-                  "failover::retrier::run(f, args...): f must be callable as f(const "
-                  "failover::attempt_context&, args...) or f(args...), and return a value type T "
-                  "or failover::outcome<T>");
-    return detail::drive<R>(*this, entries_, names_, options_, call,
-                            [&](std::size_t, const attempt_context& ctx) {
-                              return detail::invoke_as_outcome<R>(f, ctx, args...);
-                            });
+    using answer =
+        typename decltype(detail::answer_type<std::remove_reference_t<F>, Args...>())::type;
+    static_assert(
+        !std::is_void_v<answer> && detail::form_of<answer, std::remove_reference_t<F>, Args...>() !=
+                                       detail::call_form::invalid,
+        "failover::retrier::run(f, args...): f must be callable as f(const "
+        "failover::attempt_context&, args...) or f(args...), and return a value type T "
+        "or failover::outcome<T>");
+    return detail::drive<answer>(*this, entries_, names_, options_, call,
+                                 [&](std::size_t, const attempt_context& ctx) {
+                                   return detail::invoke_as_outcome<answer>(f, ctx, args...);
+                                 });
   }
 
   const retry_options& options() const noexcept { return entries_[0].retry; }

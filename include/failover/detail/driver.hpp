@@ -29,18 +29,18 @@ constexpr bool returns_outcome = std::is_same_v<std::decay_t<Ret>, outcome<R>>;
 template <class R, class F, class... Args>
 constexpr call_form form_of() {
   if constexpr (std::is_invocable_v<F&, const attempt_context&, Args&...>) {
-    using Ret = std::invoke_result_t<F&, const attempt_context&, Args&...>;
-    if constexpr (returns_outcome<R, Ret>)
+    using returned = std::invoke_result_t<F&, const attempt_context&, Args&...>;
+    if constexpr (returns_outcome<R, returned>)
       return call_form::ctx_outcome;
-    else if constexpr (std::is_convertible_v<Ret, R>)
+    else if constexpr (std::is_convertible_v<returned, R>)
       return call_form::ctx_value;
     else
       return call_form::invalid;
   } else if constexpr (std::is_invocable_v<F&, Args&...>) {
-    using Ret = std::invoke_result_t<F&, Args&...>;
-    if constexpr (returns_outcome<R, Ret>)
+    using returned = std::invoke_result_t<F&, Args&...>;
+    if constexpr (returns_outcome<R, returned>)
       return call_form::plain_outcome;
-    else if constexpr (std::is_convertible_v<Ret, R>)
+    else if constexpr (std::is_convertible_v<returned, R>)
       return call_form::plain_value;
     else
       return call_form::invalid;

@@ -63,8 +63,8 @@ struct mock_reply {
     return r;
   }
   // An OpenAI-compatible error: {"error": {"message", "type", "param": null, "code"}}.
-  static mock_reply error(int status, std::string code = {}, std::string message = {},
-                          std::string type = {}) {
+  static mock_reply error(int status, const std::string& code = {}, std::string message = {},
+                          const std::string& type = {}) {
     mock_reply r;
     r.status = status;
     if (message.empty()) message = "mock error " + std::to_string(status);
@@ -139,7 +139,7 @@ inline std::string http_date(std::chrono::system_clock::time_point t) {
   gmtime_r(&secs, &parts);
   char text[64];
   const std::size_t n = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &parts);
-  return std::string(text, n);
+  return {text, n};
 }
 
 // The provider. Starts serving on construction (127.0.0.1, an ephemeral port), stops on
@@ -341,7 +341,8 @@ class unanswered_port {
       const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (c < 0) break;
       fillers_.push_back(c);
-      ::connect(c, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+      // Non-blocking: -1 with EINPROGRESS is the expected answer; poll() tells the outcome.
+      (void)::connect(c, reinterpret_cast<const sockaddr*>(&a), sizeof a);
       pollfd p{c, POLLOUT, 0};
       if (::poll(&p, 1, 100) == 0) return;
     }
