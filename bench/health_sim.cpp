@@ -88,8 +88,10 @@ summary run(const options& o) {
   failover::testing::use_fake_time(chain, clock);
   // Seeded backoff: the same command prints the same table.
   const failover::exponential_backoff<> backoff(failover::backoff_options{}, o.seed);
-  chain.add("primary", [] { return 0; }, failover::role::standard, {}, backoff);
-  chain.add("fallback", [] { return 0; }, failover::role::standard, {}, backoff);
+  chain.add(
+      "primary", [] { return 0; }, failover::role::standard, {}, backoff);
+  chain.add(
+      "fallback", [] { return 0; }, failover::role::standard, {}, backoff);
 
   const double outage_end = o.outage_start_s + o.outage_s;
   auto primary_up = [&](double t) { return t < o.outage_start_s || t >= outage_end; };

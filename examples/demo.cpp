@@ -88,8 +88,9 @@ int main() {
     show("request 2", chain.run("capital of France?"));
   }
 
-  fmt::print("\n3. A refusal on policy grounds is rerouted only to an opted-in policy fallback,\n"
-             "   and the result says so; an input too long goes to a context-window fallback.\n");
+  fmt::print(
+      "\n3. A refusal on policy grounds is rerouted only to an opted-in policy fallback,\n"
+      "   and the result says so; an input too long goes to a context-window fallback.\n");
   {
     failover::fallback_chain<std::string(const std::string&)> chain(bounds);
     chain.add("gpt-4o", scripted_model({failover::failure::http(400, "content_policy_violation")}));
@@ -99,7 +100,8 @@ int main() {
     show("request 3", chain.run("a sensitive question"));
 
     failover::fallback_chain<std::string(const std::string&)> long_input(bounds);
-    long_input.add("gpt-4o", scripted_model({failover::failure::http(400, "context_length_exceeded")}));
+    long_input.add("gpt-4o",
+                   scripted_model({failover::failure::http(400, "context_length_exceeded")}));
     long_input.add("gpt-4o-long", scripted_model({std::string("A summary of the long text.")}),
                    failover::role::context_window);
     show("request 4", long_input.run("a very long document"));

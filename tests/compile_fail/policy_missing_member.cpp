@@ -6,4 +6,6 @@ struct my_backoff {
 struct my_policies : failover::default_policies {
   using backoff = my_backoff;
 };
-int main() { failover::basic_retrier<my_policies> r("m"); }
+int main() {
+  failover::basic_retrier<my_policies> r("m");
+}
