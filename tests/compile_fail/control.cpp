@@ -1,5 +1,6 @@
 // Compiles: the correct forms of every misuse in this folder.
 #include <failover/failover.hpp>
+#include <stdexcept>
 #include <string>
 struct my_backoff {
   failover::duration next(int) { return {}; }
@@ -7,15 +8,29 @@ struct my_backoff {
 struct my_policies : failover::default_policies {
   using backoff = my_backoff;
 };
+struct my_hooks : failover::no_hooks {  // derived: every hook it does not define is a no-op
+  void on_retry(const failover::retry_scheduled&) const {}
+};
+struct hooked_policies : failover::default_policies {
+  using hooks = my_hooks;
+};
 int main() {
   failover::fallback_chain<std::string(const std::string&)> chain;
   chain.add("m", [](const std::string& s) { return s; });
-  chain.add("n", [](const failover::attempt_context&, const std::string& s)
-                     -> failover::outcome<std::string> { return s; });
+  chain.add("n",
+            [](const failover::attempt_context&,
+               const std::string& s) -> failover::outcome<std::string> { return s; });
   failover::fallback_chain<std::string()> plain;
   plain.add("m", [] { return std::string(); });
   failover::retrier r("m");
   (void)r.run([] { return 1; });
   failover::basic_retrier<my_policies> custom("m");
   (void)custom;
+  failover::basic_retrier<hooked_policies> hooked("m");
+  (void)hooked;
+  failover::classifier c;
+  c.on_exception<std::runtime_error>(
+      [](const std::runtime_error&) { return failover::failure::http(503); });
+  failover::outcome<bool> done = true;
+  (void)done;
 }

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# failover's quality gates (docs/quality.md says what each one checks). Each runs alone, or all of
+# them run in sequence as CI does; any failing gate fails the run.
+#
+# Usage: scripts/gate.sh GATE...
+#   format        clang-format --dry-run -Werror over every C++ source
+#   tidy          clang-tidy (.clang-tidy) over every public header, through its header-check TU
+#   warnings      g++ and clang++, C++17 and C++20, strict warnings as errors; all tests in each
+#   headers       every public header compiles on its own (g++ and clang++, C++17 and C++20)
+#   compile-fail  misuse is rejected by the intended static_assert (g++ and clang++)
+#   asan          the whole suite and the examples under AddressSanitizer + UBSan
+#   tsan          the whole suite (its concurrency tests included) under ThreadSanitizer
+#   consumers     add_subdirectory, FetchContent and find_package-after-install projects
+#   fuzz          each libFuzzer target for FUZZ_SECONDS (60), or FUZZ_RUNS executions if set
+#   valgrind      the examples under valgrind memcheck: no error, no leak
+#   all           every gate above, in that order
+# Build trees live in build/<preset> (see CMakePresets.json); nothing outside build/ is written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+gates=(format tidy warnings headers compile-fail asan tsan consumers fuzz valgrind)
+matrix=(gcc-cxx17 gcc-cxx20 clang-cxx17 clang-cxx20)
+jobs=2
+
+say() { printf '\n== %s\n' "$*"; }
+
+configure() { cmake --preset "$1" >/dev/null; }
+
+workflow() {  # configure, build and run every test of one preset
+  say "preset $1"
+  configure "$1"
+  cmake --build --preset "$1" --parallel "$jobs"
+  ctest --preset "$1" --parallel "$jobs"
+}
+
+sources() {  # every C++ source of ours, tracked or new (not ignored)
+  git ls-files --cached --others --exclude-standard -- '*.hpp' '*.cpp' '*.h' | sort -u |
+    while read -r f; do [ -f "$f" ] && printf '%s\n' "$f"; done
+}
+
+gate_format() {
+  local bad=()
+  while read -r f; do
+    clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+  done < <(sources)
+  if [ ${#bad[@]} -gt 0 ]; then
+    printf 'not clang-format clean (fix: clang-format -i FILE...):\n' >&2
+    printf '  %s\n' "${bad[@]}" >&2
+    return 1
+  fi
+  echo "format: $(sources | wc -l) files clean"
+}
+
+gate_tidy() {
+  local log=build/clang-tidy.log status=0
+  configure clang-cxx17  # writes compile_commands.json, with one TU per public header
+  run-clang-tidy -quiet -p build/clang-cxx17 -j "$jobs" '/header_check/' >"$log" 2>&1 ||
+    status=$?
+  grep -v -E '^([0-9]+ warnings generated|Suppressed [0-9]+ warnings|Use -header-filter)' "$log" ||
+    true
+  return "$status"
+}
+
+gate_warnings() {
+  local p
+  for p in "${matrix[@]}"; do workflow "$p"; done
+}
+
+gate_headers() {
+  local p targets
+  for p in "${matrix[@]}"; do
+    configure "$p"
+    # failover_header_check, and one failover_header_check_* per adapter (with its library).
+    targets=$(ninja -C "build/$p" -t targets all | grep -o '^failover_header_check[a-z_]*' | sort -u)
+    say "preset $p: $(echo $targets)"
+    # shellcheck disable=SC2086  # one word per target
+    cmake --build --preset "$p" --parallel "$jobs" --target $targets
+  done
+}
+
+gate_compile_fail() {
+  local p
+  for p in gcc-cxx17 clang-cxx17; do
+    say "preset $p: compile-fail tests"
+    configure "$p"
+    ctest --preset "$p" -L compile_fail
+  done
+}
+
+gate_asan() { workflow asan-ubsan; }
+gate_tsan() { workflow tsan; }
+
+gate_consumers() {
+  local out="$root/build/consumers" kind
+  rm -rf "$out"
+  mkdir -p "$out"
+  for kind in add_subdirectory fetch_content; do
+    say "consumer: $kind"
+    cmake -S "tests/consumers/$kind" -B "$out/$kind" -G Ninja -DFAILOVER_SOURCE_DIR="$root" >/dev/null
+    cmake --build "$out/$kind" --parallel "$jobs"
+    "$out/$kind/consumer"
+  done
+  say "consumer: find_package after cmake --install"
+  cmake -S . -B "$out/library" -G Ninja -DFAILOVER_BUILD_TESTS=OFF -DFAILOVER_BUILD_EXAMPLES=OFF \
+    -DFAILOVER_BUILD_BENCH=OFF -DFAILOVER_INSTALL=ON >/dev/null
+  cmake --install "$out/library" --prefix "$out/prefix" >/dev/null
+  cmake -S tests/consumers/find_package -B "$out/find_package" -G Ninja \
+    -DCMAKE_PREFIX_PATH="$out/prefix" -DFAILOVER_PREFIX="$out/prefix" >/dev/null
+  cmake --build "$out/find_package" --parallel "$jobs"
+  "$out/find_package/consumer"
+}
+
+gate_fuzz() {
+  local seconds="${FUZZ_SECONDS:-60}" runs="${FUZZ_RUNS:-}" dir=build/fuzz/fuzz name limit
+  say "preset fuzz"
+  configure fuzz
+  cmake --build --preset fuzz --parallel "$jobs"
+  # Every seed, and every input that once found a bug, first: a regression check.
+  ctest --test-dir build/fuzz --output-on-failure
+  if [ -n "$runs" ]; then limit="-runs=$runs"; else limit="-max_total_time=$seconds"; fi
+  for name in retry_after classifier error_body; do
+    say "fuzz $name ($limit)"
+    mkdir -p "build/fuzz/corpus/$name" "build/fuzz/artifacts"
+    # New inputs go to build/fuzz/corpus (kept between local runs); the seeds are read only.
+    if ! "$dir/${name}_fuzzer" "$limit" -max_len=512 -print_final_stats=1 \
+      -dict="fuzz/$name.dict" -artifact_prefix="build/fuzz/artifacts/$name-" \
+      "build/fuzz/corpus/$name" "fuzz/corpus/$name" >"build/fuzz/$name.log" 2>&1; then
+      tail -n 40 "build/fuzz/$name.log" >&2
+      echo "fuzz $name failed: the input is in build/fuzz/artifacts/; reproduce with" \
+        "$dir/${name}_fuzzer build/fuzz/artifacts/$name-..., then add it to fuzz/corpus/$name/" >&2
+      return 1
+    fi
+    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
+      "build/fuzz/$name.log"
+  done
+}
+
+gate_valgrind() {
+  local example
+  configure gcc-cxx17
+  cmake --build --preset gcc-cxx17 --target failover_minimal failover_demo --parallel "$jobs"
+  for example in failover_minimal failover-demo; do
+    say "valgrind: $example"
+    valgrind --tool=memcheck --error-exitcode=1 --leak-check=full --show-leak-kinds=all \
+      --errors-for-leak-kinds=all --track-origins=yes --quiet \
+      "build/gcc-cxx17/examples/$example" >/dev/null
+    echo "$example: no errors, no leaks"
+  done
+}
+
+run_gate() {
+  case "$1" in
+    format | tidy | warnings | headers | compile-fail | asan | tsan | consumers | fuzz | valgrind)
+      "gate_${1//-/_}" ;;
+    *) echo "gate.sh: unknown gate '$1' (see the usage at the top of scripts/gate.sh)" >&2; return 2 ;;
+  esac
+}
+
+[ $# -gt 0 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
+# One gate in a process of its own, so that `set -e` stops it at its first failing step (inside an
+# `if`, bash would ignore it).
+if [ "$1" = --one ]; then
+  run_gate "$2"
+  exit
+fi
+[ "$*" = all ] && set -- "${gates[@]}"
+scripts/setup-debian.sh all
+
+passed=0
+failed=()
+for gate in "$@"; do
+  start=$SECONDS
+  printf '\n######## gate: %s\n' "$gate"
+  if bash "$0" --one "$gate"; then
+    passed=$((passed + 1))
+    printf '######## gate %s: passed (%ds)\n' "$gate" $((SECONDS - start))
+  else
+    failed+=("$gate")
+    printf '######## gate %s: FAILED (%ds)\n' "$gate" $((SECONDS - start))
+  fi
+done
+echo
+[ ${#failed[@]} -eq 0 ] || echo "failed gates: ${failed[*]}"
+echo "gates: $passed passed, ${#failed[@]} failed"
+[ ${#failed[@]} -eq 0 ]
