@@ -144,7 +144,7 @@ class call_machine {
   // A machine dropped while its attempt is out (an async caller gave up on it) must not keep a
   // half-open probe slot: the attempt is reported as cancelled, which frees it and counts nothing.
   ~call_machine() {
-    if (!in_flight_ || !admission_.probe) return;
+    if (outstanding_ != action::attempt || !admission_.probe) return;
     try {
       error abandoned;
       abandoned.kind = error_kind::cancelled;
@@ -169,8 +169,8 @@ class call_machine {
 
   // After action::attempt: the callable's answer, or what it threw.
   action attempted(outcome<R>&& answer) {
-    if (!in_flight_) return misuse();
-    in_flight_ = false;
+    if (outstanding_ != action::attempt) return misuse();
+    outstanding_.reset();
     const time_point end = p_.clock().now();
     attempt_record& rec = current();
     rec.elapsed = end - attempt_start_;
@@ -181,16 +181,15 @@ class call_machine {
       notify(&hooks_type::on_attempt_end,
              attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
       res_.set_value(std::move(answer).value());
-      finished_ = true;
-      return pending_ = action::done;
+      return issue(action::done);
     }
     rec.error =
         classify([&] { return p_.classifier().classify(answer.failure(), p_.clock().wall_now()); });
     return failed(end);
   }
   action attempted(std::exception_ptr thrown) {
-    if (!in_flight_) return misuse();
-    in_flight_ = false;
+    if (outstanding_ != action::attempt) return misuse();
+    outstanding_.reset();
     const time_point end = p_.clock().now();
     attempt_record& rec = current();
     rec.elapsed = end - attempt_start_;
@@ -205,8 +204,8 @@ class call_machine {
 
   // After action::wait: whether the wait ran its full length (false: the call was cancelled).
   action waited(bool completed) {
-    if (!waiting_) return misuse();
-    waiting_ = false;
+    if (outstanding_ != action::wait) return misuse();
+    outstanding_.reset();
     if (waiting_for_reopen_) {
       waiting_for_reopen_ = false;
       if (!completed) {
@@ -267,7 +266,11 @@ class call_machine {
   }
 
   // attempted()/waited() out of turn (after done, or twice): nothing changes.
-  action misuse() const noexcept { return finished_ ? action::done : pending_; }
+  action misuse() const noexcept { return outstanding_.value_or(action::done); }
+  action issue(action a) noexcept {
+    outstanding_ = a;
+    return a;
+  }
 
   roles_view<Entries> roles() const noexcept { return roles_view<Entries>{entries_}; }
   const auto& entry() const noexcept { return entries_[index_]; }
@@ -300,7 +303,7 @@ class call_machine {
 
   action next_attempt() {
     // The first attempt starts when the call does: one clock read fewer on the success path.
-    const time_point now = total_ == 0 && res_.trace().size() == 0 ? start_ : p_.clock().now();
+    const time_point now = res_.trace().size() == 0 ? start_ : p_.clock().now();
     const std::optional<duration> remaining = time_left(now);
     const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, remaining);
     if (why != stop_reason::none) return model_done(why);
@@ -327,8 +330,7 @@ class call_machine {
     last_call_ = res_.trace().size();
     add_record(now);
     attempt_start_ = now;
-    in_flight_ = true;
-    return pending_ = action::attempt;
+    return issue(action::attempt);
   }
 
   action failed(time_point end) {
@@ -360,8 +362,7 @@ class call_machine {
     notify(&hooks_type::on_retry,
            retry_scheduled{model(), counters_.attempts, d.wait, d.reason, e});
     wait_ = d.wait;
-    waiting_ = true;
-    return pending_ = action::wait;
+    return issue(action::wait);
   }
 
   // The current model is done for `why`: end the call, or walk to the next entry.
@@ -384,8 +385,7 @@ class call_machine {
           waited_for_reopen_ = waiting_for_reopen_ = true;
           current().wait = wait_ = until;
           current().why_wait = wait_reason::circuit;
-          waiting_ = true;
-          return pending_ = action::wait;
+          return issue(action::wait);
         }
         return finish(all_open_error((*names_)[earliest_reopen_->second], until),
                       stop_reason::circuit_open);
@@ -404,8 +404,7 @@ class call_machine {
   action finish(error e, stop_reason why) {
     res_.set_error(std::move(e), why);
     notify(&hooks_type::on_give_up, gave_up{res_.error(), why});
-    finished_ = true;
-    return pending_ = action::done;
+    return issue(action::done);
   }
 
   const Holder& p_;
@@ -431,10 +430,9 @@ class call_machine {
   std::optional<std::pair<time_point, std::size_t>> earliest_reopen_;  // among skipped entries
   bool waited_for_reopen_ = false;
   bool waiting_for_reopen_ = false;
-  bool in_flight_ = false;  // an attempt is out: attempted() comes next
-  bool waiting_ = false;    // a wait is out: waited() comes next
-  bool finished_ = false;
-  action pending_ = action::done;
+  // The action handed out and not yet answered (attempt: attempted() comes next; wait: waited();
+  // done: nothing more). Empty before start() and while an answer is being processed.
+  std::optional<action> outstanding_;
 };
 
 // A call machine that owns its result: what fallback_chain::begin_call hands out. Not movable
