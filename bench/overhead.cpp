@@ -150,34 +150,83 @@ struct no_sleep_policies : failover::default_policies {
 
 // The loop a careful user writes without the library, with the same rules: each model up to 5
 // attempts, transient failures retried after full-jitter backoff or the server's wait plus it,
-// permanent ones moving on to the next model. `timed` adds the clock reads the library makes to
-// time each attempt (the start of the call, and each attempt's start and end).
-template <bool timed, std::size_t models, class F>
-std::optional<int> hand_loop(const std::array<F*, models>& fs, int x,
-                             const failover::classifier& cls,
-                             const failover::exponential_backoff<>& prototype) {
+// permanent ones moving on to the next model. Three levels of what it tells its caller:
+//  - bare: the value only;
+//  - timed: the value, and it reads the clock where the library does to time each attempt (at
+//    the start of the call, which is also the first attempt's start; at each attempt's end; at
+//    the start of each later attempt): two reads on the success path;
+//  - traced: what the library's result tells its caller, written by hand: the value, which model
+//    served, each attempt's model, number, start, duration and wait, and the last error — in a
+//    fixed array on the stack, no heap.
+enum class loop_kind { bare, timed, traced };
+
+struct hand_record {
+  std::uint16_t model;
+  std::uint16_t attempt;
+  bool ok;
+  failover::duration start;
+  failover::duration elapsed;
+  failover::duration wait;
+};
+template <std::size_t models>
+struct hand_result {
+  std::optional<int> value;
+  std::array<hand_record, models * 5> attempts;  // only the first `count` are written
+  std::size_t count = 0;
+  std::optional<failover::error> last_error;
+};
+
+template <loop_kind kind, std::size_t models, class F>
+hand_result<models> hand_loop(const std::array<F*, models>& fs, int x,
+                              const failover::classifier& cls,
+                              const failover::exponential_backoff<>& prototype) {
+  constexpr bool timed = kind != loop_kind::bare;
+  constexpr bool traced = kind == loop_kind::traced;
+  hand_result<models> out;
   [[maybe_unused]] failover::time_point start{};
-  if constexpr (timed) start = std::chrono::steady_clock::now();
-  for (F* f : fs) {
+  [[maybe_unused]] failover::time_point begin{};
+  if constexpr (timed) begin = start = std::chrono::steady_clock::now();
+  bool first = true;
+  for (std::size_t m = 0; m < models; ++m) {
     std::optional<failover::exponential_backoff<>> backoff;
     for (int attempt = 1;; ++attempt) {
-      [[maybe_unused]] failover::time_point begin{};
-      if constexpr (timed) begin = std::chrono::steady_clock::now();
-      failover::outcome<int> o = (*f)(x);
       if constexpr (timed) {
-        benchmark::DoNotOptimize(std::chrono::steady_clock::now() - begin);
-        benchmark::DoNotOptimize(begin - start);
+        if (!first) begin = std::chrono::steady_clock::now();
       }
-      if (o.has_value()) return o.value();
+      first = false;
+      failover::outcome<int> o = (*fs[m])(x);
+      [[maybe_unused]] hand_record* rec = nullptr;
+      if constexpr (timed) {
+        const failover::time_point end = std::chrono::steady_clock::now();
+        if constexpr (traced) {
+          rec = &out.attempts[out.count++];
+          *rec = hand_record{static_cast<std::uint16_t>(m),
+                             static_cast<std::uint16_t>(attempt),
+                             o.has_value(),
+                             begin - start,
+                             end - begin,
+                             {}};
+        } else {
+          benchmark::DoNotOptimize(end - begin);
+          benchmark::DoNotOptimize(begin - start);
+        }
+      }
+      if (o.has_value()) {
+        out.value = o.value();
+        return out;
+      }
       const failover::error e = cls.classify(o.failure(), std::chrono::system_clock::now());
-      if (!e.transient || attempt >= 5) break;
+      const bool retry = e.transient && attempt < 5;
+      if constexpr (traced) out.last_error = e;
+      if (!retry) break;
       if (!backoff) backoff.emplace(prototype);
       const failover::duration wait =
           e.retry_after.value_or(failover::duration::zero()) + backoff->next(attempt);
+      if constexpr (traced) rec->wait = wait;
       benchmark::DoNotOptimize(wait);  // a real loop sleeps here
     }
   }
-  return std::nullopt;
+  return out;
 }
 
 using model_fn = failover::outcome<int>(int);
@@ -236,7 +285,7 @@ void chain3_success_shared_health(benchmark::State& state) {
   }
 }
 
-template <bool timed, std::size_t models>
+template <loop_kind kind, std::size_t models>
 void hand_loop_success(benchmark::State& state) {
   const failover::classifier cls;
   const failover::exponential_backoff<> prototype;
@@ -245,7 +294,9 @@ void hand_loop_success(benchmark::State& state) {
   int x = 0;
   allocation_meter meter(state);
   for (auto _ : state) {
-    benchmark::DoNotOptimize(x = *hand_loop<timed, models>(fs, x, cls, prototype));
+    auto r = hand_loop<kind, models>(fs, x, cls, prototype);
+    benchmark::DoNotOptimize(r);
+    x = *r.value;
   }
 }
 
@@ -323,7 +374,7 @@ void piece_result_and_record(benchmark::State& state) {
   allocation_meter meter(state);
   for (auto _ : state) {
     failover::result<int> r(names);
-    failover::attempt_record& rec = r.mutable_trace().add(failover::attempt_record{});
+    failover::attempt_record& rec = r.mutable_trace().add();
     rec.ok = true;
     r.set_value(int{x});
     benchmark::DoNotOptimize(x = *r);
@@ -335,9 +386,10 @@ BENCHMARK(retrier_success);
 BENCHMARK(chain3_success);
 BENCHMARK(chain3_success_shared_health);
 BENCHMARK(chain3_success_shared_health)->Threads(2)->Name("chain3_success_shared_health/2_threads");
-BENCHMARK(hand_loop_success<false, 1>)->Name("hand_loop_1_model");
-BENCHMARK(hand_loop_success<false, 3>)->Name("hand_loop_3_models");
-BENCHMARK(hand_loop_success<true, 3>)->Name("hand_loop_3_models_timed");
+BENCHMARK(hand_loop_success<loop_kind::bare, 1>)->Name("hand_loop_1_model");
+BENCHMARK(hand_loop_success<loop_kind::bare, 3>)->Name("hand_loop_3_models");
+BENCHMARK(hand_loop_success<loop_kind::timed, 3>)->Name("hand_loop_3_models_timed");
+BENCHMARK(hand_loop_success<loop_kind::traced, 3>)->Name("hand_loop_3_models_traced");
 BENCHMARK_CAPTURE(backoff_next, none, failover::jitter::none);
 BENCHMARK_CAPTURE(backoff_next, full, failover::jitter::full);
 BENCHMARK_CAPTURE(backoff_next, equal, failover::jitter::equal);
@@ -403,6 +455,7 @@ constexpr const char* registered[] = {"direct_call",
                                       "hand_loop_1_model",
                                       "hand_loop_3_models",
                                       "hand_loop_3_models_timed",
+                                      "hand_loop_3_models_traced",
                                       "backoff_next/none",
                                       "backoff_next/full",
                                       "backoff_next/equal",

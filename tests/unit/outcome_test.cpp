@@ -4,7 +4,9 @@
 #include <failover/outcome.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -295,4 +297,36 @@ TEST_CASE("small_vector: a copy that throws half-way leaves nothing behind", "[o
     fragile::copies_left() = 1000;
   }
   CHECK(fragile::live() == 0);
+}
+
+TEST_CASE(
+    "trace: a record added in place starts at every field's default, whatever the memory held") {
+  // The trace builds records in raw storage without zero-filling it first; every field must
+  // therefore have its own initialiser. Build the trace over memory full of junk to show it.
+  alignas(failover::trace) unsigned char buffer[sizeof(failover::trace)];
+  std::memset(buffer, 0xA5, sizeof buffer);
+  auto* t = new (buffer) failover::trace(names({"model-a"}));
+  for (int i = 0; i < 3; ++i) {
+    const attempt_record& r = t->add();
+    CHECK(r.model.empty());
+    CHECK(r.entry == 0);
+    CHECK(r.role == role::standard);
+    CHECK(r.attempt == 0);
+    CHECK(r.start == duration::zero());
+    CHECK(r.elapsed == duration::zero());
+    CHECK_FALSE(r.ok);
+    CHECK_FALSE(r.skipped);
+    CHECK(r.error.kind == error_kind::unknown);
+    CHECK_FALSE(r.error.transient);
+    CHECK_FALSE(r.error.status.has_value());
+    CHECK(r.error.code.empty());
+    CHECK(r.error.message.empty());
+    CHECK_FALSE(r.error.retry_after.has_value());
+    CHECK(r.error.model.empty());
+    CHECK_FALSE(r.error.exception);
+    CHECK(r.wait == duration::zero());
+    CHECK(r.why_wait == wait_reason::none);
+    CHECK(r.stop == stop_reason::none);
+  }
+  t->~trace();
 }

@@ -18,6 +18,20 @@
 #include "failover/hooks.hpp"
 #include "failover/outcome.hpp"
 
+// The success path of a call is a handful of stores around the model call; the rest of the call
+// machine (failures, waits, fallbacks, skips) is kept out of line so that the compiler can inline
+// that path into the driver.
+#if defined(__GNUC__) || defined(__clang__)
+#define FAILOVER_HOT_INLINE inline __attribute__((always_inline))
+#define FAILOVER_COLD __attribute__((noinline, cold))
+#elif defined(_MSC_VER)
+#define FAILOVER_HOT_INLINE __forceinline
+#define FAILOVER_COLD __declspec(noinline)
+#else
+#define FAILOVER_HOT_INLINE inline
+#define FAILOVER_COLD
+#endif
+
 namespace failover::detail {
 
 // Which call form a user callable has, for signature R(Args...).
@@ -154,13 +168,9 @@ class call_machine {
   }
 
   // The first action. Call once.
-  action start() {
+  FAILOVER_HOT_INLINE action start() {
     const std::optional<std::size_t> first = first_entry(roles());
-    if (!first) {
-      error e;
-      e.message = "the chain has no standard entry to start from";
-      return finish(std::move(e), stop_reason::no_fallback);
-    }
+    if (!first) return no_start();
     p_.budget().on_first_attempt(start_);
     index_ = *first;
     begin_model();
@@ -168,24 +178,20 @@ class call_machine {
   }
 
   // After action::attempt: the callable's answer, or what it threw.
-  action attempted(outcome<R>&& answer) {
+  FAILOVER_HOT_INLINE action attempted(outcome<R>&& answer) {
     if (outstanding_ != action::attempt) return misuse();
     outstanding_.reset();
     const time_point end = p_.clock().now();
     attempt_record& rec = current();
     rec.elapsed = end - attempt_start_;
-    if (answer.has_value()) {
-      rec.ok = true;
-      p_.breaker().on_success(entry().health, end, admission_.probe);
-      p_.budget().on_success(end);
-      notify(&hooks_type::on_attempt_end,
-             attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
-      res_.set_value(std::move(answer).value());
-      return issue(action::done);
-    }
-    rec.error =
-        classify([&] { return p_.classifier().classify(answer.failure(), p_.clock().wall_now()); });
-    return failed(end);
+    if (!answer.has_value()) return failed_with(answer.failure(), end);
+    rec.ok = true;
+    p_.breaker().on_success(entry().health, end, admission_.probe);
+    p_.budget().on_success(end);
+    notify(&hooks_type::on_attempt_end,
+           attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
+    res_.set_value(std::move(answer).value());
+    return issue(action::done);
   }
   action attempted(std::exception_ptr thrown) {
     if (outstanding_ != action::attempt) return misuse();
@@ -301,39 +307,59 @@ class call_machine {
     return rec;
   }
 
-  action next_attempt() {
+  FAILOVER_HOT_INLINE action next_attempt() {
     // The first attempt starts when the call does: one clock read fewer on the success path.
     const time_point now = res_.trace().size() == 0 ? start_ : p_.clock().now();
-    const std::optional<duration> remaining = time_left(now);
-    const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, remaining);
+    // Written straight into the context: a copy of a std::optional built on the stack costs a
+    // store-forwarding stall on some CPUs, a visible share of a successful call.
+    ctx_.remaining = time_left(now);
+    const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, ctx_.remaining);
     if (why != stop_reason::none) return model_done(why);
     admission_ = p_.breaker().admit(entry().health, now);
-    if (!admission_.allowed) {
-      attempt_record& skip = add_record(now);
-      skip.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
-      skip.skipped = true;
-      skip.error.kind = error_kind::circuit_open;
-      skip.error.model = std::string(model());
-      skip.error.retry_after = admission_.until > now ? admission_.until - now : duration::zero();
-      skip.error.message = "skipped: circuit open";
-      skip.stop = stop_reason::circuit_open;
-      notify(&hooks_type::on_skip, attempt_skipped{model(), admission_.until});
-      if (!earliest_reopen_ || admission_.until < earliest_reopen_->first)
-        earliest_reopen_.emplace(admission_.until, index_);
-      return model_done(stop_reason::circuit_open);
-    }
+    if (!admission_.allowed) return skip(now);
     ++counters_.attempts;
     counters_.total_attempts = ++total_;
-    ctx_ = attempt_context{model(), counters_.attempts, total_, remaining, &call_.token};
+    ctx_.model = model();
+    ctx_.attempt = counters_.attempts;
+    ctx_.total_attempt = total_;
+    ctx_.cancel = &call_.token;
     notify(&hooks_type::on_attempt_start,
-           attempt_started{model(), counters_.attempts, total_, remaining});
+           attempt_started{model(), counters_.attempts, total_, ctx_.remaining});
     last_call_ = res_.trace().size();
     add_record(now);
     attempt_start_ = now;
     return issue(action::attempt);
   }
 
-  action failed(time_point end) {
+  // The current entry's circuit is open: record the skip and move on.
+  FAILOVER_COLD action skip(time_point now) {
+    attempt_record& rec = add_record(now);
+    rec.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
+    rec.skipped = true;
+    rec.error.kind = error_kind::circuit_open;
+    rec.error.model = std::string(model());
+    rec.error.retry_after = admission_.until > now ? admission_.until - now : duration::zero();
+    rec.error.message = "skipped: circuit open";
+    rec.stop = stop_reason::circuit_open;
+    notify(&hooks_type::on_skip, attempt_skipped{model(), admission_.until});
+    if (!earliest_reopen_ || admission_.until < earliest_reopen_->first)
+      earliest_reopen_.emplace(admission_.until, index_);
+    return model_done(stop_reason::circuit_open);
+  }
+
+  FAILOVER_COLD action no_start() {
+    error e;
+    e.message = "the chain has no standard entry to start from";
+    return finish(std::move(e), stop_reason::no_fallback);
+  }
+
+  // The callable answered with a failure.
+  FAILOVER_COLD action failed_with(const failure& f, time_point end) {
+    current().error = classify([&] { return p_.classifier().classify(f, p_.clock().wall_now()); });
+    return failed(end);
+  }
+
+  FAILOVER_COLD action failed(time_point end) {
     attempt_record& rec = current();
     error& e = rec.error;
     e.model = std::string(model());
@@ -366,7 +392,7 @@ class call_machine {
   }
 
   // The current model is done for `why`: end the call, or walk to the next entry.
-  action model_done(stop_reason why) {
+  FAILOVER_COLD action model_done(stop_reason why) {
     if (why == stop_reason::cancelled || why == stop_reason::deadline) {
       const error_kind k =
           why == stop_reason::cancelled ? error_kind::cancelled : error_kind::deadline_exceeded;
@@ -482,14 +508,17 @@ result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr&
   for (auto a = m.start();;) {
     switch (a) {
       case call_machine<R, Holder, Entries>::action::attempt: {
-        std::optional<outcome<R>> answer;
-        std::exception_ptr thrown;
+        // What the callable throws is its answer; what the machine throws (a value whose move
+        // throws, say) is not, and leaves the call as it did before.
+        bool answered = false;
         try {
-          answer.emplace(invoke(m.entry_index(), m.context()));
+          outcome<R> answer = invoke(m.entry_index(), m.context());
+          answered = true;
+          a = m.attempted(std::move(answer));
         } catch (...) {
-          thrown = std::current_exception();
+          if (answered) throw;
+          a = m.attempted(std::current_exception());
         }
-        a = thrown ? m.attempted(thrown) : m.attempted(std::move(*answer));
         break;
       }
       case call_machine<R, Holder, Entries>::action::wait:

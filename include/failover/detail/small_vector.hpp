@@ -109,7 +109,11 @@ class small_vector {
   template <class... A>
   T& emplace_back(A&&... args) {
     if (size_ < N) {
-      new (raw(size_)) T(std::forward<A>(args)...);
+      if constexpr (sizeof...(A) == 0) {
+        new (raw(size_)) T;  // default-initialised: member initialisers, no zero-fill first
+      } else {
+        new (raw(size_)) T(std::forward<A>(args)...);
+      }
     } else {
       heap_.emplace_back(std::forward<A>(args)...);
     }
