@@ -48,8 +48,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   using function_type = std::function<outcome<R>(const attempt_context&, Args...)>;
 
   explicit basic_fallback_chain(chain_options options = {})
-      : options_((options.validate(), options)),
-        names_(std::make_shared<const std::vector<std::string>>()) {}
+      : options_((options.validate(), options)), names_(detail::intern_names({})) {}
 
   // Adds an entry. `f` is called as f(const attempt_context&, Args...) or f(Args...) and returns R
   // (throwing on failure) or failover::outcome<R> (a value or a failover::failure).
@@ -78,10 +77,10 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
               [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
                 return detail::invoke_as_outcome<R>(fn, ctx, args...);
               }});
-    // Traces share the names; a new list keeps earlier traces' names intact.
-    auto names = std::make_shared<std::vector<std::string>>(*names_);
-    names->push_back(std::move(name));
-    names_ = std::move(names);
+    // A new interned list: earlier traces keep theirs.
+    std::vector<std::string> names(*names_);
+    names.push_back(std::move(name));
+    names_ = detail::intern_names(std::move(names));
     return *this;
   }
 

@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -56,7 +58,7 @@ struct is_outcome<outcome<T>> : std::true_type {};
 
 // One attempt of a call: who, when, how it ended, and the wait that followed.
 struct attempt_record {
-  std::string_view model;   // points into the trace's own copy of the chain's names
+  std::string_view model;   // points into the interned names: valid for the life of the process
   std::uint16_t entry = 0;  // index of the chain entry
   failover::role role = role::standard;
   int attempt = 0;     // on this model, from 1
@@ -70,16 +72,32 @@ struct attempt_record {
   stop_reason stop = stop_reason::none;  // set on a model's last attempt when it gave up
 };
 
-// Every attempt of one call. Model names are shared with the chain that made the trace (one
-// reference count, no copy), so a trace stays valid after the chain is gone.
+namespace detail {
+
+// Model names are interned: each distinct list of names is stored once for the life of the
+// process and shared by every chain, retrier and trace that uses it. A trace therefore stays valid
+// after its chain is gone, and a call copies no name and touches no reference count (a shared
+// count would be one cache line written by every call on every thread). Names are identifiers (the
+// circuit breaker's health keys too): a small, fixed set, not per-request data. Thread-safe; called
+// when a chain is configured, never during a call.
+inline const std::vector<std::string>* intern_names(std::vector<std::string> names) {
+  static std::mutex lock;
+  static std::set<std::vector<std::string>> lists;  // node-based: addresses never move
+  const std::lock_guard<std::mutex> hold(lock);
+  return &*lists.insert(std::move(names)).first;
+}
+
+}  // namespace detail
+
+// Every attempt of one call, with the names of the chain's models (interned, see above).
 class trace {
  public:
-  using names_ptr = std::shared_ptr<const std::vector<std::string>>;
+  using names_ptr = const std::vector<std::string>*;
   static constexpr std::size_t inline_attempts = 4;
   using attempts_type = detail::small_vector<attempt_record, inline_attempts>;
 
   trace() = default;
-  explicit trace(names_ptr names) noexcept : names_(std::move(names)) {}
+  explicit trace(names_ptr names) noexcept : names_(names) {}
 
   const attempts_type& attempts() const noexcept { return attempts_; }
   std::size_t size() const noexcept { return attempts_.size(); }
@@ -127,7 +145,7 @@ class trace {
   attempt_record& back() noexcept { return attempts_.back(); }
 
  private:
-  names_ptr names_;
+  names_ptr names_ = nullptr;
   attempts_type attempts_;
 };
 
@@ -147,7 +165,7 @@ class call_failed : public std::runtime_error {
 template <class T>
 class result {
  public:
-  explicit result(failover::trace::names_ptr names) noexcept : trace_(std::move(names)) {}
+  explicit result(failover::trace::names_ptr names) noexcept : trace_(names) {}
 
   bool has_value() const noexcept { return value_.has_value(); }
   explicit operator bool() const noexcept { return has_value(); }

@@ -50,9 +50,7 @@ class basic_retrier : public detail::policy_holder<Policies> {
   explicit basic_retrier(std::string model, retry_options retry = {},
                          backoff_type backoff = backoff_type{})
       : entries_{{meta{role::standard, (retry.validate(), retry), std::move(backoff), {}}}},
-        names_(std::make_shared<const std::vector<std::string>>(1, std::move(model))) {
-    if ((*names_)[0].empty())
-      throw std::invalid_argument("failover::retrier: model name must not be empty");
+        names_(detail::intern_names(one_name(std::move(model)))) {
     entries_[0].health = this->breaker_.resolve((*names_)[0]);
     options_.max_hops = 1;
     options_.max_total_attempts = std::numeric_limits<int>::max();
@@ -101,6 +99,12 @@ class basic_retrier : public detail::policy_holder<Policies> {
  private:
   using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
   std::array<meta, 1> entries_;
+  static std::vector<std::string> one_name(std::string model) {
+    if (model.empty())
+      throw std::invalid_argument("failover::retrier: model name must not be empty");
+    return std::vector<std::string>(1, std::move(model));
+  }
+
   trace::names_ptr names_;
   chain_options options_;
 };

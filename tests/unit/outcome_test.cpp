@@ -25,7 +25,7 @@ using failover::stop_reason;
 using failover::wait_reason;
 
 failover::trace::names_ptr names(std::vector<std::string> list) {
-  return std::make_shared<const std::vector<std::string>>(std::move(list));
+  return failover::detail::intern_names(std::move(list));
 }
 
 attempt_record record(std::string_view model, std::uint16_t entry, duration start, duration elapsed,
@@ -329,4 +329,17 @@ TEST_CASE(
     CHECK(r.stop == stop_reason::none);
   }
   t->~trace();
+}
+
+TEST_CASE("trace: model names are interned once per distinct list, for the life of the process") {
+  const auto* a = failover::detail::intern_names({"interned-a", "interned-b"});
+  const auto* again = failover::detail::intern_names({"interned-a", "interned-b"});
+  const auto* other = failover::detail::intern_names({"interned-a"});
+  CHECK(a == again);  // chains built from the same names share one list
+  CHECK(a != other);
+  REQUIRE(a->size() == 2);
+  CHECK((*a)[1] == "interned-b");
+  failover::trace t(a);
+  CHECK(t.name(0) == "interned-a");
+  CHECK(t.name(2).empty());
 }

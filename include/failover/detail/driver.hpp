@@ -143,8 +143,8 @@ class call_machine {
 
   // Writes the call's result into `out`, which must outlive the machine (so that a blocking caller
   // can return it without a move).
-  call_machine(result<R>& out, const Holder& p, const Entries& entries,
-               const trace::names_ptr& names, const chain_options& opts, const call_options& call)
+  call_machine(result<R>& out, const Holder& p, const Entries& entries, trace::names_ptr names,
+               const chain_options& opts, const call_options& call)
       : p_(p),
         entries_(entries),
         names_(names),
@@ -435,7 +435,7 @@ class call_machine {
 
   const Holder& p_;
   const Entries& entries_;
-  const trace::names_ptr& names_;
+  trace::names_ptr names_;
   const chain_options& opts_;
   const call_options& call_;
   result<R>& res_;
@@ -475,7 +475,7 @@ class owned_call_machine {
  public:
   using action = typename call_machine<R, Holder, Entries>::action;
 
-  owned_call_machine(const Holder& p, const Entries& entries, const trace::names_ptr& names,
+  owned_call_machine(const Holder& p, const Entries& entries, trace::names_ptr names,
                      const chain_options& opts, const call_options& call)
       : storage_{call, result<R>(names)},
         machine_(storage_.res, p, entries, names, opts, storage_.call) {}
@@ -501,7 +501,7 @@ class owned_call_machine {
 // The blocking driver: runs the machine, calling the model and sleeping through the Sleeper.
 // `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
 template <class R, class Holder, class Entries, class Invoke>
-result<R> drive(const Holder& p, const Entries& entries, const trace::names_ptr& names,
+result<R> drive(const Holder& p, const Entries& entries, trace::names_ptr names,
                 const chain_options& opts, const call_options& call, Invoke&& invoke) {
   result<R> res(names);
   call_machine<R, Holder, Entries> m(res, p, entries, names, opts, call);
