@@ -59,7 +59,10 @@ std::vector<strategy> published_strategies() {
   s.push_back({"full jitter", herd_options(jitter::full), candidate::library, until_success()});
   s.push_back(
       {"decorrelated", herd_options(jitter::decorrelated), candidate::library, until_success()});
-  // Exactly what a default failover::retrier does: 1 s base, x2, 30 s cap, full jitter, 5 attempts.
+  // The library's default jitter kind at the model's scale (5 ms base, 2 s cap).
+  s.push_back({"rising", herd_options(jitter::rising), candidate::library, until_success()});
+  // Exactly what a default failover::retrier does: 1 s base, x2, 30 s cap, rising jitter,
+  // 5 attempts.
   s.push_back({"library default", failover::backoff_options{}, candidate::library,
                failover::retry_options{}});
   return s;
@@ -104,6 +107,17 @@ std::vector<strategy> explore_strategies() {
     std::snprintf(name, sizeof name, "U(base; min(v x%.0f; 3 prev))", m);
     add(name, herd_options(jitter::full, m), candidate::decorr_capped, 3.0);
   }
+  // First retry full jitter U(0; base), then windows that never shrink.
+  for (double f : {2.0, 2.5, 3.0}) {
+    char name[64];
+    std::snprintf(name, sizeof name, "hybrid U(p; %.2g p)", f);
+    add(name, herd_options(jitter::full), candidate::full_then_up, f);
+    std::snprintf(name, sizeof name, "hybrid floor U(p; %.2g p)", f);
+    add(name, herd_options(jitter::full), candidate::full_then_up_floor, f);
+  }
+  add("rising (library)", herd_options(jitter::rising), candidate::library);
+  add("tiled x2", herd_options(jitter::full), candidate::tiled);
+  add("tiled x3", herd_options(jitter::full, 3.0), candidate::tiled);
   return s;
 }
 

@@ -369,7 +369,7 @@ void piece_std_function_call(benchmark::State& state) {
 
 void piece_result_and_record(benchmark::State& state) {
   const failover::trace::names_ptr names =
-      std::make_shared<const std::vector<std::string>>(1, "model");
+      failover::detail::intern_names(std::vector<std::string>(1, "model"));
   int x = 0;
   allocation_meter meter(state);
   for (auto _ : state) {
@@ -394,6 +394,7 @@ BENCHMARK_CAPTURE(backoff_next, none, failover::jitter::none);
 BENCHMARK_CAPTURE(backoff_next, full, failover::jitter::full);
 BENCHMARK_CAPTURE(backoff_next, equal, failover::jitter::equal);
 BENCHMARK_CAPTURE(backoff_next, decorrelated, failover::jitter::decorrelated);
+BENCHMARK_CAPTURE(backoff_next, rising, failover::jitter::rising);
 BENCHMARK(classify_429);
 BENCHMARK(classify_503);
 BENCHMARK(retrier_failure_5_attempts);
@@ -460,6 +461,7 @@ constexpr const char* registered[] = {"direct_call",
                                       "backoff_next/full",
                                       "backoff_next/equal",
                                       "backoff_next/decorrelated",
+                                      "backoff_next/rising",
                                       "classify_429",
                                       "classify_503",
                                       "retrier_failure_5_attempts",

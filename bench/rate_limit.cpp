@@ -138,7 +138,10 @@ std::vector<strategy> default_strategies() {
                rule::replace});
   s.push_back({"decorrelated", make_options(seconds(1), seconds(30), jitter::decorrelated),
                formula::library, rule::replace});
-  // The library's rule with its other jitter kind: the alternative a user can configure today.
+  // The library's rule with its other jitter kinds: full jitter (the default before rising) and
+  // decorrelated.
+  s.push_back({"library full jitter", make_options(seconds(1), seconds(30), jitter::full),
+               formula::library, rule::library});
   s.push_back({"library decorrelated", make_options(seconds(1), seconds(30), jitter::decorrelated),
                formula::library, rule::library});
   return s;
@@ -159,10 +162,9 @@ std::vector<strategy> explore_strategies() {
     return o;
   };
   add("library default", failover::backoff_options{});
-  s.push_back(
-      {"full jitter max(S; backoff)", failover::backoff_options{}, formula::library, rule::floor});
-  s.push_back(
-      {"full jitter S or backoff", failover::backoff_options{}, formula::library, rule::replace});
+  add("library full jitter", lib(jitter::full));
+  s.push_back({"full jitter max(S; backoff)", lib(jitter::full), formula::library, rule::floor});
+  s.push_back({"full jitter S or backoff", lib(jitter::full), formula::library, rule::replace});
   add("decorrelated", lib(jitter::decorrelated));
   add("equal", lib(jitter::equal));
   add("full x3", lib(jitter::full, 1, 3));
@@ -183,6 +185,16 @@ std::vector<strategy> explore_strategies() {
   }
   add("U(base; min(v; 3 prev))", lib(jitter::full), candidate::decorr_capped, 3);
   add("U(0; max(v; 3 prev))", lib(jitter::full), candidate::full_or_decorr, 3);
+  // First retry the default's U(0; base), then windows that never shrink.
+  for (double f : {2.0, 2.5, 3.0}) {
+    char name[64];
+    std::snprintf(name, sizeof name, "hybrid U(p; %.2g p)", f);
+    add(name, lib(jitter::full), candidate::full_then_up, f);
+    std::snprintf(name, sizeof name, "hybrid floor U(p; %.2g p)", f);
+    add(name, lib(jitter::full), candidate::full_then_up_floor, f);
+  }
+  add("tiled x2", lib(jitter::full), candidate::tiled);
+  add("tiled x3", lib(jitter::full, 1, 3), candidate::tiled);
   return s;
 }
 

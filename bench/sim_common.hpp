@@ -122,6 +122,11 @@ enum class candidate : std::uint8_t {
   decorr_env,      // min(cap, U(base, max(v, f * previous)))
   decorr_up,       // min(cap, U(previous, f * previous)): never shorter than the last wait
   decorr_capped,   // min(cap, U(base, min(v, f * previous))): decorrelated under the envelope
+  // Hybrids: the first retry is exactly the library's full jitter U(0, base), so a lone failure and
+  // a light overload wait as the default does; later retries never shrink.
+  full_then_up,        // retry n >= 2: U(p, f * p), p = min(max(base, previous), cap / f)
+  full_then_up_floor,  // as full_then_up with max(v of retry n-1, previous) inside the min
+  tiled,               // U(min(v of retry n-1, v / m), v), v of retry 0 = 0: adjacent windows
 };
 
 // A Backoff policy for the simulation: the library's exponential_backoff, or a candidate formula.
@@ -155,6 +160,16 @@ class sim_backoff {
     const double base = to_s(o.base);
     const double cap = to_s(o.cap);
     const double prev = previous_ > duration::zero() ? to_s(previous_) : base;
+    // The capped exponential of the retry before this one (0 before the first retry).
+    const double v_before = attempt > 1 ? to_s(failover::exponential_delay(o, attempt - 1)) : 0.0;
+    if (attempt <= 1 && (kind_ == candidate::full_then_up ||
+                         kind_ == candidate::full_then_up_floor || kind_ == candidate::tiled)) {
+      // The library's own full-jitter formula and rounding, on the same first draw as the default.
+      failover::backoff_options full = o;
+      full.jitter = failover::jitter::full;
+      previous_ = failover::jittered_delay(full, attempt, duration::zero(), u);
+      return previous_;
+    }
     double s = 0;
     switch (kind_) {
       case candidate::floor_quarter:
@@ -178,6 +193,25 @@ class sim_backoff {
       case candidate::decorr_capped:
         s = std::min(cap, base + u * (std::max(base, std::min(v, factor_ * prev)) - base));
         break;
+      // p is held at or below cap / f, so at the cap the window is U(cap / f, cap) rather than a
+      // constant cap (no jitter left).
+      case candidate::full_then_up: {
+        const double p = std::min(std::max(base, prev), cap / factor_);
+        s = std::min(cap, p + u * (factor_ - 1) * p);
+        break;
+      }
+      case candidate::full_then_up_floor: {
+        const double p = std::min(std::max(v_before, prev), cap / factor_);
+        s = std::min(cap, p + u * (factor_ - 1) * p);
+        break;
+      }
+      case candidate::tiled: {
+        // Below the cap v / m is v of retry n-1, so the windows tile; at the cap the window stays
+        // U(cap / m, cap) instead of collapsing to a constant cap (no jitter left).
+        const double lo = std::min(v_before, v / o.multiplier);
+        s = lo + u * (v - lo);
+        break;
+      }
       default:
         break;
     }

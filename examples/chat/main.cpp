@@ -40,7 +40,7 @@ answer goes to stdout, the trace of every attempt and wait to stderr.
   --max-attempts N          attempts per model, the first included (default 5)
   --base-delay-ms MS        first backoff delay (default 1000)
   --max-delay-ms MS         backoff cap (default 30000)
-  --jitter KIND             none | full | equal | decorrelated (default full)
+  --jitter KIND             none | full | equal | decorrelated | rising (default rising)
   --deadline-ms MS          for the whole call, waits included (default: none)
   --connect-timeout-ms MS   per attempt (default 10000)
   --read-timeout-ms MS      per attempt (default 60000)

@@ -43,7 +43,7 @@ struct options {
   long long max_attempts = 5;
   long long base_delay_ms = 1000;
   long long max_delay_ms = 30000;
-  failover::jitter jitter = failover::jitter::full;
+  failover::jitter jitter = failover::jitter::rising;
   std::optional<long long> deadline_ms;
   long long connect_timeout_ms = 10000;
   long long read_timeout_ms = 60000;
@@ -195,13 +195,13 @@ inline void apply_integer(options& x, const setting& s, long long v, const std::
 
 inline void apply_jitter(options& x, const std::string& v, const std::string& where) {
   for (auto j : {failover::jitter::none, failover::jitter::full, failover::jitter::equal,
-                 failover::jitter::decorrelated}) {
+                 failover::jitter::decorrelated, failover::jitter::rising}) {
     if (failover::to_string(j) == v) {
       x.jitter = j;
       return;
     }
   }
-  throw usage_error(where + ": must be none, full, equal or decorrelated, got '" + v + "'");
+  throw usage_error(where + ": must be none, full, equal, decorrelated or rising, got '" + v + "'");
 }
 
 inline void apply_text(options& x, const setting& s, const std::string& v,

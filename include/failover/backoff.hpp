@@ -19,7 +19,12 @@ namespace failover {
 
 // The jitter kinds of the 2015 "Exponential Backoff And Jitter" analysis (v = capped exponential):
 //   none: v;  full: U(0, v);  equal: v/2 + U(0, v/2);  decorrelated: min(cap, U(base, 3*previous)).
-enum class jitter : std::uint8_t { none, full, equal, decorrelated };
+// And the default, rising: the first retry waits U(0, base) as full jitter does; each later retry
+// waits min(cap, U(p, m*p)) with p = max(base, previous wait), held at or below cap/m (m = the
+// multiplier). A lone failure and a light overload wait as under full jitter; a client refused
+// again never comes back sooner than its last wait, so a large backlog is not met by waves of
+// short retries. Its windows never end later than full jitter's (base * m^(n-1)).
+enum class jitter : std::uint8_t { none, full, equal, decorrelated, rising };
 
 constexpr std::string_view to_string(jitter j) noexcept {
   switch (j) {
@@ -31,6 +36,8 @@ constexpr std::string_view to_string(jitter j) noexcept {
       return "equal";
     case jitter::decorrelated:
       return "decorrelated";
+    case jitter::rising:
+      return "rising";
   }
   return "none";
 }
@@ -39,7 +46,7 @@ struct backoff_options {
   duration base = std::chrono::seconds(1);
   double multiplier = 2.0;
   duration cap = std::chrono::seconds(30);
-  failover::jitter jitter = jitter::full;
+  failover::jitter jitter = jitter::rising;
 
   // Throws std::invalid_argument naming the first bad parameter.
   void validate() const {
@@ -50,6 +57,10 @@ struct backoff_options {
       throw std::invalid_argument("failover::backoff_options: multiplier must be finite");
     if (multiplier < 1.0)
       throw std::invalid_argument("failover::backoff_options: multiplier must be >= 1");
+    if (jitter == jitter::rising && multiplier <= 1.0)
+      throw std::invalid_argument(
+          "failover::backoff_options: jitter::rising needs multiplier > 1 (its window after "
+          "retry 1 is [p, multiplier * p]); use jitter::full for a constant window");
   }
 };
 
@@ -83,7 +94,7 @@ inline duration exponential_delay(const backoff_options& o, int attempt) noexcep
 }
 
 // The jittered delay, pure: `u` is a uniform draw in [0, 1) and `previous` the last delay this
-// policy produced (decorrelated jitter only; pass zero before the first).
+// policy produced (decorrelated and rising jitter only; pass zero before the first).
 inline duration jittered_delay(const backoff_options& o, int attempt, duration previous,
                                double u) noexcept {
   u = std::clamp(std::isfinite(u) ? u : 0.0, 0.0, 1.0);
@@ -101,6 +112,15 @@ inline duration jittered_delay(const backoff_options& o, int attempt, duration p
       const double prev = previous > duration::zero() ? detail::to_seconds(previous) : base;
       const double hi = std::max(base, 3.0 * prev);
       return std::min(o.cap, detail::to_duration(base + u * (hi - base)));
+    }
+    case jitter::rising: {
+      if (attempt <= 1 || o.multiplier <= 1.0)
+        return detail::to_duration(u * detail::to_seconds(exponential_delay(o, attempt)));
+      const double base = detail::to_seconds(o.base);
+      const double cap = detail::to_seconds(o.cap);
+      // Held at cap/m so that at the cap the window stays [cap/m, cap], not a constant cap.
+      const double p = std::min(std::max(base, detail::to_seconds(previous)), cap / o.multiplier);
+      return std::min(o.cap, detail::to_duration(p + u * (o.multiplier - 1.0) * p));
     }
   }
   return exponential_delay(o, attempt);
@@ -141,7 +161,7 @@ double uniform01(Generator& g) {
 
 }  // namespace detail
 
-// The default Backoff policy: capped exponential with jitter (full by default).
+// The default Backoff policy: capped exponential with jitter (rising by default).
 //
 // A Backoff policy is a copyable type with `duration next(int attempt)` (attempt 1 = the wait
 // before the first retry). Each call of a retrier or chain works on its own copy, and a copy starts

@@ -58,7 +58,8 @@ std::vector<duration> draws(Backoff& b, int n, int attempt = 3) {
   return out;
 }
 
-constexpr jitter all_jitters[] = {jitter::none, jitter::full, jitter::equal, jitter::decorrelated};
+constexpr jitter all_jitters[] = {jitter::none, jitter::full, jitter::equal, jitter::decorrelated,
+                                  jitter::rising};
 
 }  // namespace
 
@@ -235,6 +236,18 @@ TEST_CASE("jittered_delay: bounds hold for every attempt and jitter kind", "[bac
             case jitter::decorrelated: {
               const duration prev = previous > duration::zero() ? previous : o.base;
               ok = ok && d >= o.base && d <= std::max(o.base, 3 * prev);
+              break;
+            }
+            case jitter::rising: {
+              // Never past the exponential's window top (1 us for rounding); after the first
+              // retry, never below max(base, previous) held at cap / multiplier.
+              ok = ok && d <= v + 1us;
+              if (attempt > 1 && o.multiplier > 1.0) {
+                const duration floor =
+                    std::min(std::max(o.base, previous),
+                             std::chrono::duration_cast<duration>(o.cap / o.multiplier));
+                ok = ok && d + 1us >= floor;
+              }
               break;
             }
           }
@@ -521,5 +534,64 @@ TEST_CASE("backoff: a moved policy keeps its stream, so a fixed seed reproduces 
     const auto want = reference.next(attempt);
     CHECK(moved.next(attempt) == want);
     CHECK(grown.front().next(attempt) == want);
+  }
+}
+
+TEST_CASE("rising jitter: full jitter's first window, then windows that never shrink",
+          "[backoff]") {
+  const backoff_options o = opts(1s, 2.0, 30s, jitter::rising);
+  SECTION("the first retry waits U(0, base), as full jitter does") {
+    CHECK(failover::jittered_delay(o, 1, duration::zero(), 0.0) == duration::zero());
+    CHECK(failover::jittered_delay(o, 1, duration::zero(), 0.5) == duration(500ms));
+    backoff_options full = o;
+    full.jitter = jitter::full;
+    for (double u : {0.0, 0.1, 0.5, 0.9, 0.999999})
+      CHECK(failover::jittered_delay(o, 1, duration::zero(), u) ==
+            failover::jittered_delay(full, 1, duration::zero(), u));
+  }
+  SECTION("later retries wait U(p, 2p), p = max(base, previous)") {
+    // A short first wait does not make the second short: p is at least the base.
+    CHECK(failover::jittered_delay(o, 2, 300ms, 0.0) == duration(1s));
+    CHECK(failover::jittered_delay(o, 2, 300ms, 0.5) == duration(1500ms));
+    CHECK(failover::jittered_delay(o, 3, 1500ms, 0.5) == duration(2250ms));
+    CHECK(failover::jittered_delay(o, 3, 1500ms, 0.0) == duration(1500ms));
+  }
+  SECTION("near the cap the window stays [cap / 2, cap] rather than collapsing onto the cap") {
+    CHECK(failover::jittered_delay(o, 9, 20s, 0.0) == duration(15s));
+    CHECK(failover::jittered_delay(o, 9, 20s, 0.999999) <= duration(30s));
+    CHECK(failover::jittered_delay(o, 9, 20s, 0.999999) > duration(29s));
+  }
+  SECTION("a sequence: each wait at least the last (below cap / 2), never past full jitter's top") {
+    failover::exponential_backoff<> b(o, 7);
+    for (int trial = 0; trial < 2000; ++trial) {
+      failover::exponential_backoff<> copy(b);  // a fresh per-call copy, as a call makes
+      duration last = duration::zero();
+      for (int attempt = 1; attempt <= 6; ++attempt) {
+        const duration d = copy.next(attempt);
+        const duration top = failover::exponential_delay(o, attempt);
+        CAPTURE(trial, attempt, d.count(), last.count());
+        CHECK(d <= top + 1us);
+        if (attempt > 1) {
+          CHECK(d >= o.base);
+          CHECK(d + 1us >= std::min(last, duration(15s)));
+        }
+        last = d;
+      }
+    }
+  }
+  SECTION("it is the default") {
+    CHECK(backoff_options{}.jitter == jitter::rising);
+    CHECK(failover::to_string(jitter::rising) == "rising");
+  }
+  SECTION("a multiplier of 1 is refused with a message naming the fix") {
+    try {
+      opts(1s, 1.0, 30s, jitter::rising).validate();
+      FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      CHECK(what.find("rising") != std::string::npos);
+      CHECK(what.find("multiplier") != std::string::npos);
+      CHECK(what.find("jitter::full") != std::string::npos);
+    }
   }
 }
