@@ -102,7 +102,9 @@ class basic_retrier : public detail::policy_holder<Policies> {
   static std::vector<std::string> one_name(std::string model) {
     if (model.empty())
       throw std::invalid_argument("failover::retrier: model name must not be empty");
-    return std::vector<std::string>(1, std::move(model));
+    std::vector<std::string> names;
+    names.push_back(std::move(model));
+    return names;
   }
 
   trace::names_ptr names_;
