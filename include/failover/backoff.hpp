@@ -101,6 +101,15 @@ inline duration jittered_delay(const backoff_options& o, int attempt, duration p
   switch (o.jitter) {
     case jitter::none:
       return exponential_delay(o, attempt);
+    case jitter::rising:
+      if (attempt > 1 && o.multiplier > 1.0) {
+        const double base = detail::to_seconds(o.base);
+        const double cap = detail::to_seconds(o.cap);
+        // Held at cap/m so that at the cap the window stays [cap/m, cap], not a constant cap.
+        const double p = std::min(std::max(base, detail::to_seconds(previous)), cap / o.multiplier);
+        return std::min(o.cap, detail::to_duration(p + u * (o.multiplier - 1.0) * p));
+      }
+      [[fallthrough]];  // the first retry: full jitter's window
     case jitter::full:
       return detail::to_duration(u * detail::to_seconds(exponential_delay(o, attempt)));
     case jitter::equal: {
@@ -112,15 +121,6 @@ inline duration jittered_delay(const backoff_options& o, int attempt, duration p
       const double prev = previous > duration::zero() ? detail::to_seconds(previous) : base;
       const double hi = std::max(base, 3.0 * prev);
       return std::min(o.cap, detail::to_duration(base + u * (hi - base)));
-    }
-    case jitter::rising: {
-      if (attempt <= 1 || o.multiplier <= 1.0)
-        return detail::to_duration(u * detail::to_seconds(exponential_delay(o, attempt)));
-      const double base = detail::to_seconds(o.base);
-      const double cap = detail::to_seconds(o.cap);
-      // Held at cap/m so that at the cap the window stays [cap/m, cap], not a constant cap.
-      const double p = std::min(std::max(base, detail::to_seconds(previous)), cap / o.multiplier);
-      return std::min(o.cap, detail::to_duration(p + u * (o.multiplier - 1.0) * p));
     }
   }
   return exponential_delay(o, attempt);
