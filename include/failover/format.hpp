@@ -116,7 +116,7 @@ struct fmt::formatter<failover::trace> {
       if (r.skipped) {
         out = fmt::format_to(out, "skipped: circuit open (until +{})",
                              failover::format_duration(
-                                 r.start + r.error.retry_after.value_or(failover::duration{})));
+                                 r.start + r.error().retry_after.value_or(failover::duration{})));
         if (r.why_wait == failover::wait_reason::circuit)
           out = fmt::format_to(out, "; every model is open -> wait {} (circuit)",
                                failover::format_duration(r.wait));
@@ -131,7 +131,7 @@ struct fmt::formatter<failover::trace> {
           out = fmt::format_to(out, " [served by a content-policy fallback]");
         continue;
       }
-      out = fmt::format_to(out, "{}", r.error);
+      out = fmt::format_to(out, "{}", r.error());
       if (r.why_wait != failover::wait_reason::none)
         out =
             fmt::format_to(out, " -> wait {} ({})", failover::format_duration(r.wait), r.why_wait);

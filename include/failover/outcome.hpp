@@ -58,18 +58,33 @@ struct is_outcome<outcome<T>> : std::true_type {};
 
 // One attempt of a call: who, when, how it ended, and the wait that followed.
 struct attempt_record {
-  std::string_view model;   // points into the interned names: valid for the life of the process
+  std::string_view model;  // points into the interned names: valid for the life of the process
+  duration start{};        // offset from the start of the call
+  duration elapsed{};      // how long the callable ran
+  duration wait{};         // the wait chosen after this attempt (0 when none)
+  int attempt = 0;         // on this model, from 1
   std::uint16_t entry = 0;  // index of the chain entry
   failover::role role = role::standard;
-  int attempt = 0;     // on this model, from 1
-  duration start{};    // offset from the start of the call
-  duration elapsed{};  // how long the callable ran
   bool ok = false;
-  bool skipped = false;   // not called: the circuit was open (error.kind circuit_open)
-  failover::error error;  // when !ok
-  duration wait{};        // the wait chosen after this attempt (0 when none)
+  bool skipped = false;  // not called: the circuit was open (error().kind circuit_open)
   wait_reason why_wait = wait_reason::none;
   stop_reason stop = stop_reason::none;  // set on a model's last attempt when it gave up
+
+  // What went wrong (when !ok); an empty error when the attempt succeeded. The error is held
+  // apart from the record, so a successful attempt carries none of its strings; copies of a
+  // record (and of a trace) share the one recorded error.
+  const failover::error& error() const noexcept {
+    static const failover::error none{};
+    return error_ ? *error_ : none;
+  }
+  // Used by drivers (and by tests that build traces): records `e` as this attempt's error.
+  failover::error& set_error(failover::error e) {
+    error_ = std::make_shared<failover::error>(std::move(e));
+    return *error_;
+  }
+
+ private:
+  std::shared_ptr<failover::error> error_;
 };
 
 namespace detail {

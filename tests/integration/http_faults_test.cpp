@@ -42,7 +42,7 @@ TEST_CASE("429 with Retry-After in seconds: the retry comes no sooner than asked
     REQUIRE(seen.size() == 2);
     CHECK(gap_ms(seen[0], seen[1]) >= 1000 - lag_ms);
     CHECK(r.trace().attempts()[0].why_wait == failover::wait_reason::server);
-    CHECK(r.trace().attempts()[0].error.kind == error_kind::rate_limited);
+    CHECK(r.trace().attempts()[0].error().kind == error_kind::rate_limited);
   }
 }
 
@@ -96,7 +96,7 @@ TEST_CASE("429 without Retry-After: retried after the backoff alone") {
     REQUIRE(r);
     CHECK(mock.count("gpt") == 2);
     CHECK(r.trace().attempts()[0].why_wait == failover::wait_reason::backoff);
-    CHECK_FALSE(r.trace().attempts()[0].error.retry_after.has_value());
+    CHECK_FALSE(r.trace().attempts()[0].error().retry_after.has_value());
   }
 }
 
@@ -133,7 +133,7 @@ TEST_CASE("500, 502, 503, 504 and 529 are retried on the same model until it ans
       CHECK(r.served_by() == "gpt");
       CHECK(mock.count("gpt") == 2);
       CHECK(mock.count("backup") == 0);
-      const auto& first = r.trace().attempts()[0].error;
+      const auto& first = r.trace().attempts()[0].error();
       CHECK(first.kind == (status == 529 ? error_kind::overloaded : error_kind::server_error));
       CHECK(first.status == status);
     }
@@ -153,8 +153,8 @@ TEST_CASE("Anthropic error bodies are classified by their type") {
     const result_type r = make_chain(s)->run("q");
     REQUIRE(r);
     CHECK(mock.count("claude") == 2);
-    CHECK(r.trace().attempts()[0].error.kind == error_kind::rate_limited);
-    CHECK(r.trace().attempts()[0].error.code == "rate_limit_error");
+    CHECK(r.trace().attempts()[0].error().kind == error_kind::rate_limited);
+    CHECK(r.trace().attempts()[0].error().code == "rate_limit_error");
   }
 }
 
@@ -173,7 +173,7 @@ TEST_CASE("connection refused: each attempt fails fast, then the fallback answer
     CHECK(r.fallback_used());
     REQUIRE(r.trace().size() == 4);
     for (std::size_t i = 0; i < 3; ++i)
-      CHECK(r.trace().attempts()[i].error.kind == error_kind::connection_error);
+      CHECK(r.trace().attempts()[i].error().kind == error_kind::connection_error);
     CHECK(r.trace().attempts()[2].stop == stop_reason::attempts_exhausted);
     CHECK(mock.requests().size() == 1);  // the server only ever saw the fallback
 
@@ -199,8 +199,8 @@ TEST_CASE("connect timeout: nothing is sent, the attempt stops at the connect ti
     REQUIRE(r);
     CHECK(r.served_by() == "backup");
     REQUIRE(r.trace().size() == 3);
-    CHECK(r.trace().attempts()[0].error.kind == error_kind::connect_timeout);
-    CHECK(r.trace().attempts()[1].error.kind == error_kind::connect_timeout);
+    CHECK(r.trace().attempts()[0].error().kind == error_kind::connect_timeout);
+    CHECK(r.trace().attempts()[1].error().kind == error_kind::connect_timeout);
     CHECK(r.trace().attempts()[0].elapsed >= 45ms);
     CHECK(mock.requests().size() == 1);
 
@@ -227,8 +227,8 @@ TEST_CASE("read timeout: retried at most max_read_timeout_retries times, then th
     REQUIRE(r);
     CHECK(r.served_by() == "backup");
     REQUIRE(r.trace().size() == 3);
-    CHECK(r.trace().attempts()[0].error.kind == error_kind::read_timeout);
-    CHECK(r.trace().attempts()[1].error.kind == error_kind::read_timeout);
+    CHECK(r.trace().attempts()[0].error().kind == error_kind::read_timeout);
+    CHECK(r.trace().attempts()[1].error().kind == error_kind::read_timeout);
     CHECK(r.trace().attempts()[1].stop == stop_reason::read_timeouts_exhausted);
     // The server did get both requests: a read timeout means the model may still be working.
     const auto seen = mock.requests();
@@ -257,7 +257,7 @@ TEST_CASE("connection reset mid-response: retried, and the retry succeeds") {
     REQUIRE(r);
     CHECK(r->content == "whole");
     CHECK(mock.count("gpt") == 2);
-    CHECK(r.trace().attempts()[0].error.kind == error_kind::connection_error);
+    CHECK(r.trace().attempts()[0].error().kind == error_kind::connection_error);
 
     mock.script("cut", {mock_reply::dropped()});
     const auto ctx = first_attempt("cut");
@@ -279,7 +279,7 @@ TEST_CASE("a 200 whose body is not JSON is an invalid response, retried") {
     const result_type r = make_chain(s)->run("q");
     REQUIRE(r);
     CHECK(mock.count("gpt") == 2);
-    CHECK(r.trace().attempts()[0].error.kind == error_kind::invalid_response);
+    CHECK(r.trace().attempts()[0].error().kind == error_kind::invalid_response);
   }
 }
 
@@ -321,7 +321,7 @@ TEST_CASE("401, 403 and 404 are not retried but fall back") {
       const error_kind want = status == 401   ? error_kind::unauthorized
                               : status == 403 ? error_kind::forbidden
                                               : error_kind::not_found;
-      CHECK(r.trace().attempts()[0].error.kind == want);
+      CHECK(r.trace().attempts()[0].error().kind == want);
     }
   }
 }
@@ -467,7 +467,7 @@ TEST_CASE("the chain deadline: no request after it, and a slow attempt is cut to
     const result_type late = make_chain(s)->run("q");
     REQUIRE_FALSE(late);
     CHECK(late.error().kind == error_kind::deadline_exceeded);
-    CHECK(late.trace().attempts()[0].error.kind == error_kind::read_timeout);
+    CHECK(late.trace().attempts()[0].error().kind == error_kind::read_timeout);
     CHECK(late.trace().elapsed() < 3000ms);  // it did not wait for the 4 s answer
     CHECK(slow.count("gpt") == 1);
   }
@@ -542,7 +542,7 @@ TEST_CASE("curl: cancellation during a slow answer ends the call as cancelled") 
   canceller.join();
   REQUIRE_FALSE(r);
   CHECK(r.error().kind == error_kind::cancelled);
-  CHECK(r.trace().attempts()[0].error.kind == error_kind::cancelled);
+  CHECK(r.trace().attempts()[0].error().kind == error_kind::cancelled);
   CHECK(mock.count("gpt") == 1);
 }
 #endif

@@ -723,8 +723,8 @@ TEST_CASE("breaker chain: an open model is skipped and the next standard model s
   const auto& skip = r.trace().attempts()[0];
   CHECK(skip.skipped);
   CHECK(skip.model == "alpha");
-  CHECK(skip.error.kind == error_kind::circuit_open);
-  CHECK(skip.error.retry_after == std::optional<duration>(30s));
+  CHECK(skip.error().kind == error_kind::circuit_open);
+  CHECK(skip.error().retry_after == std::optional<duration>(30s));
   CHECK(skip.stop == stop_reason::circuit_open);
   CHECK(r.trace().calls() == 1);
   CHECK(sleeper.sleeps().empty());

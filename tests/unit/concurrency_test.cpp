@@ -82,7 +82,7 @@ struct tally {
         ++successes;
         continue;
       }
-      if (failover::detail::counts_against_model(a.error)) ++counted_failures[a.entry];
+      if (failover::detail::counts_against_model(a.error())) ++counted_failures[a.entry];
       if (a.why_wait == failover::wait_reason::backoff ||
           a.why_wait == failover::wait_reason::server)
         ++retries;

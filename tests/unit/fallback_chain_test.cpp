@@ -142,7 +142,7 @@ TEST_CASE("chain: a fallback never looks like plain success") {
   CHECK_FALSE(direct.fallback_used());
   CHECK(fallback.trace().size() == 2);
   CHECK(direct.trace().size() == 1);
-  CHECK(fallback.trace().attempts()[0].error.kind == error_kind::unauthorized);
+  CHECK(fallback.trace().attempts()[0].error().kind == error_kind::unauthorized);
 }
 
 TEST_CASE("chain: a content-policy refusal is never sent to a standard entry") {
@@ -327,8 +327,8 @@ TEST_CASE("chain: 401, 403 and 404 are not retried on the same model but fall ba
     CHECK(r.served_by() == "model-b");
     REQUIRE(r.trace().size() == 2);
     CHECK(r.trace().attempts()[0].stop == stop_reason::permanent_error);
-    REQUIRE(r.trace().attempts()[0].error.status.has_value());
-    CHECK(*r.trace().attempts()[0].error.status == status);
+    REQUIRE(r.trace().attempts()[0].error().status.has_value());
+    CHECK(*r.trace().attempts()[0].error().status == status);
   }
 }
 
@@ -447,7 +447,7 @@ TEST_CASE("chain: the chain deadline spans models") {
   CHECK(*r.error().status == 503);
   CHECK(r.error().code == "busy_code");
   CHECK(r.error().model == "model-b");
-  CHECK(r.trace().attempts()[2].error.kind == error_kind::server_error);
+  CHECK(r.trace().attempts()[2].error().kind == error_kind::server_error);
   CHECK(r.trace().attempts()[2].stop == stop_reason::deadline);
   check_single_end(r);
 }
@@ -471,7 +471,7 @@ TEST_CASE("chain: a deadline reached between models stops before the next one") 
   CHECK(r.error().kind == error_kind::deadline_exceeded);
   CHECK(r.error().code == "invalid_api_key");
   REQUIRE(r.trace().size() == 1);
-  CHECK(r.trace().attempts()[0].error.kind == error_kind::unauthorized);
+  CHECK(r.trace().attempts()[0].error().kind == error_kind::unauthorized);
 }
 
 TEST_CASE("chain: the earlier of the chain's and the call's deadlines applies") {
@@ -577,9 +577,9 @@ TEST_CASE("chain: exceptions from callables never escape and can fall back") {
   REQUIRE(r->has_value());
   CHECK(b == 1);
   const auto& first = r->trace().attempts()[0];
-  CHECK(first.error.kind == error_kind::unknown);
-  CHECK_FALSE(first.error.transient);
-  REQUIRE_THROWS_AS(first.error.rethrow_if_exception(), std::logic_error);
+  CHECK(first.error().kind == error_kind::unknown);
+  CHECK_FALSE(first.error().transient);
+  REQUIRE_THROWS_AS(first.error().rethrow_if_exception(), std::logic_error);
 
   SECTION("a mapped exception is retried on the same model") {
     chain_t mapped;
@@ -722,11 +722,11 @@ TEST_CASE("chain: the trace records every attempt in full") {
   CHECK(t[0].start == duration::zero());
   CHECK(t[0].elapsed == 7ms);
   CHECK_FALSE(t[0].ok);
-  CHECK(t[0].error.kind == error_kind::rate_limited);
-  REQUIRE(t[0].error.status.has_value());
-  CHECK(*t[0].error.status == 429);
-  CHECK(t[0].error.code == "rate_limit_exceeded");
-  CHECK(t[0].error.model == "model-a");
+  CHECK(t[0].error().kind == error_kind::rate_limited);
+  REQUIRE(t[0].error().status.has_value());
+  CHECK(*t[0].error().status == 429);
+  CHECK(t[0].error().code == "rate_limit_exceeded");
+  CHECK(t[0].error().model == "model-a");
   CHECK(t[0].wait == 60ms);
   CHECK(t[0].why_wait == wait_reason::server);
   CHECK(t[0].stop == stop_reason::none);
@@ -736,10 +736,10 @@ TEST_CASE("chain: the trace records every attempt in full") {
   CHECK(t[1].attempt == 2);
   CHECK(t[1].start == 67ms);
   CHECK(t[1].elapsed == 7ms);
-  CHECK(t[1].error.kind == error_kind::server_error);
-  REQUIRE(t[1].error.status.has_value());
-  CHECK(*t[1].error.status == 503);
-  CHECK(t[1].error.code.empty());
+  CHECK(t[1].error().kind == error_kind::server_error);
+  REQUIRE(t[1].error().status.has_value());
+  CHECK(*t[1].error().status == 503);
+  CHECK(t[1].error().code.empty());
   CHECK(t[1].wait == duration::zero());
   CHECK(t[1].why_wait == wait_reason::none);
   CHECK(t[1].stop == stop_reason::attempts_exhausted);
@@ -750,7 +750,7 @@ TEST_CASE("chain: the trace records every attempt in full") {
   CHECK(t[2].attempt == 1);
   CHECK(t[2].start == 74ms);
   CHECK(t[2].elapsed == 7ms);
-  CHECK(t[2].error.kind == error_kind::server_error);
+  CHECK(t[2].error().kind == error_kind::server_error);
   CHECK(t[2].wait == 10ms);
   CHECK(t[2].why_wait == wait_reason::backoff);
   CHECK(t[2].stop == stop_reason::none);
@@ -917,8 +917,8 @@ TEST_CASE("chain: an exception mapping that itself throws still ends the call wi
   failover::result<std::string> r = chain.run("x");
   REQUIRE(r.has_value());  // the unknown error on "m" falls back to "n"
   CHECK(fallback_calls == 1);
-  CHECK(r.trace().attempts()[0].error.kind == error_kind::unknown);
-  CHECK(r.trace().attempts()[0].error.exception != nullptr);
+  CHECK(r.trace().attempts()[0].error().kind == error_kind::unknown);
+  CHECK(r.trace().attempts()[0].error().exception != nullptr);
 }
 
 TEST_CASE("chain: begin_call keeps its own copy of the call options", "[chain]") {

@@ -248,7 +248,7 @@ TEST_CASE("format: credentials in a failure's message never reach formatted outp
       CHECK_FALSE(contains(trace_text, secret));
       CHECK_FALSE(contains(error_text, secret));
       CHECK_FALSE(contains(r.error().message, secret));
-      for (const auto& a : r.trace().attempts()) CHECK_FALSE(contains(a.error.message, secret));
+      for (const auto& a : r.trace().attempts()) CHECK_FALSE(contains(a.error().message, secret));
     }
     SECTION("deadline error, which quotes the last message: " + message) {
       failover::basic_retrier<failover::testing::fake_policies> retrier("alpha-model", {},

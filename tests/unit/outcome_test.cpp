@@ -38,7 +38,11 @@ attempt_record record(std::string_view model, std::uint16_t entry, duration star
   r.ok = ok;
   r.wait = wait;
   if (wait > duration::zero()) r.why_wait = wait_reason::backoff;
-  if (!ok) r.error.kind = error_kind::server_error;
+  if (!ok) {
+    failover::error e;
+    e.kind = error_kind::server_error;
+    r.set_error(std::move(e));
+  }
   return r;
 }
 
@@ -316,14 +320,14 @@ TEST_CASE(
     CHECK(r.elapsed == duration::zero());
     CHECK_FALSE(r.ok);
     CHECK_FALSE(r.skipped);
-    CHECK(r.error.kind == error_kind::unknown);
-    CHECK_FALSE(r.error.transient);
-    CHECK_FALSE(r.error.status.has_value());
-    CHECK(r.error.code.empty());
-    CHECK(r.error.message.empty());
-    CHECK_FALSE(r.error.retry_after.has_value());
-    CHECK(r.error.model.empty());
-    CHECK_FALSE(r.error.exception);
+    CHECK(r.error().kind == error_kind::unknown);
+    CHECK_FALSE(r.error().transient);
+    CHECK_FALSE(r.error().status.has_value());
+    CHECK(r.error().code.empty());
+    CHECK(r.error().message.empty());
+    CHECK_FALSE(r.error().retry_after.has_value());
+    CHECK(r.error().model.empty());
+    CHECK_FALSE(r.error().exception);
     CHECK(r.wait == duration::zero());
     CHECK(r.why_wait == wait_reason::none);
     CHECK(r.stop == stop_reason::none);

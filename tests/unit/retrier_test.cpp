@@ -102,10 +102,10 @@ TEST_CASE("retrier: success after transient failures") {
   CHECK(clock.elapsed() == 300ms);
   const auto& a = res.trace().attempts();
   REQUIRE(a.size() == 3);
-  CHECK(a[0].error.kind == error_kind::server_error);
+  CHECK(a[0].error().kind == error_kind::server_error);
   CHECK(a[0].why_wait == wait_reason::backoff);
   CHECK(a[0].wait == sleeps[0]);
-  CHECK(a[1].error.kind == error_kind::connection_error);
+  CHECK(a[1].error().kind == error_kind::connection_error);
   CHECK(a[1].wait == sleeps[1]);
   CHECK(a[2].ok);
   CHECK(a[2].why_wait == wait_reason::none);
@@ -395,9 +395,9 @@ TEST_CASE("retrier: a wait that would cross the deadline stops with deadline_exc
   // The trace keeps the attempt's own error.
   REQUIRE(res.trace().size() == 2);
   const auto& last = res.trace().attempts()[1];
-  CHECK(last.error.kind == error_kind::server_error);
-  REQUIRE(last.error.status.has_value());
-  CHECK(*last.error.status == 503);
+  CHECK(last.error().kind == error_kind::server_error);
+  REQUIRE(last.error().status.has_value());
+  CHECK(*last.error().status == 503);
   CHECK(last.stop == stop_reason::deadline);
   CHECK(last.wait == duration::zero());
   check_single_end(res);
@@ -421,7 +421,7 @@ TEST_CASE("retrier: a server wait past the deadline stops and keeps the server's
   CHECK(*res.error().retry_after == 10s);
   REQUIRE(res.error().status.has_value());
   CHECK(*res.error().status == 429);
-  CHECK(res.trace().attempts()[0].error.kind == error_kind::rate_limited);
+  CHECK(res.trace().attempts()[0].error().kind == error_kind::rate_limited);
 }
 
 TEST_CASE("retrier: an attempt that runs past the deadline is not retried") {
@@ -506,7 +506,7 @@ TEST_CASE("retrier: cancellation during a wait stops the call") {
   CHECK(res.error().code == "busy_code");
   REQUIRE(res.trace().size() == 1);
   CHECK(res.trace().attempts()[0].stop == stop_reason::cancelled);
-  CHECK(res.trace().attempts()[0].error.kind == error_kind::server_error);
+  CHECK(res.trace().attempts()[0].error().kind == error_kind::server_error);
   check_single_end(res);
 }
 
@@ -670,7 +670,7 @@ TEST_CASE("retrier: every callable form is accepted and gets the arguments") {
     REQUIRE(res.has_value());
     CHECK(*res == 5);
     CHECK(calls == 2);
-    CHECK(res.trace().attempts()[0].error.kind == error_kind::server_error);
+    CHECK(res.trace().attempts()[0].error().kind == error_kind::server_error);
   }
 }
 
@@ -690,8 +690,8 @@ TEST_CASE("retrier: exceptions from the callable never escape run") {
     REQUIRE(res->has_value());
     CHECK(**res == 9);
     CHECK(calls == 3);
-    CHECK(res->trace().attempts()[0].error.kind == error_kind::server_error);
-    CHECK(res->trace().attempts()[0].error.transient);
+    CHECK(res->trace().attempts()[0].error().kind == error_kind::server_error);
+    CHECK(res->trace().attempts()[0].error().transient);
   }
   SECTION("an unmapped exception is a permanent unknown error that keeps the exception") {
     int calls = 0;

@@ -197,15 +197,15 @@ class call_machine {
     if (outstanding_ != action::attempt) return misuse();
     outstanding_.reset();
     const time_point end = p_.clock().now();
-    attempt_record& rec = current();
-    rec.elapsed = end - attempt_start_;
+    current().elapsed = end - attempt_start_;
     if (!thrown) {
-      rec.error.kind = error_kind::unknown;
-      rec.error.message = "the attempt reported an empty exception";
-    } else {
-      rec.error = classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); });
+      error e;
+      e.kind = error_kind::unknown;
+      e.message = "the attempt reported an empty exception";
+      return failed(end, std::move(e));
     }
-    return failed(end);
+    return failed(end,
+                  classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); }));
   }
 
   // After action::wait: whether the wait ran its full length (false: the call was cancelled).
@@ -287,7 +287,7 @@ class call_machine {
     return *deadline_ - (at - start_);
   }
   const error* last_error() const noexcept {
-    return last_call_ ? &res_.trace().attempts()[*last_call_].error : nullptr;
+    return last_call_ ? &res_.trace().attempts()[*last_call_].error() : nullptr;
   }
 
   void begin_model() {
@@ -336,10 +336,12 @@ class call_machine {
     attempt_record& rec = add_record(now);
     rec.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
     rec.skipped = true;
-    rec.error.kind = error_kind::circuit_open;
-    rec.error.model = std::string(model());
-    rec.error.retry_after = admission_.until > now ? admission_.until - now : duration::zero();
-    rec.error.message = "skipped: circuit open";
+    error e;
+    e.kind = error_kind::circuit_open;
+    e.model = std::string(model());
+    e.retry_after = admission_.until > now ? admission_.until - now : duration::zero();
+    e.message = "skipped: circuit open";
+    rec.set_error(std::move(e));
     rec.stop = stop_reason::circuit_open;
     notify(&hooks_type::on_skip, attempt_skipped{model(), admission_.until});
     if (!earliest_reopen_ || admission_.until < earliest_reopen_->first)
@@ -355,14 +357,13 @@ class call_machine {
 
   // The callable answered with a failure.
   FAILOVER_COLD action failed_with(const failure& f, time_point end) {
-    current().error = classify([&] { return p_.classifier().classify(f, p_.clock().wall_now()); });
-    return failed(end);
+    return failed(end, classify([&] { return p_.classifier().classify(f, p_.clock().wall_now()); }));
   }
 
-  FAILOVER_COLD action failed(time_point end) {
+  FAILOVER_COLD action failed(time_point end, error classified) {
     attempt_record& rec = current();
-    error& e = rec.error;
-    e.model = std::string(model());
+    classified.model = std::string(model());
+    const error& e = rec.set_error(std::move(classified));
     if (e.kind == error_kind::read_timeout) ++counters_.read_timeouts;
     p_.breaker().on_failure(entry().health, end, e, admission_.probe);
 
@@ -420,7 +421,7 @@ class call_machine {
     }
     notify(&hooks_type::on_fallback,
            fallback_taken{model(), (*names_)[*w.next], entries_[*w.next].role,
-                          res_.trace().attempts().back().error, why});
+                          res_.trace().attempts().back().error(), why});
     routing_ = walk_kind;
     index_ = *w.next;
     begin_model();
