@@ -938,3 +938,169 @@ TEST_CASE("chain: begin_call keeps its own copy of the call options", "[chain]")
   CHECK(*r == "v");
   CHECK(r.trace().size() == 1);
 }
+
+namespace {
+
+// One scenario, built twice on fresh fake time: the entries' callables (kept here too, so that a
+// stepped call can make its attempts itself) and the call's options.
+struct scenario {
+  std::vector<std::function<answer(const std::string&)>> models;
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::call_options options;
+};
+
+using scenario_builder = std::function<void(scenario&)>;
+
+// Adds an entry whose waits are exact (no jitter), so that two runs can be compared wait by wait.
+// Each model call takes 1 ms of fake time: the chain's copy advances the clock itself, and a
+// stepped call advances it around its own call (see stepped()).
+void add_entry(scenario& s, std::string name, std::function<answer(const std::string&)> f,
+               role r = role::standard) {
+  failover::backoff_options b;
+  b.jitter = failover::jitter::none;
+  failover::testing::fake_clock clock = s.clock;
+  s.chain.add(
+      std::move(name),
+      [clock, f](const std::string& p) {
+        clock.advance(std::chrono::milliseconds(1));
+        return f(p);
+      },
+      r, failover::retry_options{}, failover::exponential_backoff<>(b));
+  s.models.push_back(std::move(f));
+}
+
+std::unique_ptr<scenario> build(const scenario_builder& b) {
+  auto s = std::make_unique<scenario>();
+  failover::testing::use_fake_time(s->chain, s->clock);
+  b(*s);
+  return s;
+}
+
+// The same call made through the machine one step at a time, as an async driver would.
+failover::result<std::string> stepped(scenario& s, const std::string& prompt) {
+  auto call = s.chain.begin_call(s.options);
+  using action = decltype(call.start());
+  for (auto a = call.start(); a != action::done;) {
+    if (a == action::attempt) {
+      std::optional<answer> got;
+      try {
+        s.clock.advance(std::chrono::milliseconds(1));  // as the chain's own copies do
+        got.emplace(s.models[call.entry_index()](prompt));
+      } catch (...) {
+        a = call.attempted(std::current_exception());
+        continue;
+      }
+      a = call.attempted(std::move(*got));
+    } else {
+      a = call.waited(s.chain.sleeper().sleep_for(call.wait(), call.token()));
+    }
+  }
+  return std::move(call).take();
+}
+
+void check_same(const failover::result<std::string>& blocking,
+                const failover::result<std::string>& step) {
+  CHECK(blocking.stop() == step.stop());
+  REQUIRE(blocking.has_value() == step.has_value());
+  if (blocking.has_value()) {
+    CHECK(*blocking == *step);
+  } else {
+    CHECK(blocking.error().kind == step.error().kind);
+    CHECK(blocking.error().message == step.error().message);
+  }
+  const auto& x = blocking.trace().attempts();
+  const auto& y = step.trace().attempts();
+  REQUIRE(x.size() == y.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    INFO("attempt " << i);
+    CHECK(x[i].model == y[i].model);
+    CHECK(x[i].entry == y[i].entry);
+    CHECK(x[i].role == y[i].role);
+    CHECK(x[i].attempt == y[i].attempt);
+    CHECK(x[i].start == y[i].start);
+    CHECK(x[i].elapsed == y[i].elapsed);
+    CHECK(x[i].ok == y[i].ok);
+    CHECK(x[i].skipped == y[i].skipped);
+    CHECK(x[i].error().kind == y[i].error().kind);
+    CHECK(x[i].error().status == y[i].error().status);
+    CHECK(x[i].error().model == y[i].error().model);
+    CHECK(x[i].wait == y[i].wait);
+    CHECK(x[i].why_wait == y[i].why_wait);
+    CHECK(x[i].stop == y[i].stop);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of call alike",
+          "[chain]") {
+  // run() handles a call whose first attempt succeeds on its own and hands any other call to the
+  // machine; begin_call() runs the machine from the start. Both must make the same call.
+  const auto ok = [](std::string name) {
+    return [name](const std::string& p) -> answer { return name + ":" + p; };
+  };
+  const auto fails = [](int status) {
+    return [status](const std::string&) -> answer { return failover::failure::http(status); };
+  };
+  const auto fails_then_ok = [](int failures, int status) {
+    auto left = std::make_shared<int>(failures);
+    return [left, status](const std::string& p) -> answer {
+      if ((*left)-- > 0) return failover::failure::http(status);
+      return "late:" + p;
+    };
+  };
+  const std::vector<std::pair<const char*, scenario_builder>> scenarios = {
+      {"first attempt succeeds", [&](scenario& s) { add_entry(s, "a", ok("a")); }},
+      {"a retry after a 503",
+       [&](scenario& s) { add_entry(s, "a", fails_then_ok(1, 503)); }},
+      {"two retries after 429s, then a fallback",
+       [&](scenario& s) {
+         add_entry(s, "a", fails_then_ok(2, 429));
+         add_entry(s, "b", ok("b"));
+       }},
+      {"a permanent failure falls back",
+       [&](scenario& s) {
+         add_entry(s, "a", fails(401));
+         add_entry(s, "b", ok("b"));
+       }},
+      {"the first model throws",
+       [&](scenario& s) {
+         add_entry(s, "a", [](const std::string&) -> answer { throw std::runtime_error("boom"); });
+         add_entry(s, "b", ok("b"));
+       }},
+      {"every model fails",
+       [&](scenario& s) {
+         add_entry(s, "a", fails(503));
+         add_entry(s, "b", fails(400));
+       }},
+      {"a context-window fallback",
+       [&](scenario& s) {
+         add_entry(s, "a", [](const std::string&) -> answer {
+           return failover::failure::of(error_kind::context_window);
+         });
+         add_entry(s, "long", ok("long"), role::context_window);
+       }},
+      {"cancelled before the first attempt",
+       [&](scenario& s) {
+         add_entry(s, "a", ok("a"));
+         failover::cancel_source source;
+         source.cancel();
+         s.options.token = source.token();
+       }},
+      {"a deadline that ends the retries",
+       [&](scenario& s) {
+         add_entry(s, "a", fails(503));
+         s.options.deadline = std::chrono::milliseconds(1500);
+       }},
+  };
+  for (const auto& [name, builder] : scenarios) {
+    SECTION(name) {
+      auto blocking = build(builder);
+      auto step = build(builder);
+      const auto r1 = blocking->chain.run_with(blocking->options, "q");
+      const auto r2 = stepped(*step, "q");
+      check_same(r1, r2);
+    }
+  }
+}

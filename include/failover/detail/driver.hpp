@@ -138,21 +138,36 @@ inline error all_open_error(std::string_view model, duration until_reopen) {
 // concurrent calls all run the same rules.
 template <class R, class Holder, class Entries>
 class call_machine {
+  using hooks_type = typename Holder::hooks_type;
+
  public:
   enum class action { attempt, wait, done };
 
+  // How a call's first attempt begins. Planned by start(), or by the blocking driver's fast path,
+  // which then runs a successful first attempt without building a machine at all.
+  struct first_plan {
+    enum class kind : std::uint8_t { no_start, stopped, refused, go };
+    kind what = kind::no_start;
+    stop_reason why = stop_reason::none;  // stopped: the rule that stopped it
+    std::size_t index = 0;                // the entry to start from
+    admission admitted{};                 // refused or go: the breaker's answer
+  };
+
   // Writes the call's result into `out`, which must outlive the machine (so that a blocking caller
-  // can return it without a move).
+  // can return it without a move). `start` is when the call began.
   call_machine(result<R>& out, const Holder& p, const Entries& entries, trace::names_ptr names,
-               const chain_options& opts, const call_options& call)
+               const chain_options& opts, const call_options& call, time_point start)
       : p_(p),
         entries_(entries),
         names_(names),
         opts_(opts),
         call_(call),
         res_(out),
-        start_(p.clock().now()),
+        start_(start),
         deadline_(earlier(opts.deadline, call.deadline)) {}
+  call_machine(result<R>& out, const Holder& p, const Entries& entries, trace::names_ptr names,
+               const chain_options& opts, const call_options& call)
+      : call_machine(out, p, entries, names, opts, call, p.clock().now()) {}
   call_machine(const call_machine&) = delete;
   call_machine& operator=(const call_machine&) = delete;
   // A machine dropped while its attempt is out (an async caller gave up on it) must not keep a
@@ -168,29 +183,86 @@ class call_machine {
   }
 
   // The first action. Call once.
-  FAILOVER_HOT_INLINE action start() {
-    const std::optional<std::size_t> first = first_entry(roles());
-    if (!first) return no_start();
-    p_.budget().on_first_attempt(start_);
-    index_ = *first;
-    begin_model();
-    return next_attempt();
+  action start() { return begin(plan_first(p_, entries_, opts_, call_, start_, deadline_)); }
+  // The same, from a plan already made by plan_first() for this call.
+  action start_from(const first_plan& f) { return begin(f); }
+
+  // ---- the first attempt, shared by start() and the blocking driver's fast path ----
+
+  // Which entry starts the call, and whether it may be called now. Counts the call in the budget
+  // and asks the breaker (which may hand out a probe slot), as the first attempt always did.
+  static first_plan plan_first(const Holder& p, const Entries& entries, const chain_options& opts,
+                               const call_options& call, time_point start,
+                               std::optional<duration> deadline) {
+    first_plan f;
+    const std::optional<std::size_t> first = first_entry(roles_view<Entries>{entries});
+    if (!first) return f;
+    p.budget().on_first_attempt(start);
+    f.index = *first;
+    f.why = decide_start(opts, call.token.cancelled(), 0, deadline);
+    if (f.why != stop_reason::none) {
+      f.what = first_plan::kind::stopped;
+      return f;
+    }
+    f.admitted = p.breaker().admit(entries[f.index].health, start);
+    f.what = f.admitted.allowed ? first_plan::kind::go : first_plan::kind::refused;
+    return f;
+  }
+
+  // Issues the planned first attempt: fills its context, tells the hooks and adds its record.
+  static FAILOVER_HOT_INLINE attempt_record& issue_first(const Holder& p, const Entries& entries,
+                                                         trace::names_ptr names,
+                                                         const call_options& call, result<R>& res,
+                                                         const first_plan& f,
+                                                         std::optional<duration> deadline,
+                                                         attempt_context& ctx) {
+    const std::string_view model = (*names)[f.index];
+    ctx.model = model;
+    ctx.attempt = 1;
+    ctx.total_attempt = 1;
+    ctx.remaining = deadline;
+    ctx.cancel = &call.token;
+    notify(p, &hooks_type::on_attempt_start, attempt_started{model, 1, 1, deadline});
+    attempt_record& rec = res.mutable_trace().add();
+    rec.model = model;
+    rec.entry = static_cast<std::uint16_t>(f.index);
+    rec.role = entries[f.index].role;
+    rec.attempt = 1;
+    return rec;  // start: zero, the first attempt starts when the call does
+  }
+
+  // The end of an attempt that answered with a value (`rec.elapsed` already set).
+  template <class Entry>
+  static FAILOVER_HOT_INLINE void succeed(const Holder& p, const Entry& e, result<R>& res,
+                                          attempt_record& rec, time_point end, bool probe,
+                                          outcome<R>&& answer) {
+    rec.ok = true;
+    p.breaker().on_success(e.health, end, probe);
+    p.budget().on_success(end);
+    notify(p, &hooks_type::on_attempt_end,
+           attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
+    res.set_value(std::move(answer).value());
+  }
+
+  // The blocking driver's fast path planned and issued the first attempt itself, with `ctx` as
+  // its context; from here on the machine runs the call, as if start() had issued it.
+  void adopt_first(const first_plan& f, const attempt_context& ctx) {
+    take_first(f);
+    ctx_ = ctx;
   }
 
   // After action::attempt: the callable's answer, or what it threw.
   FAILOVER_HOT_INLINE action attempted(outcome<R>&& answer) {
     if (outstanding_ != action::attempt) return misuse();
+    return answered(std::move(answer), p_.clock().now());
+  }
+  // The same, with the time the attempt ended already read.
+  action answered(outcome<R>&& answer, time_point end) {
     outstanding_.reset();
-    const time_point end = p_.clock().now();
     attempt_record& rec = current();
     rec.elapsed = end - attempt_start_;
     if (!answer.has_value()) return failed_with(answer.failure(), end);
-    rec.ok = true;
-    p_.breaker().on_success(entry().health, end, admission_.probe);
-    p_.budget().on_success(end);
-    notify(&hooks_type::on_attempt_end,
-           attempt_ended{model(), counters_.attempts, true, nullptr, rec.elapsed});
-    res_.set_value(std::move(answer).value());
+    succeed(p_, entry(), res_, rec, end, admission_.probe, std::move(answer));
     return issue(action::done);
   }
   action attempted(std::exception_ptr thrown) {
@@ -240,20 +312,50 @@ class call_machine {
  private:
   using backoff_type = typename Holder::backoff_type;
 
-  using hooks_type = typename Holder::hooks_type;
-
   // Observing must not change how a call ends, whatever a user's Hooks policy does. (`Hook` may
   // be a member of a base such as no_hooks, hence a template rather than a member-pointer type.)
   template <class Hook, class Event>
-  void notify(Hook hook, const Event& e) const noexcept {
+  static void notify(const Holder& p, Hook hook, const Event& e) noexcept {
     if constexpr (noexcept((std::declval<const hooks_type&>().*hook)(e))) {
-      (p_.hooks().*hook)(e);
+      (p.hooks().*hook)(e);
     } else {
       try {
-        (p_.hooks().*hook)(e);
+        (p.hooks().*hook)(e);
       } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
       }
     }
+  }
+  template <class Hook, class Event>
+  void notify(Hook hook, const Event& e) const noexcept {
+    notify(p_, hook, e);
+  }
+
+  // Follows the plan for the first attempt.
+  action begin(const first_plan& f) {
+    if (f.what == first_plan::kind::no_start) return no_start();
+    if (f.what == first_plan::kind::go) {
+      take_first(f);
+      issue_first(p_, entries_, names_, call_, res_, f, deadline_, ctx_);
+      return action::attempt;
+    }
+    index_ = f.index;
+    begin_model();
+    ctx_.remaining = deadline_;
+    if (f.what == first_plan::kind::stopped) return model_done(f.why);
+    admission_ = f.admitted;
+    return skip(start_);
+  }
+
+  // The state after the first attempt was issued (its context and record are written apart).
+  void take_first(const first_plan& f) {
+    index_ = f.index;
+    begin_model();
+    admission_ = f.admitted;
+    counters_.attempts = 1;
+    counters_.total_attempts = total_ = 1;
+    last_call_ = 0;
+    attempt_start_ = start_;
+    outstanding_ = action::attempt;
   }
 
   // A classifier (or a user's exception mapping) that throws yields an `unknown` error rather
@@ -307,11 +409,9 @@ class call_machine {
     return rec;
   }
 
-  FAILOVER_HOT_INLINE action next_attempt() {
-    // The first attempt starts when the call does: one clock read fewer on the success path.
-    const time_point now = res_.trace().size() == 0 ? start_ : p_.clock().now();
-    // Written straight into the context: a copy of a std::optional built on the stack costs a
-    // store-forwarding stall on some CPUs, a visible share of a successful call.
+  // A later attempt (the first is issued by begin() or by the blocking driver's fast path).
+  action next_attempt() {
+    const time_point now = p_.clock().now();
     ctx_.remaining = time_left(now);
     const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, ctx_.remaining);
     if (why != stop_reason::none) return model_done(why);
@@ -501,14 +601,15 @@ class owned_call_machine {
 
 // The blocking driver: runs the machine, calling the model and sleeping through the Sleeper.
 // `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
+// Runs the machine from action `a` until the call is done: calls the model, sleeps through the
+// Sleeper. `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
 template <class R, class Holder, class Entries, class Invoke>
-result<R> drive(const Holder& p, const Entries& entries, trace::names_ptr names,
-                const chain_options& opts, const call_options& call, Invoke&& invoke) {
-  result<R> res(names);
-  call_machine<R, Holder, Entries> m(res, p, entries, names, opts, call);
-  for (auto a = m.start();;) {
+void run_machine(call_machine<R, Holder, Entries>& m, typename call_machine<R, Holder, Entries>::action a,
+                 const Holder& p, const call_options& call, Invoke& invoke) {
+  using action = typename call_machine<R, Holder, Entries>::action;
+  for (;;) {
     switch (a) {
-      case call_machine<R, Holder, Entries>::action::attempt: {
+      case action::attempt: {
         // What the callable throws is its answer; what the machine throws (a value whose move
         // throws, say) is not, and leaves the call as it did before.
         bool answered = false;
@@ -522,13 +623,77 @@ result<R> drive(const Holder& p, const Entries& entries, trace::names_ptr names,
         }
         break;
       }
-      case call_machine<R, Holder, Entries>::action::wait:
+      case action::wait:
         a = m.waited(p.sleeper().sleep_for(m.wait(), call.token));
         break;
-      case call_machine<R, Holder, Entries>::action::done:
-        return res;
+      case action::done:
+        return;
     }
   }
+}
+
+// The rest of a blocking call whose first attempt did not succeed (or was never made): out of
+// line, so that the success path stays small enough to inline into the caller.
+template <class R, class Holder, class Entries, class Invoke, class Answer>
+FAILOVER_COLD void drive_on(result<R>& res, const Holder& p, const Entries& entries,
+                            trace::names_ptr names, const chain_options& opts,
+                            const call_options& call, Invoke& invoke, time_point start,
+                            const typename call_machine<R, Holder, Entries>::first_plan& plan,
+                            const attempt_context* ctx, Answer&& answer, time_point end) {
+  call_machine<R, Holder, Entries> m(res, p, entries, names, opts, call, start);
+  typename call_machine<R, Holder, Entries>::action a{};
+  if constexpr (std::is_same_v<std::decay_t<Answer>, std::nullptr_t>) {  // never attempted
+    a = m.start_from(plan);
+  } else {
+    m.adopt_first(plan, *ctx);
+    if constexpr (std::is_same_v<std::decay_t<Answer>, std::exception_ptr>) {  // it threw
+      a = m.attempted(std::forward<Answer>(answer));
+    } else {  // it answered with a failure
+      a = m.answered(std::forward<Answer>(answer), end);
+    }
+  }
+  run_machine(m, a, p, call, invoke);
+}
+
+// The blocking driver. A call whose first attempt succeeds (the common case) runs here alone:
+// the plan and the first attempt are the machine's own static steps, so the rules are the same,
+// but no machine is built. Anything else hands the call to a machine that carries on from
+// exactly where the fast path stopped.
+template <class R, class Holder, class Entries, class Invoke>
+FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries,
+                                    trace::names_ptr names, const chain_options& opts,
+                                    const call_options& call, Invoke&& invoke) {
+  using machine = call_machine<R, Holder, Entries>;
+  result<R> res(names);
+  const time_point start = p.clock().now();
+  const std::optional<duration> deadline = earlier(opts.deadline, call.deadline);
+  const typename machine::first_plan plan =
+      machine::plan_first(p, entries, opts, call, start, deadline);
+  if (plan.what != machine::first_plan::kind::go) {
+    drive_on(res, p, entries, names, opts, call, invoke, start, plan, nullptr, nullptr, start);
+    return res;
+  }
+  attempt_context ctx;
+  attempt_record& rec = machine::issue_first(p, entries, names, call, res, plan, deadline, ctx);
+  bool answered = false;
+  try {
+    outcome<R> answer = invoke(plan.index, ctx);
+    answered = true;
+    const time_point end = p.clock().now();
+    rec.elapsed = end - start;
+    if (answer.has_value()) {
+      machine::succeed(p, entries[plan.index], res, rec, end, plan.admitted.probe,
+                       std::move(answer));
+    } else {
+      drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx, std::move(answer),
+               end);
+    }
+  } catch (...) {
+    if (answered) throw;
+    drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx,
+             std::current_exception(), start);
+  }
+  return res;
 }
 
 }  // namespace failover::detail
