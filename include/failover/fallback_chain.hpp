@@ -26,6 +26,60 @@ template <class T>
 struct is_std_function : std::false_type {};
 template <class S>
 struct is_std_function<std::function<S>> : std::true_type {};
+
+// An entry's callable behind one plain function pointer: a call costs one indirect call, with
+// no emptiness check (add() refuses empty callables) and arguments passed as they are. Copies
+// of a chain copy their callables, as std::function would.
+template <class R, class... Args>
+class erased_call {
+ public:
+  template <class F>
+  explicit erased_call(F f)
+      : object_(new F(std::move(f))), call_(&call<F>), copy_(&copy<F>), destroy_(&destroy<F>) {}
+  erased_call(const erased_call& other)
+      : object_(other.copy_(other.object_)),
+        call_(other.call_),
+        copy_(other.copy_),
+        destroy_(other.destroy_) {}
+  erased_call(erased_call&& other) noexcept
+      : object_(std::exchange(other.object_, nullptr)),
+        call_(other.call_),
+        copy_(other.copy_),
+        destroy_(other.destroy_) {}
+  erased_call& operator=(erased_call other) noexcept {
+    std::swap(object_, other.object_);
+    std::swap(call_, other.call_);
+    std::swap(copy_, other.copy_);
+    std::swap(destroy_, other.destroy_);
+    return *this;
+  }
+  ~erased_call() {
+    if (object_) destroy_(object_);
+  }
+
+  outcome<R> operator()(const attempt_context& ctx, Args... args) const {
+    return call_(object_, ctx, std::forward<Args>(args)...);
+  }
+
+ private:
+  template <class F>
+  static outcome<R> call(void* f, const attempt_context& ctx, Args... args) {
+    return (*static_cast<F*>(f))(ctx, std::forward<Args>(args)...);
+  }
+  template <class F>
+  static void* copy(const void* f) {
+    return new F(*static_cast<const F*>(f));
+  }
+  template <class F>
+  static void destroy(void* f) noexcept {
+    delete static_cast<F*>(f);
+  }
+
+  void* object_;
+  outcome<R> (*call_)(void*, const attempt_context&, Args...);
+  void* (*copy_)(const void*);
+  void (*destroy_)(void*);
+};
 }  // namespace detail
 
 template <class Signature, class Policies = default_policies>
@@ -45,7 +99,6 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   using value_type = R;
   using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
   using breaker_type = typename detail::policy_holder<Policies>::breaker_type;
-  using function_type = std::function<outcome<R>(const attempt_context&, Args...)>;
 
   explicit basic_fallback_chain(chain_options options = {})
       : options_((options.validate(), options)), names_(detail::intern_names({})) {}
@@ -74,9 +127,10 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     retry.validate();
     entries_.push_back(
         entry{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
-              [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
-                return detail::invoke_as_outcome<R>(fn, ctx, args...);
-              }});
+              detail::erased_call<R, Args...>(
+                  [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
+                    return detail::invoke_as_outcome<R>(fn, ctx, args...);
+                  })});
     // A new interned list: earlier traces keep theirs.
     std::vector<std::string> names(*names_);
     names.push_back(std::move(name));
@@ -96,9 +150,11 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   // One call through the chain. Thread-safe once configured (add, set_breaker, classifier(),
   // hooks(), budget() before sharing): each call has its own state. Callables may run on several
   // threads at once.
-  result<R> run(Args... args) const { return run_with(call_options{}, args...); }
+  FAILOVER_HOT_INLINE result<R> run(Args... args) const {
+    return run_with(detail::no_call_options, args...);
+  }
 
-  result<R> run_with(const call_options& call, Args... args) const {
+  FAILOVER_HOT_INLINE result<R> run_with(const call_options& call, Args... args) const {
     return detail::drive<R>(
         *this, entries_, names_, options_, call,
         [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
@@ -119,10 +175,10 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
  private:
   using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
   struct entry : meta {
-    entry(meta m, function_type f) : meta(std::move(m)), call(std::move(f)) {}
+    entry(meta m, detail::erased_call<R, Args...> f) : meta(std::move(m)), call(std::move(f)) {}
     // Shared chains call this from many threads at once: a callable that keeps state (a mutable
     // lambda, a counter) must synchronise it itself.
-    function_type call;
+    detail::erased_call<R, Args...> call;
   };
 
   chain_options options_;
