@@ -33,4 +33,10 @@ struct call_options {
   cancel_token token;                // checked before each attempt and during each wait
 };
 
+namespace detail {
+// What run() passes for "no per-call settings": one shared constant instead of a temporary
+// built and destroyed by every call.
+inline const call_options no_call_options{};
+}  // namespace detail
+
 }  // namespace failover

@@ -58,6 +58,16 @@ struct is_outcome<outcome<T>> : std::true_type {};
 
 // One attempt of a call: who, when, how it ended, and the wait that followed.
 struct attempt_record {
+  attempt_record() = default;
+  // An attempt about to run (used by drivers): every other field at its default.
+  attempt_record(std::string_view model_name, std::uint16_t entry_index, failover::role entry_role,
+                 int attempt_number, duration start_offset) noexcept
+      : model(model_name),
+        start(start_offset),
+        attempt(attempt_number),
+        entry(entry_index),
+        role(entry_role) {}
+
   std::string_view model;  // points into the interned names: valid for the life of the process
   duration start{};        // offset from the start of the call
   duration elapsed{};      // how long the callable ran
@@ -155,8 +165,11 @@ class trace {
   }
 
   // Used by drivers.
-  attempt_record& add() { return attempts_.emplace_back(); }
-  attempt_record& add(attempt_record r) { return attempts_.push_back(std::move(r)); }
+  // Adds a record built from `args` (none: every field at its default; a record: a copy).
+  template <class... A>
+  attempt_record& add(A&&... args) {
+    return attempts_.emplace_back(std::forward<A>(args)...);
+  }
   attempt_record& back() noexcept { return attempts_.back(); }
 
  private:

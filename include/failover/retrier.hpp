@@ -75,7 +75,7 @@ class basic_retrier : public detail::policy_holder<Policies> {
   // the call. f returns a value (throwing on failure) or failover::outcome<T>.
   template <class F, class... Args>
   auto run(F&& f, Args&&... args) const {
-    return run_with(call_options{}, std::forward<F>(f), std::forward<Args>(args)...);
+    return run_with(detail::no_call_options, std::forward<F>(f), std::forward<Args>(args)...);
   }
 
   template <class F, class... Args>

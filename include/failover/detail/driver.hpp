@@ -195,7 +195,11 @@ class call_machine {
                                const call_options& call, time_point start,
                                std::optional<duration> deadline) {
     first_plan f;
-    const std::optional<std::size_t> first = first_entry(roles_view<Entries>{entries});
+    // The first entry is nearly always a standard one: check it before walking the list.
+    const std::optional<std::size_t> first =
+        std::size(entries) > 0 && entries[0].role == role::standard
+            ? std::optional<std::size_t>(0)
+            : first_entry(roles_view<Entries>{entries});
     if (!first) return f;
     p.budget().on_first_attempt(start);
     f.index = *first;
@@ -209,26 +213,23 @@ class call_machine {
     return f;
   }
 
-  // Issues the planned first attempt: fills its context, tells the hooks and adds its record.
+  // The planned first attempt's context.
+  static attempt_context first_context(trace::names_ptr names, const first_plan& f,
+                                       std::optional<duration> deadline,
+                                       const call_options& call) noexcept {
+    return attempt_context{(*names)[f.index], 1, 1, deadline, &call.token};
+  }
+
+  // Issues the planned first attempt: tells the hooks and adds its record.
   static FAILOVER_HOT_INLINE attempt_record& issue_first(const Holder& p, const Entries& entries,
-                                                         trace::names_ptr names,
-                                                         const call_options& call, result<R>& res,
+                                                         trace::names_ptr names, result<R>& res,
                                                          const first_plan& f,
-                                                         std::optional<duration> deadline,
-                                                         attempt_context& ctx) {
-    const std::string_view model = (*names)[f.index];
-    ctx.model = model;
-    ctx.attempt = 1;
-    ctx.total_attempt = 1;
-    ctx.remaining = deadline;
-    ctx.cancel = &call.token;
-    notify(p, &hooks_type::on_attempt_start, attempt_started{model, 1, 1, deadline});
-    attempt_record& rec = res.mutable_trace().add();
-    rec.model = model;
-    rec.entry = static_cast<std::uint16_t>(f.index);
-    rec.role = entries[f.index].role;
-    rec.attempt = 1;
-    return rec;  // start: zero, the first attempt starts when the call does
+                                                         std::optional<duration> deadline) {
+    notify(p, &hooks_type::on_attempt_start,
+           attempt_started{(*names)[f.index], 1, 1, deadline});
+    // The first attempt starts when the call does.
+    return res.mutable_trace().add((*names)[f.index], static_cast<std::uint16_t>(f.index),
+                                   entries[f.index].role, 1, duration::zero());
   }
 
   // The end of an attempt that answered with a value (`rec.elapsed` already set).
@@ -335,7 +336,8 @@ class call_machine {
     if (f.what == first_plan::kind::no_start) return no_start();
     if (f.what == first_plan::kind::go) {
       take_first(f);
-      issue_first(p_, entries_, names_, call_, res_, f, deadline_, ctx_);
+      ctx_ = first_context(names_, f, deadline_, call_);
+      issue_first(p_, entries_, names_, res_, f, deadline_);
       return action::attempt;
     }
     index_ = f.index;
@@ -400,13 +402,8 @@ class call_machine {
   }
 
   attempt_record& add_record(time_point now) {
-    attempt_record& rec = res_.mutable_trace().add();
-    rec.model = model();
-    rec.entry = static_cast<std::uint16_t>(index_);
-    rec.role = entry().role;
-    rec.attempt = counters_.attempts;
-    rec.start = now - start_;
-    return rec;
+    return res_.mutable_trace().add(model(), static_cast<std::uint16_t>(index_), entry().role,
+                                    counters_.attempts, now - start_);
   }
 
   // A later attempt (the first is issued by begin() or by the blocking driver's fast path).
@@ -638,7 +635,7 @@ template <class R, class Holder, class Entries, class Invoke, class Answer>
 FAILOVER_COLD void drive_on(result<R>& res, const Holder& p, const Entries& entries,
                             trace::names_ptr names, const chain_options& opts,
                             const call_options& call, Invoke& invoke, time_point start,
-                            const typename call_machine<R, Holder, Entries>::first_plan& plan,
+                            typename call_machine<R, Holder, Entries>::first_plan plan,
                             const attempt_context* ctx, Answer&& answer, time_point end) {
   call_machine<R, Holder, Entries> m(res, p, entries, names, opts, call, start);
   typename call_machine<R, Holder, Entries>::action a{};
@@ -673,8 +670,8 @@ FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries,
     drive_on(res, p, entries, names, opts, call, invoke, start, plan, nullptr, nullptr, start);
     return res;
   }
-  attempt_context ctx;
-  attempt_record& rec = machine::issue_first(p, entries, names, call, res, plan, deadline, ctx);
+  const attempt_context ctx = machine::first_context(names, plan, deadline, call);
+  attempt_record& rec = machine::issue_first(p, entries, names, res, plan, deadline);
   bool answered = false;
   try {
     outcome<R> answer = invoke(plan.index, ctx);

@@ -108,28 +108,21 @@ class small_vector {
   // Constructs the element in place: no temporary to build, move and destroy.
   template <class... A>
   T& emplace_back(A&&... args) {
+    T* added;
     if (size_ < N) {
       if constexpr (sizeof...(A) == 0) {
-        new (raw(size_)) T;  // default-initialised: member initialisers, no zero-fill first
+        added = new (raw(size_)) T;  // default-initialised: member initialisers, no zero-fill
       } else {
-        new (raw(size_)) T(std::forward<A>(args)...);
+        added = new (raw(size_)) T(std::forward<A>(args)...);
       }
     } else {
-      heap_.emplace_back(std::forward<A>(args)...);
+      added = &heap_.emplace_back(std::forward<A>(args)...);
     }
     ++size_;
-    return back();
+    return *added;
   }
 
-  T& push_back(T value) {
-    if (size_ < N) {
-      new (raw(size_)) T(std::move(value));
-    } else {
-      heap_.push_back(std::move(value));
-    }
-    ++size_;
-    return back();
-  }
+  T& push_back(T value) { return emplace_back(std::move(value)); }
 
   void clear() noexcept {
     destroy_inline();
