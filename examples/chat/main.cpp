@@ -230,7 +230,8 @@ nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
       x["code"] = a.error().code.empty() ? json(nullptr) : json(scrub(a.error().code));
       x["message"] = scrub(a.error().message);
     }
-    x["server_wait_ms"] = a.error().retry_after ? json(to_ms(*a.error().retry_after)) : json(nullptr);
+    x["server_wait_ms"] =
+        a.error().retry_after ? json(to_ms(*a.error().retry_after)) : json(nullptr);
     x["wait_ms"] = to_ms(a.wait);
     x["wait_reason"] = std::string(failover::to_string(a.why_wait));
     x["gave_up"] = a.stop == failover::stop_reason::none

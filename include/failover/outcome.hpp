@@ -68,11 +68,11 @@ struct attempt_record {
         entry(entry_index),
         role(entry_role) {}
 
-  std::string_view model;  // points into the interned names: valid for the life of the process
-  duration start{};        // offset from the start of the call
-  duration elapsed{};      // how long the callable ran
-  duration wait{};         // the wait chosen after this attempt (0 when none)
-  int attempt = 0;         // on this model, from 1
+  std::string_view model;   // points into the interned names: valid for the life of the process
+  duration start{};         // offset from the start of the call
+  duration elapsed{};       // how long the callable ran
+  duration wait{};          // the wait chosen after this attempt (0 when none)
+  int attempt = 0;          // on this model, from 1
   std::uint16_t entry = 0;  // index of the chain entry
   failover::role role = role::standard;
   bool ok = false;

@@ -1052,8 +1052,7 @@ TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of c
   };
   const std::vector<std::pair<const char*, scenario_builder>> scenarios = {
       {"first attempt succeeds", [&](scenario& s) { add_entry(s, "a", ok("a")); }},
-      {"a retry after a 503",
-       [&](scenario& s) { add_entry(s, "a", fails_then_ok(1, 503)); }},
+      {"a retry after a 503", [&](scenario& s) { add_entry(s, "a", fails_then_ok(1, 503)); }},
       {"two retries after 429s, then a fallback",
        [&](scenario& s) {
          add_entry(s, "a", fails_then_ok(2, 429));

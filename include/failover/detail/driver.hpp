@@ -225,8 +225,7 @@ class call_machine {
                                                          trace::names_ptr names, result<R>& res,
                                                          const first_plan& f,
                                                          std::optional<duration> deadline) {
-    notify(p, &hooks_type::on_attempt_start,
-           attempt_started{(*names)[f.index], 1, 1, deadline});
+    notify(p, &hooks_type::on_attempt_start, attempt_started{(*names)[f.index], 1, 1, deadline});
     // The first attempt starts when the call does.
     return res.mutable_trace().add((*names)[f.index], static_cast<std::uint16_t>(f.index),
                                    entries[f.index].role, 1, duration::zero());
@@ -277,8 +276,8 @@ class call_machine {
       e.message = "the attempt reported an empty exception";
       return failed(end, std::move(e));
     }
-    return failed(end,
-                  classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); }));
+    return failed(
+        end, classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); }));
   }
 
   // After action::wait: whether the wait ran its full length (false: the call was cancelled).
@@ -454,7 +453,8 @@ class call_machine {
 
   // The callable answered with a failure.
   FAILOVER_COLD action failed_with(const failure& f, time_point end) {
-    return failed(end, classify([&] { return p_.classifier().classify(f, p_.clock().wall_now()); }));
+    return failed(end,
+                  classify([&] { return p_.classifier().classify(f, p_.clock().wall_now()); }));
   }
 
   FAILOVER_COLD action failed(time_point end, error classified) {
@@ -601,8 +601,9 @@ class owned_call_machine {
 // Runs the machine from action `a` until the call is done: calls the model, sleeps through the
 // Sleeper. `invoke(i, ctx)` calls entry i's callable and returns outcome<R>.
 template <class R, class Holder, class Entries, class Invoke>
-void run_machine(call_machine<R, Holder, Entries>& m, typename call_machine<R, Holder, Entries>::action a,
-                 const Holder& p, const call_options& call, Invoke& invoke) {
+void run_machine(call_machine<R, Holder, Entries>& m,
+                 typename call_machine<R, Holder, Entries>::action a, const Holder& p,
+                 const call_options& call, Invoke& invoke) {
   using action = typename call_machine<R, Holder, Entries>::action;
   for (;;) {
     switch (a) {
@@ -657,9 +658,9 @@ FAILOVER_COLD void drive_on(result<R>& res, const Holder& p, const Entries& entr
 // but no machine is built. Anything else hands the call to a machine that carries on from
 // exactly where the fast path stopped.
 template <class R, class Holder, class Entries, class Invoke>
-FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries,
-                                    trace::names_ptr names, const chain_options& opts,
-                                    const call_options& call, Invoke&& invoke) {
+FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries, trace::names_ptr names,
+                                    const chain_options& opts, const call_options& call,
+                                    Invoke&& invoke) {
   using machine = call_machine<R, Holder, Entries>;
   result<R> res(names);
   const time_point start = p.clock().now();
