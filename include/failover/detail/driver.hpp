@@ -256,7 +256,8 @@ class call_machine {
     if (outstanding_ != action::attempt) return misuse();
     return answered(std::move(answer), p_.clock().now());
   }
-  // The same, with the time the attempt ended already read.
+  // The same, with the time the attempt ended already read (the blocking driver, after its fast
+  // path's attempt; it has checked the turn itself).
   action answered(outcome<R>&& answer, time_point end) {
     outstanding_.reset();
     attempt_record& rec = current();
