@@ -195,11 +195,7 @@ class call_machine {
                                const call_options& call, time_point start,
                                std::optional<duration> deadline) {
     first_plan f;
-    // The first entry is nearly always a standard one: check it before walking the list.
-    const std::optional<std::size_t> first =
-        std::size(entries) > 0 && entries[0].role == role::standard
-            ? std::optional<std::size_t>(0)
-            : first_entry(roles_view<Entries>{entries});
+    const std::optional<std::size_t> first = first_entry(roles_view<Entries>{entries});
     if (!first) return f;
     p.budget().on_first_attempt(start);
     f.index = *first;
@@ -244,11 +240,19 @@ class call_machine {
     res.set_value(std::move(answer).value());
   }
 
-  // The blocking driver's fast path planned and issued the first attempt itself, with `ctx` as
-  // its context; from here on the machine runs the call, as if start() had issued it.
+  // The state after the first attempt was issued with `ctx` as its context (its record is written
+  // apart, by issue_first). The blocking driver's fast path calls this after issuing the attempt
+  // itself; from here on the machine runs the call, as if start() had issued it.
   void adopt_first(const first_plan& f, const attempt_context& ctx) {
-    take_first(f);
+    index_ = f.index;
+    begin_model();
+    admission_ = f.admitted;
+    counters_.attempts = 1;
+    counters_.total_attempts = total_ = 1;
     ctx_ = ctx;
+    last_call_ = 0;
+    attempt_start_ = start_;
+    outstanding_ = action::attempt;
   }
 
   // After action::attempt: the callable's answer, or what it threw.
@@ -335,8 +339,7 @@ class call_machine {
   action begin(const first_plan& f) {
     if (f.what == first_plan::kind::no_start) return no_start();
     if (f.what == first_plan::kind::go) {
-      take_first(f);
-      ctx_ = first_context(names_, f, deadline_, call_);
+      adopt_first(f, first_context(names_, f, deadline_, call_));
       issue_first(p_, entries_, names_, res_, f, deadline_);
       return action::attempt;
     }
@@ -346,18 +349,6 @@ class call_machine {
     if (f.what == first_plan::kind::stopped) return model_done(f.why);
     admission_ = f.admitted;
     return skip(start_);
-  }
-
-  // The state after the first attempt was issued (its context and record are written apart).
-  void take_first(const first_plan& f) {
-    index_ = f.index;
-    begin_model();
-    admission_ = f.admitted;
-    counters_.attempts = 1;
-    counters_.total_attempts = total_ = 1;
-    last_call_ = 0;
-    attempt_start_ = start_;
-    outstanding_ = action::attempt;
   }
 
   // A classifier (or a user's exception mapping) that throws yields an `unknown` error rather
