@@ -44,6 +44,10 @@ class outcome {
   T& value() & { return std::get<0>(v_); }
   const T& value() const& { return std::get<0>(v_); }
   T&& value() && { return std::get<0>(std::move(v_)); }
+  // The value, unchecked (as std::optional's): only when has_value().
+  T& operator*() & noexcept { return *std::get_if<0>(&v_); }
+  const T& operator*() const& noexcept { return *std::get_if<0>(&v_); }
+  T&& operator*() && noexcept { return std::move(*std::get_if<0>(&v_)); }
   const failover::failure& failure() const& { return std::get<1>(v_); }
   failover::failure&& failure() && { return std::get<1>(std::move(v_)); }
 

@@ -61,6 +61,18 @@ TEST_CASE("outcome: holds a value") {
   CHECK(moved == "hello!");
 }
 
+TEST_CASE("outcome: operator* reads, writes and moves the value without a check") {
+  failover::outcome<std::string> o(std::string("hello"));
+  REQUIRE(o.has_value());
+  CHECK(*o == "hello");
+  *o += "!";
+  const auto& co = o;
+  CHECK(*co == "hello!");
+  CHECK(&*co == &o.value());
+  std::string moved = *std::move(o);
+  CHECK(moved == "hello!");
+}
+
 TEST_CASE("outcome: holds a failure") {
   failover::outcome<std::string> o(failover::failure::http(503, "busy", "try later"));
   REQUIRE_FALSE(o.has_value());
