@@ -131,6 +131,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
                   [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
                     return detail::invoke_as_outcome<R>(fn, ctx, args...);
                   })});
+    start_entry_ = first_entry(detail::roles_view<std::vector<entry>>{entries_});
     // A new interned list: earlier traces keep theirs.
     std::vector<std::string> names(*names_);
     names.push_back(std::move(name));
@@ -151,13 +152,11 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   // hooks(), budget() before sharing): each call has its own state. Callables may run on several
   // threads at once.
   FAILOVER_HOT_INLINE result<R> run(Args... args) const {
-    return run_with(detail::no_call_options, args...);
+    return run_call<detail::per_call::none>(detail::no_call_options, args...);
   }
 
   FAILOVER_HOT_INLINE result<R> run_with(const call_options& call, Args... args) const {
-    return detail::drive<R>(
-        *this, entries_, names_, options_, call,
-        [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
+    return run_call<detail::per_call::given>(call, args...);
   }
 
   // One call, step by step, for an async driver or a simulation: the machine says which entry to
@@ -172,7 +171,17 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   const chain_options& options() const noexcept { return options_; }
   std::size_t size() const noexcept { return entries_.size(); }
 
+  // Used by the driver: the entry a call starts from (first_entry() of the roles, kept by add()).
+  std::optional<std::size_t> start_entry() const noexcept { return start_entry_; }
+
  private:
+  template <detail::per_call Given>
+  FAILOVER_HOT_INLINE result<R> run_call(const call_options& call, Args... args) const {
+    return detail::drive<R, Given>(
+        *this, entries_, names_, options_, call,
+        [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
+  }
+
   using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
   struct entry : meta {
     entry(meta m, detail::erased_call<R, Args...> f) : meta(std::move(m)), call(std::move(f)) {}
@@ -184,6 +193,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   chain_options options_;
   std::vector<entry> entries_;
   trace::names_ptr names_;
+  std::optional<std::size_t> start_entry_;
 };
 
 template <class Signature>

@@ -74,12 +74,26 @@ class basic_retrier : public detail::policy_holder<Policies> {
   // Calls f(const attempt_context&, args...) or f(args...) until it succeeds or a stop rule ends
   // the call. f returns a value (throwing on failure) or failover::outcome<T>.
   template <class F, class... Args>
-  auto run(F&& f, Args&&... args) const {
-    return run_with(detail::no_call_options, std::forward<F>(f), std::forward<Args>(args)...);
+  FAILOVER_HOT_INLINE auto run(F&& f, Args&&... args) const {
+    return run_call<detail::per_call::none>(detail::no_call_options, std::forward<F>(f),
+                                            std::forward<Args>(args)...);
   }
 
   template <class F, class... Args>
-  auto run_with(const call_options& call, F&& f, Args&&... args) const {
+  FAILOVER_HOT_INLINE auto run_with(const call_options& call, F&& f, Args&&... args) const {
+    return run_call<detail::per_call::given>(call, std::forward<F>(f), std::forward<Args>(args)...);
+  }
+
+  const retry_options& options() const noexcept { return entries_[0].retry; }
+
+  // Used by the driver: the entry a call starts from.
+  std::optional<std::size_t> start_entry() const noexcept {
+    return first_entry(detail::roles_view<std::array<meta, 1>>{entries_});
+  }
+
+ private:
+  template <detail::per_call Given, class F, class... Args>
+  FAILOVER_HOT_INLINE auto run_call(const call_options& call, F&& f, Args&&... args) const {
     using answer =
         typename decltype(detail::answer_type<std::remove_reference_t<F>, Args...>())::type;
     static_assert(
@@ -88,15 +102,12 @@ class basic_retrier : public detail::policy_holder<Policies> {
         "failover::retrier::run(f, args...): f must be callable as f(const "
         "failover::attempt_context&, args...) or f(args...), and return a value type T "
         "or failover::outcome<T>");
-    return detail::drive<answer>(*this, entries_, names_, options_, call,
-                                 [&](std::size_t, const attempt_context& ctx) {
-                                   return detail::invoke_as_outcome<answer>(f, ctx, args...);
-                                 });
+    return detail::drive<answer, Given>(*this, entries_, names_, options_, call,
+                                        [&](std::size_t, const attempt_context& ctx) {
+                                          return detail::invoke_as_outcome<answer>(f, ctx, args...);
+                                        });
   }
 
-  const retry_options& options() const noexcept { return entries_[0].retry; }
-
- private:
   using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
   std::array<meta, 1> entries_;
   static std::vector<std::string> one_name(std::string model) {

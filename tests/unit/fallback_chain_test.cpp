@@ -637,6 +637,33 @@ TEST_CASE("chain: a chain with no standard entry fails cleanly") {
   }
 }
 
+TEST_CASE("chain: a call starts at the first standard entry, whatever was added before it") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  int c = 0;
+  int d = 0;
+  int a = 0;
+  int b = 0;
+  chain.add("long-ctx", answering("c", c), role::context_window);
+  chain.add("reviewed", answering("d", d), role::content_policy);
+  // No standard entry yet: nothing to call.
+  CHECK(chain.run("q").stop() == stop_reason::no_fallback);
+  chain.add("model-a", answering("a", a));
+  chain.add("model-b", answering("b", b));
+  const failover::result<std::string> r = chain.run("q");
+  REQUIRE(r.has_value());
+  CHECK(*r == "a:q");
+  CHECK(r.served_by() == "model-a");
+  REQUIRE(r.trace().size() == 1);
+  CHECK(r.trace().attempts()[0].entry == 2);
+  CHECK((a == 1 && b == 0 && c == 0 && d == 0));
+  // The stepped machine starts at the same entry.
+  auto call = chain.begin_call(failover::call_options{});
+  REQUIRE(call.start() == decltype(call)::action::attempt);
+  CHECK(call.entry_index() == 2);
+}
+
 TEST_CASE("chain: add() and the constructor reject bad settings, naming what is wrong") {
   chain_t chain;
   auto what_of = [&](auto&& add) -> std::string {

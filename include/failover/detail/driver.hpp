@@ -82,6 +82,11 @@ struct entry_meta {
   Health health{};  // the breaker's handle for this entry's key
 };
 
+// Whether a blocking call came with call options. run() has none and passes no_call_options
+// with per_call::none: the same rules (no deadline of its own, a token never cancelled), known at
+// compile time, so the fast path reads neither.
+enum class per_call : bool { none, given };
+
 template <class Entries>
 struct roles_view {
   const Entries& entries;
@@ -149,8 +154,13 @@ class call_machine {
     enum class kind : std::uint8_t { no_start, stopped, refused, go };
     kind what = kind::no_start;
     stop_reason why = stop_reason::none;  // stopped: the rule that stopped it
-    std::size_t index = 0;                // the entry to start from
-    admission admitted{};                 // refused or go: the breaker's answer
+    // Refused or go: the breaker's answer, held field by field so that the whole plan is 16
+    // bytes and stays in registers on the blocking driver's fast path.
+    bool allowed = true;
+    bool probe = false;
+    std::uint16_t index = 0;  // the entry to start from (a chain has at most 65535)
+    time_point until{};
+    admission admitted() const noexcept { return admission{allowed, probe, until}; }
   };
 
   // Writes the call's result into `out`, which must outlive the machine (so that a blocking caller
@@ -183,7 +193,9 @@ class call_machine {
   }
 
   // The first action. Call once.
-  action start() { return begin(plan_first(p_, entries_, opts_, call_, start_, deadline_)); }
+  action start() {
+    return begin(plan_first(p_, entries_, opts_, call_.token.cancelled(), start_, deadline_));
+  }
   // The same, from a plan already made by plan_first() for this call.
   action start_from(const first_plan& f) { return begin(f); }
 
@@ -191,21 +203,25 @@ class call_machine {
 
   // Which entry starts the call, and whether it may be called now. Counts the call in the budget
   // and asks the breaker (which may hand out a probe slot), as the first attempt always did.
-  static first_plan plan_first(const Holder& p, const Entries& entries, const chain_options& opts,
-                               const call_options& call, time_point start,
-                               std::optional<duration> deadline) {
+  static FAILOVER_HOT_INLINE first_plan plan_first(const Holder& p, const Entries& entries,
+                                                   const chain_options& opts, bool cancelled,
+                                                   time_point start,
+                                                   std::optional<duration> deadline) {
     first_plan f;
-    const std::optional<std::size_t> first = first_entry(roles_view<Entries>{entries});
+    const std::optional<std::size_t> first = p.start_entry();  // first_entry(), kept by add()
     if (!first) return f;
     p.budget().on_first_attempt(start);
-    f.index = *first;
-    f.why = decide_start(opts, call.token.cancelled(), 0, deadline);
+    f.index = static_cast<std::uint16_t>(*first);
+    f.why = decide_start(opts, cancelled, 0, deadline);
     if (f.why != stop_reason::none) {
       f.what = first_plan::kind::stopped;
       return f;
     }
-    f.admitted = p.breaker().admit(entries[f.index].health, start);
-    f.what = f.admitted.allowed ? first_plan::kind::go : first_plan::kind::refused;
+    const admission a = p.breaker().admit(entries[f.index].health, start);
+    f.allowed = a.allowed;
+    f.probe = a.probe;
+    f.until = a.until;
+    f.what = a.allowed ? first_plan::kind::go : first_plan::kind::refused;
     return f;
   }
 
@@ -223,8 +239,8 @@ class call_machine {
                                                          std::optional<duration> deadline) {
     notify(p, &hooks_type::on_attempt_start, attempt_started{(*names)[f.index], 1, 1, deadline});
     // The first attempt starts when the call does.
-    return res.mutable_trace().add((*names)[f.index], static_cast<std::uint16_t>(f.index),
-                                   entries[f.index].role, 1, duration::zero());
+    return res.mutable_trace().add((*names)[f.index], f.index, entries[f.index].role, 1,
+                                   duration::zero());
   }
 
   // The end of an attempt that answered with a value (`rec.elapsed` already set).
@@ -237,7 +253,7 @@ class call_machine {
     p.budget().on_success(end);
     notify(p, &hooks_type::on_attempt_end,
            attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
-    res.set_value(std::move(answer).value());
+    res.set_value(*std::move(answer));
   }
 
   // The state after the first attempt was issued with `ctx` as its context (its record is written
@@ -246,7 +262,7 @@ class call_machine {
   void adopt_first(const first_plan& f, const attempt_context& ctx) {
     index_ = f.index;
     begin_model();
-    admission_ = f.admitted;
+    admission_ = f.admitted();
     counters_.attempts = 1;
     counters_.total_attempts = total_ = 1;
     ctx_ = ctx;
@@ -347,7 +363,7 @@ class call_machine {
     begin_model();
     ctx_.remaining = deadline_;
     if (f.what == first_plan::kind::stopped) return model_done(f.why);
-    admission_ = f.admitted;
+    admission_ = f.admitted();
     return skip(start_);
   }
 
@@ -649,16 +665,20 @@ FAILOVER_COLD void drive_on(result<R>& res, const Holder& p, const Entries& entr
 // the plan and the first attempt are the machine's own static steps, so the rules are the same,
 // but no machine is built. Anything else hands the call to a machine that carries on from
 // exactly where the fast path stopped.
-template <class R, class Holder, class Entries, class Invoke>
+template <class R, per_call Given = per_call::given, class Holder, class Entries, class Invoke>
 FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries, trace::names_ptr names,
                                     const chain_options& opts, const call_options& call,
                                     Invoke&& invoke) {
   using machine = call_machine<R, Holder, Entries>;
-  result<R> res(names);
+  // The clock first: a result built after the last opaque call before its first record lets the
+  // compiler see its trace still empty when the record is added.
   const time_point start = p.clock().now();
-  const std::optional<duration> deadline = earlier(opts.deadline, call.deadline);
+  result<R> res(names);
+  const std::optional<duration> deadline =
+      Given == per_call::given ? earlier(opts.deadline, call.deadline) : opts.deadline;
+  const bool cancelled = Given == per_call::given && call.token.cancelled();
   const typename machine::first_plan plan =
-      machine::plan_first(p, entries, opts, call, start, deadline);
+      machine::plan_first(p, entries, opts, cancelled, start, deadline);
   if (plan.what != machine::first_plan::kind::go) {
     drive_on(res, p, entries, names, opts, call, invoke, start, plan, nullptr, nullptr, start);
     return res;
@@ -672,8 +692,7 @@ FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries, tra
     const time_point end = p.clock().now();
     rec.elapsed = end - start;
     if (answer.has_value()) {
-      machine::succeed(p, entries[plan.index], res, rec, end, plan.admitted.probe,
-                       std::move(answer));
+      machine::succeed(p, entries[plan.index], res, rec, end, plan.probe, std::move(answer));
     } else {
       drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx, std::move(answer),
                end);
