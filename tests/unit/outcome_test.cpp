@@ -315,6 +315,47 @@ TEST_CASE("small_vector: a copy that throws half-way leaves nothing behind", "[o
   CHECK(fragile::live() == 0);
 }
 
+TEST_CASE("small_vector: spilling, clearing and spilling again builds and frees every element",
+          "[outcome]") {
+  {
+    failover::detail::small_vector<fragile, 2> v;
+    for (int i = 0; i < 5; ++i) v.emplace_back();  // two inline, three past them
+    CHECK(fragile::live() == 5);
+    v.clear();
+    CHECK(fragile::live() == 0);
+    CHECK(v.empty());
+    for (int i = 0; i < 4; ++i) v.emplace_back();
+    CHECK(v.size() == 4);
+    CHECK(fragile::live() == 4);
+    failover::detail::small_vector<fragile, 2> moved(std::move(v));
+    CHECK(v.empty());  // NOLINT(bugprone-use-after-move): a moved-from small_vector is empty
+    CHECK(fragile::live() == 4);
+    v = moved;
+    CHECK(fragile::live() == 8);
+  }
+  CHECK(fragile::live() == 0);
+}
+
+TEST_CASE("small_vector: an element that throws as the first one past the inline ones is not added",
+          "[outcome]") {
+  {
+    failover::detail::small_vector<fragile, 2> v;
+    const fragile original;
+    v.emplace_back();
+    v.emplace_back();
+    fragile::copies_left() = 0;  // the next copy throws
+    REQUIRE_THROWS_AS(v.emplace_back(original), std::runtime_error);
+    CHECK(v.size() == 2);
+    CHECK(fragile::live() == 3);
+    fragile::copies_left() = 1000;
+    v.emplace_back(original);  // spilling still works afterwards
+    v.emplace_back(original);
+    CHECK(v.size() == 4);
+    CHECK(fragile::live() == 5);
+  }
+  CHECK(fragile::live() == 0);
+}
+
 TEST_CASE(
     "trace: a record added in place starts at every field's default, whatever the memory held") {
   // The trace builds records in raw storage without zero-filling it first; every field must

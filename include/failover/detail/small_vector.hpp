@@ -1,5 +1,8 @@
 // A vector whose first N elements live inline: a trace of a call that succeeds on its first few
-// attempts never touches the heap, and constructs only the records it uses.
+// attempts never touches the heap, and constructs only the records it uses. The vector for the
+// elements past N is itself built only when the first of them is added, so a small_vector that
+// never spills neither builds nor destroys one: its destructor reads only the size and the
+// elements.
 #pragma once
 
 #include <cstddef>
@@ -62,20 +65,21 @@ class small_vector {
   using const_iterator = basic_iterator<const small_vector, const T&>;
 
   small_vector() noexcept = default;
-  small_vector(const small_vector& other) : heap_(other.heap_) {
-    // A constructor that throws runs no destructor: undo the elements built so far here.
+  small_vector(const small_vector& other) {
+    // A constructor that throws runs no destructor: undo what was built so far here.
     std::size_t built = 0;
     try {
       for (; built < other.inline_size(); ++built) new (raw(built)) T(other[built]);
+      if (other.size_ > N) new (heap_storage_) std::vector<T>(other.heap());
     } catch (...) {
       while (built > 0) slot(--built)->~T();
       throw;
     }
     size_ = other.size_;
   }
-  small_vector(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>)
-      : heap_(std::move(other.heap_)) {
+  small_vector(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
     for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(std::move(other[i]));
+    if (other.size_ > N) new (heap_storage_) std::vector<T>(std::move(other.heap()));
     size_ = other.size_;
     other.clear();
   }
@@ -89,19 +93,19 @@ class small_vector {
   small_vector& operator=(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
     if (this != &other) {
       clear();
-      heap_ = std::move(other.heap_);
       for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(std::move(other[i]));
+      if (other.size_ > N) new (heap_storage_) std::vector<T>(std::move(other.heap()));
       size_ = other.size_;
       other.clear();
     }
     return *this;
   }
-  ~small_vector() { destroy_inline(); }
+  ~small_vector() { clear(); }
 
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
-  T& operator[](std::size_t i) noexcept { return i < N ? *slot(i) : heap_[i - N]; }
-  const T& operator[](std::size_t i) const noexcept { return i < N ? *slot(i) : heap_[i - N]; }
+  T& operator[](std::size_t i) noexcept { return i < N ? *slot(i) : heap()[i - N]; }
+  const T& operator[](std::size_t i) const noexcept { return i < N ? *slot(i) : heap()[i - N]; }
   T& back() noexcept { return (*this)[size_ - 1]; }
   const T& back() const noexcept { return (*this)[size_ - 1]; }
 
@@ -115,8 +119,16 @@ class small_vector {
       } else {
         added = new (raw(size_)) T(std::forward<A>(args)...);
       }
+    } else if (size_ == N) {  // the first element past N: build the vector for it
+      new (heap_storage_) std::vector<T>();
+      try {
+        added = &heap().emplace_back(std::forward<A>(args)...);
+      } catch (...) {
+        heap().~vector();
+        throw;
+      }
     } else {
-      added = &heap_.emplace_back(std::forward<A>(args)...);
+      added = &heap().emplace_back(std::forward<A>(args)...);
     }
     ++size_;
     return *added;
@@ -126,7 +138,7 @@ class small_vector {
 
   void clear() noexcept {
     destroy_inline();
-    heap_.clear();
+    if (size_ > N) heap().~vector();
     size_ = 0;
   }
 
@@ -143,11 +155,24 @@ class small_vector {
     return std::launder(reinterpret_cast<const T*>(storage_ + i * sizeof(T)));
   }
   void destroy_inline() noexcept {
+    if (size_ == 1) {  // the common case (a call that succeeded at once), without a loop
+      slot(0)->~T();
+      return;
+    }
     for (std::size_t i = inline_size(); i > 0; --i) slot(i - 1)->~T();
   }
 
+  // Elements past the first N, in a vector built only when the first of them is added (so that a
+  // small_vector that never spills neither builds nor destroys one, nor reads its pointers).
+  std::vector<T>& heap() noexcept {
+    return *std::launder(reinterpret_cast<std::vector<T>*>(heap_storage_));
+  }
+  const std::vector<T>& heap() const noexcept {
+    return *std::launder(reinterpret_cast<const std::vector<T>*>(heap_storage_));
+  }
+
   alignas(T) unsigned char storage_[N * sizeof(T)];
-  std::vector<T> heap_;
+  alignas(std::vector<T>) unsigned char heap_storage_[sizeof(std::vector<T>)];
   std::size_t size_ = 0;
 };
 
