@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -125,17 +126,20 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     if (entries_.size() >= std::numeric_limits<std::uint16_t>::max())
       throw std::invalid_argument("failover::fallback_chain::add: too many entries");
     retry.validate();
-    entries_.push_back(
-        entry{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
-              detail::erased_call<R, Args...>(
-                  [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
-                    return detail::invoke_as_outcome<R>(fn, ctx, args...);
-                  })});
-    start_entry_ = first_entry(detail::roles_view<std::vector<entry>>{entries_});
-    // A new interned list: earlier traces keep theirs.
+    // Everything that can throw happens before the chain changes: a failed add() leaves it as it
+    // was, its entries and names of one length.
+    entry added{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
+                detail::erased_call<R, Args...>(
+                    [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
+                      return detail::invoke_as_outcome<R>(fn, ctx, args...);
+                    })};
     std::vector<std::string> names(*names_);
     names.push_back(std::move(name));
-    names_ = detail::intern_names(std::move(names));
+    // A new interned list: earlier traces keep theirs.
+    const trace::names_ptr interned = detail::intern_names(std::move(names));
+    entries_.push_back(std::move(added));
+    names_ = interned;
+    start_.index = first_entry(detail::roles_view<std::vector<entry>>{entries_});
     return *this;
   }
 
@@ -171,8 +175,9 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   const chain_options& options() const noexcept { return options_; }
   std::size_t size() const noexcept { return entries_.size(); }
 
-  // Used by the driver: the entry a call starts from (first_entry() of the roles, kept by add()).
-  std::optional<std::size_t> start_entry() const noexcept { return start_entry_; }
+  // The entry a call starts from: the first standard one (first_entry() of the roles, kept by
+  // add()); none when the chain has no standard entry.
+  std::optional<std::size_t> start_entry() const noexcept { return start_.index; }
 
  private:
   template <detail::per_call Given>
@@ -190,10 +195,24 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     detail::erased_call<R, Args...> call;
   };
 
+  // The start entry, which a move takes along with the entries: a chain moved from has none.
+  struct start_cache {
+    std::optional<std::size_t> index;
+    start_cache() = default;
+    start_cache(const start_cache&) = default;
+    start_cache& operator=(const start_cache&) = default;
+    start_cache(start_cache&& other) noexcept : index(std::exchange(other.index, std::nullopt)) {}
+    start_cache& operator=(start_cache&& other) noexcept {
+      index = std::exchange(other.index, std::nullopt);
+      return *this;
+    }
+    ~start_cache() = default;
+  };
+
   chain_options options_;
   std::vector<entry> entries_;
   trace::names_ptr names_;
-  std::optional<std::size_t> start_entry_;
+  start_cache start_;
 };
 
 template <class Signature>

@@ -664,6 +664,35 @@ TEST_CASE("chain: a call starts at the first standard entry, whatever was added 
   CHECK(call.entry_index() == 2);
 }
 
+TEST_CASE("chain: copies keep their start entry; a chain moved from has nothing to call") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  int c = 0;
+  int a = 0;
+  chain.add("long-ctx", answering("c", c), role::context_window);
+  chain.add("model-a", answering("a", a));
+
+  const chain_t copy = chain;  // NOLINT(performance-unnecessary-copy-initialization): the test
+  CHECK(copy.run("q").served_by() == "model-a");
+
+  chain_t moved(std::move(chain));
+  CHECK(moved.run("q").served_by() == "model-a");
+  // NOLINTNEXTLINE(bugprone-use-after-move): what a chain moved from does is the point
+  const failover::result<std::string> from_moved = chain.run("q");
+  CHECK_FALSE(from_moved.has_value());
+  CHECK(from_moved.stop() == stop_reason::no_fallback);
+  CHECK(from_moved.trace().size() == 0);
+
+  chain_t assigned;
+  assigned = std::move(moved);
+  CHECK(assigned.run("q").served_by() == "model-a");
+  // NOLINTNEXTLINE(bugprone-use-after-move)
+  CHECK(moved.run("q").stop() == stop_reason::no_fallback);
+  CHECK(a == 3);
+  CHECK(c == 0);
+}
+
 TEST_CASE("chain: add() and the constructor reject bad settings, naming what is wrong") {
   chain_t chain;
   auto what_of = [&](auto&& add) -> std::string {
@@ -1127,6 +1156,12 @@ TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of c
       const auto r1 = blocking->chain.run_with(blocking->options, "q");
       const auto r2 = stepped(*step, "q");
       check_same(r1, r2);
+      // run() takes its own path (no call options to read): where the scenario sets none, it
+      // must end the call the same way too.
+      if (!blocking->options.deadline && !blocking->options.token.cancelled()) {
+        auto plain = build(builder);
+        check_same(plain->chain.run("q"), r2);
+      }
     }
   }
 }
