@@ -17,6 +17,7 @@ namespace {
 
 std::atomic<bool> counting{false};
 std::atomic<long> allocations{0};
+std::atomic<long> fail_at{-1};  // while counting: the allocation (from 0) that throws bad_alloc
 void* volatile sink = nullptr;  // keeps the compiler from eliding a new/delete pair
 
 void note_allocation() noexcept {
@@ -24,6 +25,11 @@ void note_allocation() noexcept {
 }
 
 void* allocate(std::size_t size) {
+  if (counting.load(std::memory_order_relaxed) &&
+      allocations.load(std::memory_order_relaxed) == fail_at.load(std::memory_order_relaxed)) {
+    fail_at.store(-1);  // once
+    throw std::bad_alloc();
+  }
   if (size == 0) size = 1;
   for (;;) {
     if (void* p = std::malloc(size)) {
@@ -71,11 +77,16 @@ void* allocate_aligned_nothrow(std::size_t size, std::align_val_t align) noexcep
 // Counts the allocations made while it is alive.
 class allocation_scope {
  public:
-  allocation_scope() noexcept {
+  // `fail` >= 0: that allocation (counting from 0) throws std::bad_alloc instead.
+  explicit allocation_scope(long fail = -1) noexcept {
     allocations.store(0);
+    fail_at.store(fail);
     counting.store(true);
   }
-  ~allocation_scope() { counting.store(false); }
+  ~allocation_scope() {
+    counting.store(false);
+    fail_at.store(-1);
+  }
   allocation_scope(const allocation_scope&) = delete;
   allocation_scope& operator=(const allocation_scope&) = delete;
   long count() const noexcept { return allocations.load(); }
@@ -293,4 +304,45 @@ TEST_CASE("alloc: the failure path does allocate, so the counter works") {
     CHECK(failed);
     CHECK(count > 0);
   }
+}
+
+TEST_CASE("alloc: an add() that runs out of memory leaves the chain as it was") {
+  // Fails each of add()'s allocations in turn; every failed add() must leave the entries and their
+  // names of one length, and the chain must still call and name its models correctly.
+  long failures = 0;
+  for (long fail = 0;; ++fail) {
+    failover::basic_fallback_chain<int(int), failover::testing::fake_policies> chain;
+    failover::testing::fake_clock clock;
+    failover::testing::use_fake_time(chain, clock);
+    chain.add("model-a", [](int) -> failover::outcome<int> {
+      return failover::failure::http(404);  // permanent: falls back at once
+    });
+    bool threw = false;
+    {
+      allocation_scope scope(fail);
+      try {
+        chain.add("model-b", [](int x) { return x + 1; });
+      } catch (const std::bad_alloc&) {
+        threw = true;
+      }
+    }
+    if (!threw) {  // no allocation left to fail: add() went through
+      CHECK(chain.size() == 2);
+      const auto r = chain.run(1);
+      CHECK(r.served_by() == "model-b");
+      break;
+    }
+    ++failures;
+    CHECK(chain.size() == 1);
+    const auto r = chain.run(1);
+    CHECK_FALSE(r.has_value());
+    REQUIRE(r.trace().size() == 1);
+    CHECK(r.trace().attempts()[0].model == "model-a");
+    // The chain still takes the entry afterwards.
+    chain.add("model-b", [](int x) { return x + 1; });
+    const auto again = chain.run(1);
+    CHECK(again.served_by() == "model-b");
+    CHECK(*again == 2);
+  }
+  CHECK(failures >= 3);  // the callable, the name list and the entry vector at least
 }
