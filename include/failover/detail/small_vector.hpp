@@ -16,6 +16,10 @@ namespace failover::detail {
 
 template <class T, std::size_t N>
 class small_vector {
+  // Moves build elements one by one with no way back: they must not throw.
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "failover::detail::small_vector<T, N>: T must be nothrow move-constructible");
+
  public:
   template <class Owner, class Ref>
   class basic_iterator {
@@ -77,7 +81,7 @@ class small_vector {
     }
     size_ = other.size_;
   }
-  small_vector(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
+  small_vector(small_vector&& other) noexcept {
     for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(std::move(other[i]));
     if (other.size_ > N) new (heap_storage_) std::vector<T>(std::move(other.heap()));
     size_ = other.size_;
@@ -90,7 +94,7 @@ class small_vector {
     }
     return *this;
   }
-  small_vector& operator=(small_vector&& other) noexcept(std::is_nothrow_move_constructible_v<T>) {
+  small_vector& operator=(small_vector&& other) noexcept {
     if (this != &other) {
       clear();
       for (std::size_t i = 0; i < other.inline_size(); ++i) new (raw(i)) T(std::move(other[i]));
