@@ -139,7 +139,8 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     const trace::names_ptr interned = detail::intern_names(std::move(names));
     entries_.push_back(std::move(added));
     names_ = interned;
-    start_.index = first_entry(detail::roles_view<std::vector<entry>>{entries_});
+    // An entry added at the end never changes a start entry already found.
+    if (!start_.index) start_.index = first_entry(detail::roles_view<std::vector<entry>>{entries_});
     return *this;
   }
 
