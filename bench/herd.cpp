@@ -108,13 +108,7 @@ std::vector<strategy> explore_strategies() {
     add(name, herd_options(jitter::full, m), candidate::decorr_capped, 3.0);
   }
   // First retry full jitter U(0; base), then windows that never shrink.
-  for (double f : {2.0, 2.5, 3.0}) {
-    char name[64];
-    std::snprintf(name, sizeof name, "hybrid U(p; %.2g p)", f);
-    add(name, herd_options(jitter::full), candidate::full_then_up, f);
-    std::snprintf(name, sizeof name, "hybrid floor U(p; %.2g p)", f);
-    add(name, herd_options(jitter::full), candidate::full_then_up_floor, f);
-  }
+  add_hybrid_candidates(add, herd_options(jitter::full));
   add("rising (library)", herd_options(jitter::rising), candidate::library);
   add("tiled x2", herd_options(jitter::full), candidate::tiled);
   add("tiled x3", herd_options(jitter::full, 3.0), candidate::tiled);

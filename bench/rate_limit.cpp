@@ -186,13 +186,7 @@ std::vector<strategy> explore_strategies() {
   add("U(base; min(v; 3 prev))", lib(jitter::full), candidate::decorr_capped, 3);
   add("U(0; max(v; 3 prev))", lib(jitter::full), candidate::full_or_decorr, 3);
   // First retry the default's U(0; base), then windows that never shrink.
-  for (double f : {2.0, 2.5, 3.0}) {
-    char name[64];
-    std::snprintf(name, sizeof name, "hybrid U(p; %.2g p)", f);
-    add(name, lib(jitter::full), candidate::full_then_up, f);
-    std::snprintf(name, sizeof name, "hybrid floor U(p; %.2g p)", f);
-    add(name, lib(jitter::full), candidate::full_then_up_floor, f);
-  }
+  add_hybrid_candidates(add, lib(jitter::full));
   add("tiled x2", lib(jitter::full), candidate::tiled);
   add("tiled x3", lib(jitter::full, 1, 3), candidate::tiled);
   return s;

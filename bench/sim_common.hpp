@@ -129,6 +129,19 @@ enum class candidate : std::uint8_t {
   tiled,               // U(min(v of retry n-1, v / m), v), v of retry 0 = 0: adjacent windows
 };
 
+// Adds the hybrid candidates, each with f in {2, 2.5, 3}, to an exploration: `add(name, options,
+// candidate, f)` as both simulations define it.
+template <class Add>
+void add_hybrid_candidates(Add&& add, const failover::backoff_options& o) {
+  for (double f : {2.0, 2.5, 3.0}) {
+    char name[64];
+    std::snprintf(name, sizeof name, "hybrid U(p; %.2g p)", f);
+    add(name, o, candidate::full_then_up, f);
+    std::snprintf(name, sizeof name, "hybrid floor U(p; %.2g p)", f);
+    add(name, o, candidate::full_then_up_floor, f);
+  }
+}
+
 // A Backoff policy for the simulation: the library's exponential_backoff, or a candidate formula.
 // Copies behave as the library's do (fresh state, a derived stream): the inner exponential_backoff
 // is copied, and a candidate draws from a generator seeded with the copy's derived seed.
