@@ -298,6 +298,7 @@ class classifier {
     e.message = detail::redact(f.message);
     e.retry_after = server_wait(f.retry_after_ms, f.retry_after, now);
     e.exception = f.exception;
+    e.usage = f.usage;
     return e;
   }
 

@@ -93,6 +93,14 @@ enum class transport_error : std::uint8_t {
   other,               // any other transport failure
 };
 
+// Tokens a provider says a request used (OpenAI `usage`, Anthropic `usage`, Gemini
+// `usageMetadata`). A field the provider did not send is 0; `total` is as sent, or the sum.
+struct token_usage {
+  long long prompt = 0;
+  long long completion = 0;
+  long long total = 0;
+};
+
 // What a callable reports when its call failed: raw, unclassified facts. Only the fields that
 // classification reads are kept, so no request header (and no API key) can end up here.
 struct failure {
@@ -100,11 +108,12 @@ struct failure {
   std::string code;           // provider's structured error code/type, if any
   std::string message;        // for people; never read by the classifier
   transport_error transport = transport_error::none;
-  std::optional<error_kind> kind;  // set when the reporter already knows the kind
-  std::string retry_after;         // raw `Retry-After` header value ("" = absent)
-  std::string retry_after_ms;      // raw `retry-after-ms` header value ("" = absent)
-  std::string should_retry;        // raw `x-should-retry` header value ("" = absent)
-  std::exception_ptr exception;    // when the failure was an exception
+  std::optional<error_kind> kind;    // set when the reporter already knows the kind
+  std::string retry_after;           // raw `Retry-After` header value ("" = absent)
+  std::string retry_after_ms;        // raw `retry-after-ms` header value ("" = absent)
+  std::string should_retry;          // raw `x-should-retry` header value ("" = absent)
+  std::exception_ptr exception;      // when the failure was an exception
+  std::optional<token_usage> usage;  // what the failed request was billed, if the body said
 
   static failure http(int status_code, std::string provider_code = {}, std::string text = {}) {
     failure f;
@@ -173,6 +182,7 @@ struct error {
   std::optional<duration> retry_after;  // the wait the server asked for, if any (validated)
   std::string model;                    // the model that failed ("" before a model was called)
   std::exception_ptr exception;         // the exception a callable threw, if any
+  std::optional<token_usage> usage;     // tokens the failed attempt was billed, if reported
 
   // Rethrows the callable's original exception, when there was one.
   void rethrow_if_exception() const {

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "failover/adapters/http.hpp"
 #include "failover/error.hpp"
@@ -16,12 +17,21 @@
 
 namespace failover::openai {
 
+// A tool (function) call the model asked for instead of, or beside, text.
+struct tool_call {
+  std::string id;         // the provider's id for this call, to send back with the tool's result
+  std::string name;       // the function's name
+  std::string arguments;  // the arguments as the raw JSON text the model wrote (may be invalid)
+};
+
 // A successful chat completion.
 struct chat_completion {
-  std::string content;        // the first choice's message text
-  std::string model;          // the model the provider says answered
-  std::string finish_reason;  // "stop", "length", ...
+  std::string content;                // the first choice's message text ("" when it has none)
+  std::vector<tool_call> tool_calls;  // the first choice's tool calls, in order
+  std::string model;                  // the model the provider says answered
+  std::string finish_reason;          // "stop", "length", "tool_calls", ...
   std::string id;
+  std::optional<token_usage> usage;  // the provider's token counts, when it sent them
   int status = 200;
 };
 
