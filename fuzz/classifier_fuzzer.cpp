@@ -158,8 +158,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The facts are carried over; the server's wait is the validated one.
   FUZZ_CHECK(e.status == f.status && e.code == f.code);
   FUZZ_CHECK(e.retry_after == failover::server_wait(f.retry_after_ms, f.retry_after, now));
-  FUZZ_CHECK(!e.retry_after || (*e.retry_after >= failover::duration::zero() &&
-                                *e.retry_after <= failover::max_plausible_server_wait));
+  FUZZ_CHECK(!e.retry_after || *e.retry_after == failover::duration::max() ||
+             (*e.retry_after >= failover::duration::zero() &&
+              *e.retry_after <= failover::max_plausible_server_wait));
 
   // The message is never read: any other message gives the same verdict.
   failover::failure quiet = f;

@@ -1,8 +1,9 @@
 // Fuzzes the Retry-After / retry-after-ms / HTTP-date parsers (failover/retry_after.hpp) with
 // arbitrary header text and with well-formed dates in all three forms, checking what must hold for
-// any input: waits stay within [0, max_plausible_server_wait], surrounding whitespace changes
-// nothing, the seconds and milliseconds readings of one number agree, an accepted date reads back
-// the same when written out again, and every well-formed representable date is accepted.
+// any input: waits stay within [0, max_plausible_server_wait] or are duration::max() (a wait too
+// long to be an instruction, which must never read as a shorter one), surrounding whitespace
+// changes nothing, the seconds and milliseconds readings of one number agree, an accepted date
+// reads back the same when written out again, and every well-formed representable date is accepted.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <chrono>
@@ -22,7 +23,8 @@ using failover::wall_time;
 using std::chrono::seconds;
 
 bool in_bounds(const std::optional<duration>& w) {
-  return !w || (*w >= duration::zero() && *w <= failover::max_plausible_server_wait);
+  return !w || *w == duration::max() ||
+         (*w >= duration::zero() && *w <= failover::max_plausible_server_wait);
 }
 
 // The times a wall_time can hold, in whole seconds, one second inside the limits.
@@ -48,8 +50,8 @@ void check_text(const std::string& a, const std::string& b, wall_time now) {
   if (!t.empty() && (failover::detail::is_digit(t.front()) || t.front() == '.')) {
     // One number read as seconds and as milliseconds: the second reading is a thousandth of the
     // first, up to the nanoseconds the millisecond reading cannot keep.
-    if (ra) {
-      FUZZ_CHECK(ms.has_value());
+    if (ra && *ra != duration::max()) {
+      FUZZ_CHECK(ms.has_value() && *ms != duration::max());
       const duration diff = *ra - *ms * 1000;
       FUZZ_CHECK(diff >= duration::zero() && diff < std::chrono::microseconds(1));
     }
@@ -61,9 +63,13 @@ void check_text(const std::string& a, const std::string& b, wall_time now) {
     FUZZ_CHECK(!ra);
     return;
   }
-  // A date in the future and within the plausible bound is the wait; anything else is no wait.
-  const bool plausible = *date > now && *date - now <= failover::max_plausible_server_wait;
-  FUZZ_CHECK(ra == (plausible ? std::optional<duration>(*date - now) : std::nullopt));
+  // A date in the future and within the plausible bound is the wait; one further ahead is
+  // duration::max(); a date not in the future is no wait.
+  const bool future = *date > now;
+  const bool plausible = future && *date - now <= failover::max_plausible_server_wait;
+  FUZZ_CHECK(ra == (plausible ? std::optional<duration>(*date - now)
+                    : future  ? std::optional<duration>(duration::max())
+                              : std::nullopt));
 
   // Written out again as IMF-fixdate (and asctime), it reads back as the same instant.
   const fuzz::civil c = fuzz::to_civil(*date);

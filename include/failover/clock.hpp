@@ -33,8 +33,12 @@ class cancel_token {
   }
   bool can_be_cancelled() const noexcept { return state_ != nullptr; }
 
-  // Waits up to `d`; returns false when cancelled before or during the wait.
+  // Waits up to `d`; returns false when cancelled before or during the wait. A wait of a century
+  // or more (duration::max() included) is a century: the standard library adds `d` to now(),
+  // which would overflow and end the wait at once.
   bool wait_for(duration d) const {
+    constexpr duration century = std::chrono::hours(24 * 365 * 100);
+    if (d > century) d = century;
     if (!state_) {
       std::this_thread::sleep_for(d);
       return true;

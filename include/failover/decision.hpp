@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "failover/detail/saturate.hpp"
 #include "failover/error.hpp"
 
 namespace failover {
@@ -30,6 +31,11 @@ enum class stop_reason : std::uint8_t {
   bad_request,               // a malformed request ends the chain (unless opted in)
   circuit_open,              // skipped: the model's circuit is open
   budget_exhausted,          // the shared retry budget refused a retry
+  // This model gave up, another may take over: the next wait would not fit in the time this model
+  // may use (what is left before the deadline, less chain_options::fallback_reserve's share when a
+  // later entry could take over).
+  wait_past_deadline,
+  read_timeout_fallback,  // a read timeout, and a later entry can take over: no second request
 };
 
 constexpr std::string_view to_string(stop_reason r) noexcept {
@@ -62,6 +68,10 @@ constexpr std::string_view to_string(stop_reason r) noexcept {
       return "circuit open";
     case stop_reason::budget_exhausted:
       return "no retry: budget exhausted";
+    case stop_reason::wait_past_deadline:
+      return "wait would cross the deadline";
+    case stop_reason::read_timeout_fallback:
+      return "read timeout, a fallback takes over";
   }
   return "none";
 }
@@ -109,8 +119,10 @@ constexpr std::string_view to_string(role r) noexcept {
 
 // Stop rules for one model.
 struct retry_options {
-  int max_attempts = 5;              // attempts in all on this model, the first included
-  int max_read_timeout_retries = 1;  // a read timeout may mean the model is still working
+  int max_attempts = 5;  // attempts in all on this model, the first included
+  // Retries after a read timeout, used only when no later entry can take over: the model may still
+  // be working (and billing), so a second identical request rarely helps while a fallback might.
+  int max_read_timeout_retries = 1;
   duration max_server_wait = std::chrono::seconds(60);  // longer server waits: fall back now
 
   void validate() const {
@@ -133,6 +145,11 @@ struct chain_options {
   // When every model's circuit is open: false = fail at once (the error says when the earliest
   // reopens); true = wait for it if that fits the deadline, then try it (once per call).
   bool wait_for_open_circuit = false;
+  // With a deadline: the part of the time left when a model starts that its attempts and waits
+  // leave to the entries after it, when one of them could take over. 0.5: a primary that hangs or
+  // keeps failing uses at most half of what is left, and its fallback still gets the other half.
+  // 0 = a model may use all the time left (its fallback then gets only what the model left over).
+  double fallback_reserve = 0.5;
 
   void validate() const {
     if (max_hops < 1) throw std::invalid_argument("failover::chain_options: max_hops must be >= 1");
@@ -140,6 +157,9 @@ struct chain_options {
       throw std::invalid_argument("failover::chain_options: max_total_attempts must be >= 1");
     if (deadline && *deadline <= duration::zero())
       throw std::invalid_argument("failover::chain_options: deadline must be > 0");
+    if (!(fallback_reserve >= 0.0 && fallback_reserve < 1.0))  // also catches NaN
+      throw std::invalid_argument(
+          "failover::chain_options: fallback_reserve must be in [0, 1) (a share of the time left)");
   }
 };
 
@@ -172,11 +192,15 @@ constexpr stop_reason decide_start(const chain_options& o, bool cancelled, int a
 //  - `backoff_delay` is what the Backoff policy drew for this retry; it is only a wait, never a
 //    verdict. When the server asked for a wait S, the wait is S + backoff_delay: S is a floor, and
 //    the jittered part keeps clients that were told the same S from returning in the same instant.
-//  - `remaining` is the time left before the call's deadline (none = no deadline).
+//  - `remaining` is the time this model may still use (model_time(); none = no deadline). A wait
+//    that does not fit in it ends this model's retries (wait_past_deadline): the walk goes on to a
+//    later entry at once, and only when none can take over does the call end at the deadline.
+//  - `can_fall_back`: a later entry would take over this failure (fallback_exists()). After a read
+//    timeout it does at once; the same model is retried only when nothing else can answer.
 constexpr retry_decision decide_retry(const retry_options& o, int max_total_attempts,
                                       const error& e, const retry_counters& c,
-                                      duration backoff_delay,
-                                      std::optional<duration> remaining) noexcept {
+                                      duration backoff_delay, std::optional<duration> remaining,
+                                      bool can_fall_back = false) noexcept {
   retry_decision d;
   if (e.kind == error_kind::cancelled) {
     d.stop = stop_reason::cancelled;
@@ -188,6 +212,8 @@ constexpr retry_decision decide_retry(const retry_options& o, int max_total_atte
     d.stop = stop_reason::total_attempts_exhausted;
   } else if (c.attempts >= o.max_attempts) {
     d.stop = stop_reason::attempts_exhausted;
+  } else if (e.kind == error_kind::read_timeout && can_fall_back) {
+    d.stop = stop_reason::read_timeout_fallback;
   } else if (e.kind == error_kind::read_timeout && c.read_timeouts > o.max_read_timeout_retries) {
     d.stop = stop_reason::read_timeouts_exhausted;
   } else if (e.retry_after && *e.retry_after > o.max_server_wait) {
@@ -195,10 +221,12 @@ constexpr retry_decision decide_retry(const retry_options& o, int max_total_atte
   } else {
     const duration jitter_part =
         backoff_delay < duration::zero() ? duration::zero() : backoff_delay;
-    d.wait = e.retry_after ? *e.retry_after + jitter_part : jitter_part;
+    d.wait = e.retry_after
+                 ? detail::sat_add(std::max(*e.retry_after, duration::zero()), jitter_part)
+                 : jitter_part;
     d.reason = e.retry_after ? wait_reason::server : wait_reason::backoff;
     if (remaining && d.wait >= *remaining) {
-      d.stop = stop_reason::deadline;
+      d.stop = stop_reason::wait_past_deadline;
       d.wait = duration::zero();
       d.reason = wait_reason::none;
     } else {
@@ -267,6 +295,23 @@ constexpr walk_decision next_entry(const Roles& roles, std::size_t current, cons
                                    stop_reason why, int models_tried,
                                    const chain_options& o) noexcept {
   return next_entry(roles, current, last.kind, why, models_tried, o);
+}
+
+// Whether a later entry would take over from model `current` after a failure of kind `kind`
+// (error_kind::unknown: after any ordinary failure), within the hop limit.
+template <class Roles>
+constexpr bool fallback_exists(const Roles& roles, std::size_t current, error_kind kind,
+                               int models_tried, const chain_options& o) noexcept {
+  return next_entry(roles, current, kind, stop_reason::none, models_tried, o).next.has_value();
+}
+
+// The time a model may use, from the moment it starts, out of `left` before the call's deadline:
+// all of it, or, when a later entry could take over, all but chain_options::fallback_reserve's
+// share, so that a model that hangs or keeps failing still leaves its fallback time to answer.
+constexpr duration model_time(duration left, bool has_fallback, const chain_options& o) noexcept {
+  if (!has_fallback || o.fallback_reserve <= 0.0 || left <= duration::zero()) return left;
+  const double kept = static_cast<double>(left.count()) * (1.0 - o.fallback_reserve);
+  return duration(static_cast<duration::rep>(kept));  // below `left`, so in range
 }
 
 // When every model a call considered was skipped because its circuit was open: wait for the

@@ -10,6 +10,7 @@
 
 #include "failover/backoff.hpp"
 #include "failover/decision.hpp"
+#include "failover/detail/saturate.hpp"
 #include "failover/error.hpp"
 #include "failover/outcome.hpp"
 
@@ -115,8 +116,8 @@ struct fmt::formatter<failover::trace> {
                          failover::format_duration(r.start), failover::format_duration(r.elapsed));
       if (r.skipped) {
         out = fmt::format_to(out, "skipped: circuit open (until +{})",
-                             failover::format_duration(
-                                 r.start + r.error().retry_after.value_or(failover::duration{})));
+                             failover::format_duration(failover::detail::sat_add(
+                                 r.start, r.error().retry_after.value_or(failover::duration{}))));
         if (r.why_wait == failover::wait_reason::circuit)
           out = fmt::format_to(out, "; every model is open -> wait {} (circuit)",
                                failover::format_duration(r.wait));

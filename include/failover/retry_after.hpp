@@ -13,8 +13,10 @@ namespace failover {
 
 using wall_time = std::chrono::system_clock::time_point;
 
-// Waits longer than this are not an instruction but garbage (or an overflow): they are ignored.
-// Anything up to it is honoured, and the retrier's max_server_wait decides whether to fall back.
+// Waits longer than this are read as "not any time soon": they become duration::max(), which is
+// above every max_server_wait a user would set, so the chain falls back at once. Below it a wait is
+// kept as sent, and the retrier's max_server_wait decides whether to wait or to fall back. A
+// larger wait never brings a client back sooner, however absurd it is.
 inline constexpr duration max_plausible_server_wait = std::chrono::hours(24 * 365);
 
 namespace detail {
@@ -30,8 +32,8 @@ constexpr std::string_view trim(std::string_view s) noexcept {
 }
 
 // "12", "1.5", "0.25": non-negative decimal without sign or exponent, scaled to nanoseconds by
-// `unit_ns` (1e9 for seconds, 1e6 for milliseconds). Saturates far above the plausible bound so
-// that a value with a thousand digits is rejected, not overflowed.
+// `unit_ns` (1e9 for seconds, 1e6 for milliseconds). A value above the plausible bound, a
+// thousand digits included, saturates to duration::max() instead of overflowing.
 inline std::optional<duration> parse_decimal(std::string_view s, std::int64_t unit_ns) noexcept {
   s = trim(s);
   if (s.empty()) return std::nullopt;
@@ -59,9 +61,9 @@ inline std::optional<duration> parse_decimal(std::string_view s, std::int64_t un
   if (i != s.size() || int_digits == 0) return std::nullopt;  // junk, sign, exponent, ".5"
   const std::int64_t max_units =
       std::chrono::duration_cast<duration>(max_plausible_server_wait).count() / unit_ns;
-  if (whole > max_units) return std::nullopt;
+  if (whole > max_units) return duration::max();
   const duration d{whole * unit_ns + frac_ns};
-  if (d > max_plausible_server_wait) return std::nullopt;
+  if (d > max_plausible_server_wait) return duration::max();
   return d;
 }
 
@@ -135,30 +137,39 @@ inline bool read_time(date_cursor& c, int& hh, int& mm, int& ss) noexcept {
          c.number(2, 2, ss) && hh <= 23 && mm <= 59 && ss <= 60;  // 60: a leap second
 }
 
-inline std::optional<wall_time> make_time(std::int64_t y, int mon, int d, int hh, int mm,
-                                          int ss) noexcept {
+// Seconds since 1970 of a valid calendar date and time (years 1 to 9999), or nothing.
+inline std::optional<std::int64_t> civil_seconds(std::int64_t y, int mon, int d, int hh, int mm,
+                                                 int ss) noexcept {
   if (y < 1 || y > 9999 || mon < 1 || mon > 12 || d < 1 ||
       d > static_cast<int>(days_in_month(y, static_cast<unsigned>(mon))))
     return std::nullopt;
   const std::int64_t days =
       days_from_civil(y, static_cast<unsigned>(mon), static_cast<unsigned>(d));
-  const std::int64_t secs =
-      days * 86400 + std::int64_t{hh} * 3600 + std::int64_t{mm} * 60 + std::int64_t{ss};
-  // A wall_time spans about 292 years each side of 1970 (nanoseconds in 64 bits): a date outside
-  // it is no plausible instruction, and converting it would overflow.
-  constexpr std::int64_t limit =
-      std::chrono::duration_cast<std::chrono::seconds>(wall_time::duration::max()).count();
-  if (secs >= limit || secs <= -limit) return std::nullopt;
-  return wall_time{std::chrono::duration_cast<wall_time::duration>(std::chrono::seconds{secs})};
+  return days * 86400 + std::int64_t{hh} * 3600 + std::int64_t{mm} * 60 + std::int64_t{ss};
 }
+
+// A wall_time spans about 292 years each side of 1970 (nanoseconds in 64 bits).
+inline constexpr std::int64_t wall_time_limit_seconds =
+    std::chrono::duration_cast<std::chrono::seconds>(wall_time::duration::max()).count();
+
+inline std::optional<wall_time> to_wall_time(std::optional<std::int64_t> secs) noexcept {
+  // A date outside a wall_time's span cannot be held: converting it would overflow.
+  if (!secs || *secs >= wall_time_limit_seconds || *secs <= -wall_time_limit_seconds)
+    return std::nullopt;
+  return wall_time{std::chrono::duration_cast<wall_time::duration>(std::chrono::seconds{*secs})};
+}
+
+// An HTTP-date (the three forms below) as seconds since 1970, whatever its year.
+inline std::optional<std::int64_t> http_date_seconds(std::string_view text, wall_time now) noexcept;
 
 }  // namespace detail
 
-// Parses an HTTP-date (RFC 9110 section 5.6.7) in any of its three forms:
+// An HTTP-date (RFC 9110 section 5.6.7) in any of its three forms, as seconds since 1970:
 //   IMF-fixdate  "Sun, 06 Nov 1994 08:49:37 GMT"
 //   RFC 850      "Sunday, 06-Nov-94 08:49:37 GMT"  (two-digit year resolved against `now`)
 //   asctime      "Sun Nov  6 08:49:37 1994"
-inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time now) noexcept {
+inline std::optional<std::int64_t> detail::http_date_seconds(std::string_view text,
+                                                             wall_time now) noexcept {
   using namespace detail;
   const std::string_view s = trim(text);
   int wd = 0, d = 0, mon = 0, y = 0, hh = 0, mm = 0, ss = 0;
@@ -167,7 +178,7 @@ inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time
     if (c.one_of(short_days, 7, wd) && c.literal(", ") && c.number(2, 2, d) && c.literal(" ") &&
         c.one_of(months, 12, mon) && c.literal(" ") && c.number(4, 4, y) && c.literal(" ") &&
         read_time(c, hh, mm, ss) && c.literal(" GMT") && c.done())
-      return make_time(y, mon + 1, d, hh, mm, ss);
+      return civil_seconds(y, mon + 1, d, hh, mm, ss);
   }
   {  // RFC 850
     date_cursor c{s};
@@ -184,7 +195,7 @@ inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time
       // The year is the one with these last two digits in (year_now - 50, year_now + 50].
       if (full > year_now + 50) full -= 100;
       if (full <= year_now - 50) full += 100;
-      return make_time(full, mon + 1, d, hh, mm, ss);
+      return civil_seconds(full, mon + 1, d, hh, mm, ss);
     }
   }
   {  // asctime: day of month is two characters, space-padded
@@ -199,24 +210,34 @@ inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time
       }
       if (c.literal(" ") && read_time(c, hh, mm, ss) && c.literal(" ") && c.number(4, 4, y) &&
           c.done())
-        return make_time(y, mon + 1, d, hh, mm, ss);
+        return civil_seconds(y, mon + 1, d, hh, mm, ss);
     }
   }
   return std::nullopt;
 }
 
+// Parses an HTTP-date (see detail::http_date_seconds for the forms). Nothing for a malformed
+// date, or one a wall_time cannot hold (before 1678 or after 2261).
+inline std::optional<wall_time> parse_http_date(std::string_view text, wall_time now) noexcept {
+  return detail::to_wall_time(detail::http_date_seconds(text, now));
+}
+
 // `Retry-After` as delta-seconds (integer or decimal) or an HTTP-date relative to `now`.
-// Returns nothing for absent, negative, malformed or implausibly large values, and for dates
-// that are not in the future (the server's wait is already over).
+// Returns nothing for absent, negative or malformed values, and for dates that are not in the
+// future (the server's wait is already over). A wait above max_plausible_server_wait (a year),
+// a date after 2261 included, is duration::max(): longer than any cap, so the caller moves on.
 inline std::optional<duration> parse_retry_after(std::string_view value, wall_time now) noexcept {
   const std::string_view v = detail::trim(value);
   if (v.empty()) return std::nullopt;
   if (detail::is_digit(v.front()) || v.front() == '.')
     return detail::parse_decimal(v, 1'000'000'000);
-  const auto when = parse_http_date(v, now);
-  if (!when || *when <= now) return std::nullopt;
+  const std::optional<std::int64_t> secs = detail::http_date_seconds(v, now);
+  if (!secs) return std::nullopt;
+  const std::optional<wall_time> when = detail::to_wall_time(secs);
+  if (!when) return *secs > 0 ? std::optional<duration>(duration::max()) : std::nullopt;
+  if (*when <= now) return std::nullopt;
   const auto wait = std::chrono::duration_cast<duration>(*when - now);
-  if (wait > max_plausible_server_wait) return std::nullopt;
+  if (wait > max_plausible_server_wait) return duration::max();
   return wait;
 }
 

@@ -141,3 +141,21 @@ TEST_CASE("concurrency: tokens observed on many threads see one cancellation") {
   CHECK(woke.load() == thread_count);
   CHECK(source.cancelled());
 }
+
+TEST_CASE("concurrency: a wait of duration::max() waits (until cancelled) instead of returning") {
+  // The standard library adds the wait to now(); unclamped, max() overflowed and the wait ended
+  // at once, so a retry meant to wait "forever" ran immediately.
+  failover::cancel_source source;
+  std::atomic<bool> returned{false};
+  std::atomic<bool> completed{true};
+  std::thread waiter([&, token = source.token()] {
+    completed = failover::thread_sleeper{}.sleep_for(failover::duration::max(), token);
+    returned = true;
+  });
+  std::this_thread::sleep_for(100ms);
+  const bool returned_early = returned.load();
+  source.cancel();
+  waiter.join();
+  CHECK_FALSE(returned_early);
+  CHECK_FALSE(completed.load());  // it ended by cancellation, not by running out
+}

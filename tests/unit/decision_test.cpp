@@ -259,19 +259,25 @@ TEST_CASE("decide_retry: the deadline", "[decision]") {
     CHECK(s.retry);
     CHECK(s.wait == duration(6s));
   }
-  SECTION("a wait that reaches or crosses the deadline stops") {
+  SECTION("a wait that reaches or crosses the deadline ends this model's retries, not the call") {
     for (duration remaining : {duration(2s), duration(1s), duration(0s), duration(-1s)}) {
       CAPTURE(remaining.count());
       const retry_decision d = failover::decide_retry(o, 10, plain, c, 2s, remaining);
       CHECK_FALSE(d.retry);
-      CHECK(name(d.stop) == name(stop_reason::deadline));
+      CHECK(name(d.stop) == name(stop_reason::wait_past_deadline));
       CHECK(d.wait == duration::zero());
       CHECK(name(d.reason) == name(wait_reason::none));
     }
     // The server's wait plus backoff counts: 5s + 1s >= 6s.
     const retry_decision s = failover::decide_retry(o, 10, server, c, 1s, duration(6s));
     CHECK_FALSE(s.retry);
-    CHECK(name(s.stop) == name(stop_reason::deadline));
+    CHECK(name(s.stop) == name(stop_reason::wait_past_deadline));
+    // ... and next_entry walks on from it: only the call's own deadline ends the call.
+    const failover::role roles[] = {failover::role::standard, failover::role::standard};
+    const failover::chain_options co;
+    const auto w = failover::next_entry(roles, 0, server.kind, s.stop, 1, co);
+    REQUIRE(w.next.has_value());
+    CHECK(*w.next == 1);
   }
   SECTION("no deadline: any wait is fine") {
     const retry_decision d = failover::decide_retry(o, 10, server, c, 50s, std::nullopt);

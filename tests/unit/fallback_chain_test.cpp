@@ -432,14 +432,17 @@ TEST_CASE("chain: the chain deadline spans models") {
   chain.add("model-b", slow_failure(b), role::standard, attempts(5), exact(1s));
   chain.add("model-c", slow_failure(c), role::standard, attempts(5), exact(1s));
   auto r = chain.run("q");
-  // a1 0-3s, wait 1s; a2 4-7s (attempts exhausted); b1 7-10s: no time left.
+  // Each model with a fallback after it may use half of what is left when it starts
+  // (fallback_reserve 0.5). a: 10s left, its share ends at 5s. a1 0-3s, wait 1s fits; a2 4-7s
+  // (told 1s; attempts exhausted). b: 3s left, share 1.5s; b1 7-10s; its wait does not fit: it
+  // gives up (wait_past_deadline) and c would start with no time left: the call ends.
   CHECK(a == 2);
   CHECK(b == 1);
   CHECK(c == 0);
   REQUIRE(remaining.size() == 3);
-  CHECK(remaining[0] == std::optional<duration>(10s));
-  CHECK(remaining[1] == std::optional<duration>(6s));
-  CHECK(remaining[2] == std::optional<duration>(3s));
+  CHECK(remaining[0] == std::optional<duration>(5s));
+  CHECK(remaining[1] == std::optional<duration>(1s));
+  CHECK(remaining[2] == std::optional<duration>(1500ms));
   REQUIRE_FALSE(r.has_value());
   CHECK(r.stop() == stop_reason::deadline);
   CHECK(r.error().kind == error_kind::deadline_exceeded);
@@ -448,7 +451,7 @@ TEST_CASE("chain: the chain deadline spans models") {
   CHECK(r.error().code == "busy_code");
   CHECK(r.error().model == "model-b");
   CHECK(r.trace().attempts()[2].error().kind == error_kind::server_error);
-  CHECK(r.trace().attempts()[2].stop == stop_reason::deadline);
+  CHECK(r.trace().attempts()[2].stop == stop_reason::wait_past_deadline);
   check_single_end(r);
 }
 

@@ -223,16 +223,20 @@ TEST_CASE("parse_retry_after / parse_retry_after_ms: malformed values, never a c
       "-0",
       "Sun, 06 Nov 1994 08:49:37 UTC",
       "Sun, 06 Nov 1994 24:49:37 GMT",
-      thousand_digits,
-      "99999999999999999999999",
-      "9223372036854775807",
-      "18446744073709551616",
       std::string("1\0", 2),
   };
   for (const std::string& v : bad) {
     INFO("value: \"" << v << "\" (" << v.size() << " chars)");
     CHECK(failover::parse_retry_after(v, now) == std::nullopt);
     CHECK(failover::parse_retry_after_ms(v) == std::nullopt);
+  }
+  // Numbers too large for any clock are well formed: they mean "not soon", never "now".
+  for (const std::string& v :
+       {thousand_digits, std::string("99999999999999999999999"), std::string("9223372036854775807"),
+        std::string("18446744073709551616")}) {
+    INFO("value: " << v.size() << " digits");
+    CHECK(failover::parse_retry_after(v, now) == duration::max());
+    CHECK(failover::parse_retry_after_ms(v) == duration::max());
   }
   // A long fraction is merely more precision than nanoseconds hold, not garbage.
   const auto lf = failover::parse_retry_after(long_fraction, now);
@@ -241,20 +245,21 @@ TEST_CASE("parse_retry_after / parse_retry_after_ms: malformed values, never a c
   CHECK(*lf <= duration(1555555556ns));
 }
 
-TEST_CASE("waits above max_plausible_server_wait (one year) are ignored", "[retry_after]") {
+TEST_CASE("waits above max_plausible_server_wait (one year) saturate to duration::max()",
+          "[retry_after]") {
   using failover::max_plausible_server_wait;
   REQUIRE(max_plausible_server_wait == duration(std::chrono::hours(24 * 365)));
   const wall_time now = year_2024;
   const std::int64_t year_s = 365LL * 24 * 3600;  // 31536000
 
   CHECK(failover::parse_retry_after(std::to_string(year_s), now) == max_plausible_server_wait);
-  CHECK(failover::parse_retry_after(std::to_string(year_s + 1), now) == std::nullopt);
-  CHECK(failover::parse_retry_after(std::to_string(year_s) + ".5", now) == std::nullopt);
+  CHECK(failover::parse_retry_after(std::to_string(year_s + 1), now) == duration::max());
+  CHECK(failover::parse_retry_after(std::to_string(year_s) + ".5", now) == duration::max());
   CHECK(failover::parse_retry_after(std::to_string(year_s - 1) + ".5", now) ==
         max_plausible_server_wait - duration(500ms));
 
   CHECK(failover::parse_retry_after_ms(std::to_string(year_s * 1000)) == max_plausible_server_wait);
-  CHECK(failover::parse_retry_after_ms(std::to_string(year_s * 1000 + 1)) == std::nullopt);
+  CHECK(failover::parse_retry_after_ms(std::to_string(year_s * 1000 + 1)) == duration::max());
 
   SECTION("an HTTP-date more than a year ahead") {
     const wall_time date = at(rfc_example);
@@ -263,7 +268,13 @@ TEST_CASE("waits above max_plausible_server_wait (one year) are ignored", "[retr
     CHECK(exactly == max_plausible_server_wait);
     const auto beyond = failover::parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
                                                     date - max_plausible_server_wait - 1s);
-    CHECK(beyond == std::nullopt);
+    CHECK(beyond == duration::max());
+    // 400 days ahead, and a date no wall_time can hold: longer than any cap, not "no wait".
+    CHECK(failover::parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT",
+                                      date - std::chrono::hours(24 * 400)) == duration::max());
+    CHECK(failover::parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now) == duration::max());
+    // ... but a date long past is still no wait.
+    CHECK(failover::parse_retry_after("Mon, 01 Jan 0001 00:00:00 GMT", now) == std::nullopt);
   }
 }
 
@@ -279,7 +290,8 @@ TEST_CASE("server_wait: retry-after-ms wins when valid, else Retry-After", "[ret
     CHECK(failover::server_wait("", "3", now) == duration(3s));
     CHECK(failover::server_wait("abc", "3", now) == duration(3s));
     CHECK(failover::server_wait("-5", "2.5", now) == duration(2500ms));
-    CHECK(failover::server_wait("99999999999999999999999", "4", now) == duration(4s));
+    // A retry-after-ms too large for any clock is valid and means "not soon": it wins.
+    CHECK(failover::server_wait("99999999999999999999999", "4", now) == duration::max());
     CHECK(failover::server_wait("", "Sun, 06 Nov 1994 08:49:37 GMT", now) == duration(10s));
   }
   SECTION("neither valid: no wait") {
@@ -295,7 +307,9 @@ TEST_CASE("parse_http_date: regressions found by fuzzing", "[retry_after][fuzz]"
     // Nanoseconds in 64 bits span 1677..2262; converting year 1 or 2300 overflowed (UB).
     CHECK(failover::parse_http_date("Mon, 01 Jan 0001 00:00:00 GMT", year_2024) == std::nullopt);
     CHECK(failover::parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT", year_2024) == std::nullopt);
-    CHECK(failover::parse_retry_after("Sun, 06 Nov 2300 08:49:37 GMT", year_2024) == std::nullopt);
+    // As a wait it is valid and longer than any cap (see the saturation test above).
+    CHECK(failover::parse_retry_after("Sun, 06 Nov 2300 08:49:37 GMT", year_2024) ==
+          duration::max());
     const auto y2200 = failover::parse_http_date("Wed, 01 Jan 2200 00:00:00 GMT", year_2024);
     REQUIRE(y2200.has_value());
     CHECK(epoch_seconds(*y2200) == 7258118400);

@@ -15,6 +15,7 @@
 #include "failover/classifier.hpp"
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
+#include "failover/detail/saturate.hpp"
 #include "failover/hooks.hpp"
 #include "failover/outcome.hpp"
 
@@ -225,11 +226,20 @@ class call_machine {
     return f;
   }
 
-  // The planned first attempt's context.
-  static attempt_context first_context(trace::names_ptr names, const first_plan& f,
-                                       std::optional<duration> deadline,
+  // The planned first attempt's context. With a deadline, the first model may use all of it, or
+  // all but the fallback's reserve when a later entry could take over (model_time()).
+  static attempt_context first_context(const Entries& entries, trace::names_ptr names,
+                                       const first_plan& f, std::optional<duration> deadline,
+                                       const chain_options& opts,
                                        const call_options& call) noexcept {
-    return attempt_context{(*names)[f.index], 1, 1, deadline, &call.token};
+    std::optional<duration> share = deadline;
+    if (deadline) share = first_share(entries, f.index, *deadline, opts);
+    return attempt_context{(*names)[f.index], 1, 1, share, &call.token};
+  }
+  static FAILOVER_COLD duration first_share(const Entries& entries, std::size_t index,
+                                            duration deadline, const chain_options& opts) noexcept {
+    const roles_view<Entries> r{entries};
+    return model_time(deadline, fallback_exists(r, index, error_kind::unknown, 1, opts), opts);
   }
 
   // Issues the planned first attempt: tells the hooks and adds its record.
@@ -266,6 +276,8 @@ class call_machine {
     counters_.attempts = 1;
     counters_.total_attempts = total_ = 1;
     ctx_ = ctx;
+    share_end_ = ctx.remaining ? std::optional<time_point>(detail::sat_add(start_, *ctx.remaining))
+                               : std::nullopt;
     last_call_ = 0;
     attempt_start_ = start_;
     outstanding_ = action::attempt;
@@ -355,7 +367,7 @@ class call_machine {
   action begin(const first_plan& f) {
     if (f.what == first_plan::kind::no_start) return no_start();
     if (f.what == first_plan::kind::go) {
-      adopt_first(f, first_context(names_, f, deadline_, call_));
+      adopt_first(f, first_context(entries_, names_, f, deadline_, opts_, call_));
       issue_first(p_, entries_, names_, res_, f, deadline_);
       return action::attempt;
     }
@@ -395,7 +407,14 @@ class call_machine {
   attempt_record& current() noexcept { return res_.mutable_trace().back(); }
   std::optional<duration> time_left(time_point at) const noexcept {
     if (!deadline_) return std::nullopt;
-    return *deadline_ - (at - start_);
+    return detail::sat_sub(*deadline_, detail::sat_diff(at, start_));  // a clock may step back
+  }
+  // What the current model may still use: the time left, cut to its share (model_time()), which
+  // is fixed when its first attempt starts.
+  std::optional<duration> model_left(time_point at) const noexcept {
+    const std::optional<duration> left = time_left(at);
+    if (!left || !share_end_) return left;
+    return std::min(*left, detail::sat_diff(*share_end_, at));
   }
   const error* last_error() const noexcept {
     return last_call_ ? &res_.trace().attempts()[*last_call_].error() : nullptr;
@@ -406,6 +425,7 @@ class call_machine {
     counters_ = retry_counters{};
     counters_.total_attempts = total_;
     backoff_.reset();
+    share_end_.reset();  // fixed at the model's first attempt (next_attempt)
   }
 
   attempt_record& add_record(time_point now) {
@@ -416,9 +436,19 @@ class call_machine {
   // A later attempt (the first is issued by begin() or by the blocking driver's fast path).
   action next_attempt() {
     const time_point now = p_.clock().now();
-    ctx_.remaining = time_left(now);
-    const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, ctx_.remaining);
+    const std::optional<duration> left = time_left(now);
+    const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, left);
     if (why != stop_reason::none) return model_done(why);
+    if (left && counters_.attempts == 0) {  // the model's first attempt: fix its share
+      const bool later =
+          fallback_exists(roles(), index_, error_kind::unknown, models_tried_, opts_);
+      share_end_ = detail::sat_add(now, model_time(*left, later, opts_));
+    }
+    ctx_.remaining = model_left(now);
+    // A retry whose wait ran past the model's share (a late wake-up): its fallback's time is not
+    // spent on it.
+    if (ctx_.remaining && *ctx_.remaining <= duration::zero())
+      return model_done(stop_reason::wait_past_deadline);
     admission_ = p_.breaker().admit(entry().health, now);
     if (!admission_.allowed) return skip(now);
     ++counters_.attempts;
@@ -477,11 +507,12 @@ class call_machine {
       if (!backoff_) backoff_.emplace(entry().backoff);
       delay = backoff_->next(counters_.attempts);
     }
-    retry_decision d =
-        decide_retry(entry().retry, opts_.max_total_attempts, e, counters_, delay, time_left(end));
+    const bool can_fall_back = fallback_exists(roles(), index_, e.kind, models_tried_, opts_);
+    retry_decision d = decide_retry(entry().retry, opts_.max_total_attempts, e, counters_, delay,
+                                    model_left(end), can_fall_back);
     // Shared health can veto a retry the model's own rules allow: no point waiting for a circuit
     // that will still be open, and no retry the shared budget cannot pay for.
-    if (d.retry && p_.breaker().would_refuse(entry().health, end + d.wait))
+    if (d.retry && p_.breaker().would_refuse(entry().health, detail::sat_add(end, d.wait)))
       d = retry_decision{false, {}, wait_reason::none, stop_reason::circuit_open};
     if (d.retry && !p_.budget().try_retry(end))
       d = retry_decision{false, {}, wait_reason::none, stop_reason::budget_exhausted};
@@ -522,6 +553,11 @@ class call_machine {
         return finish(all_open_error((*names_)[earliest_reopen_->second], until),
                       stop_reason::circuit_open);
       }
+      // A model that gave up because its next wait would cross the deadline, with nothing to
+      // take over: the call ends at the deadline, as if it had waited.
+      if (why == stop_reason::wait_past_deadline && w.stop == stop_reason::no_fallback)
+        return finish(stop_error(error_kind::deadline_exceeded, last_error(), model()),
+                      stop_reason::deadline);
       return finish(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
     }
     notify(&hooks_type::on_fallback,
@@ -556,6 +592,7 @@ class call_machine {
   admission admission_;
   attempt_context ctx_;
   time_point attempt_start_{};
+  std::optional<time_point> share_end_;  // when the current model's share of the time ends
   duration wait_{};
   std::optional<std::size_t> last_call_;  // trace index of the latest attempt that called a model
   error_kind routing_ = error_kind::unknown;  // the failure that led to the current entry
@@ -683,7 +720,7 @@ FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries, tra
     drive_on(res, p, entries, names, opts, call, invoke, start, plan, nullptr, nullptr, start);
     return res;
   }
-  const attempt_context ctx = machine::first_context(names, plan, deadline, call);
+  const attempt_context ctx = machine::first_context(entries, names, plan, deadline, opts, call);
   attempt_record& rec = machine::issue_first(p, entries, names, res, plan, deadline);
   bool answered = false;
   try {
