@@ -19,6 +19,15 @@ namespace failover::testing {
 class fake_clock {
  public:
   fake_clock() : state_(std::make_shared<state>()) {}
+  // A move copies: a clock moved from (with the chain that held it) still reads the time line.
+  fake_clock(const fake_clock&) = default;
+  fake_clock(fake_clock&& other) noexcept : state_(other.state_) {}
+  fake_clock& operator=(const fake_clock&) = default;
+  fake_clock& operator=(fake_clock&& other) noexcept {
+    state_ = other.state_;
+    return *this;
+  }
+  ~fake_clock() = default;
   explicit fake_clock(wall_time wall_start) : fake_clock() {
     state_->wall_offset = wall_start.time_since_epoch();
   }
@@ -48,6 +57,16 @@ class fake_sleeper {
   fake_sleeper() : fake_sleeper(fake_clock{}) {}
   explicit fake_sleeper(fake_clock clock)
       : clock_(std::move(clock)), state_(std::make_shared<state>()) {}
+  // A move copies, as fake_clock's does: a sleeper moved from still records and advances.
+  fake_sleeper(const fake_sleeper&) = default;
+  fake_sleeper(fake_sleeper&& other) noexcept : clock_(other.clock_), state_(other.state_) {}
+  fake_sleeper& operator=(const fake_sleeper&) = default;
+  fake_sleeper& operator=(fake_sleeper&& other) noexcept {
+    clock_ = other.clock_;
+    state_ = other.state_;
+    return *this;
+  }
+  ~fake_sleeper() = default;
 
   bool sleep_for(duration d, const cancel_token& token) const {
     if (token.cancelled()) return false;

@@ -367,7 +367,7 @@ TEST_CASE("breaker: open rejects until the cooldown ends, then admits half-open 
   }
 }
 
-TEST_CASE("breaker: failed probes lengthen the cooldown up to max_cooldown; success resets it",
+TEST_CASE("breaker: failed probes lengthen the cooldown up to max_cooldown, success resets it",
           "[breaker]") {
   breaker_options o;
   o.cooldown = 30s;
@@ -611,7 +611,7 @@ TEST_CASE("breaker: snapshot of every key and of one key", "[breaker]") {
   CHECK(saw_b);
 }
 
-TEST_CASE("breaker: copies share the registry; resolve is stable per key", "[breaker]") {
+TEST_CASE("breaker: copies share the registry, resolve is stable per key", "[breaker]") {
   circuit_breaker b;
   const circuit_breaker copy = b;  // NOLINT(performance-unnecessary-copy-initialization)
   const auto h = b.resolve("m");

@@ -283,7 +283,7 @@ TEST_CASE("classifier: x-should-retry overrides transience except for routing ki
   }
 }
 
-TEST_CASE("classifier: user overrides win over the defaults; code beats status", "[classifier]") {
+TEST_CASE("classifier: user overrides win over the defaults, code beats status", "[classifier]") {
   SECTION("on_status") {
     classifier c;
     c.on_status(404, error_kind::server_error)            // default transience: transient

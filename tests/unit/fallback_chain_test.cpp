@@ -667,7 +667,7 @@ TEST_CASE("chain: a call starts at the first standard entry, whatever was added 
   CHECK(call.entry_index() == 2);
 }
 
-TEST_CASE("chain: copies keep their start entry; a chain moved from has nothing to call") {
+TEST_CASE("chain: copies keep their start entry, a chain moved from has nothing to call") {
   failover::testing::fake_clock clock;
   chain_t chain;
   failover::testing::use_fake_time(chain, clock);
