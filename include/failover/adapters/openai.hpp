@@ -41,10 +41,11 @@ struct chat_completion {
 // The error a provider described in its body.
 struct error_body {
   std::string code;     // what classification reads: error.code, else error.type, else error.status
-  std::string type;     // error.type as sent
+  std::string type;     // error.type as sent (shortened, as the code is)
   std::string message;  // error.message, shortened
-  // Set when the provider documents a meaning the body gives without a structured code (Anthropic's
-  // "prompt is too long" invalid_request_error: context_window).
+  // Set when a provider documents a meaning its structured code does not carry: Anthropic's
+  // "prompt is too long" invalid_request_error (context_window), Gemini's API_KEY_INVALID
+  // reason (unauthorized).
   std::optional<error_kind> kind;
 };
 
@@ -115,7 +116,7 @@ inline std::string too_deep(const char* what, int max_depth) {
          " levels (json_limits::max_depth); not read";
 }
 
-// Parses a body within the depth bound; discarded (never a throw) when it is not JSON.
+// Parses a body (after the depth check); discarded, never a throw, when it is not JSON.
 inline nlohmann::json parse(std::string_view body) {
   return nlohmann::json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
 }
