@@ -70,7 +70,8 @@ constexpr error_kind kind_of_status(int status) noexcept {
 }
 
 // The default provider-code table (OpenAI-compatible `error.code`/`error.type`, Azure, Anthropic
-// `error.type`). Only codes whose meaning differs from, or sharpens, the status are listed.
+// `error.type`, Gemini `error.status`). A provider's documented codes are listed so the kind holds
+// when a gateway rewrites the status; codes that differ from the status sharpen it.
 inline std::optional<classification> classify_code(std::string_view code) noexcept {
   struct row {
     std::string_view code;
@@ -92,6 +93,17 @@ inline std::optional<classification> classify_code(std::string_view code) noexce
       {"not_found_error", {error_kind::not_found, false}},
       {"model_not_found", {error_kind::not_found, false}},
       {"invalid_request_error", {error_kind::bad_request, false}},
+      // Gemini (google.rpc status names, as its troubleshooting guide lists them).
+      {"RESOURCE_EXHAUSTED", {error_kind::rate_limited, true}},
+      {"INVALID_ARGUMENT", {error_kind::bad_request, false}},
+      // A 400 that another provider would not give: the free tier is not offered in the caller's
+      // region, or billing is off. Not a malformed request, so the chain falls back.
+      {"FAILED_PRECONDITION", {error_kind::forbidden, false}},
+      {"PERMISSION_DENIED", {error_kind::forbidden, false}},
+      {"NOT_FOUND", {error_kind::not_found, false}},
+      {"INTERNAL", {error_kind::server_error, true}},
+      {"UNAVAILABLE", {error_kind::server_error, true}},
+      {"DEADLINE_EXCEEDED", {error_kind::server_error, true}},
   };
   for (const auto& r : rows)
     if (r.code == code) return r.c;

@@ -676,3 +676,43 @@ TEST_CASE("classifier: regressions found by fuzzing", "[classifier][fuzz]") {
     CHECK(c.classify(failure::http(409), t2024).kind == error_kind::content_policy);
   }
 }
+
+TEST_CASE("classifier: Gemini status names are provider codes", "[classifier]") {
+  struct row {
+    const char* code;
+    error_kind kind;
+    bool transient;
+  };
+  const row rows[] = {
+      {"RESOURCE_EXHAUSTED", error_kind::rate_limited, true},
+      {"INVALID_ARGUMENT", error_kind::bad_request, false},
+      {"FAILED_PRECONDITION", error_kind::forbidden, false},
+      {"PERMISSION_DENIED", error_kind::forbidden, false},
+      {"NOT_FOUND", error_kind::not_found, false},
+      {"INTERNAL", error_kind::server_error, true},
+      {"UNAVAILABLE", error_kind::server_error, true},
+      {"DEADLINE_EXCEEDED", error_kind::server_error, true},
+  };
+  for (const row& r : rows) {
+    INFO(r.code);
+    const auto c = failover::classify_code(r.code);
+    REQUIRE(c);
+    CHECK(name(c->kind) == name(r.kind));
+    CHECK(c->transient == r.transient);
+    // The provider's word holds when a gateway rewrote the status.
+    const error e = classify(failure::http(500, r.code));
+    CHECK(name(e.kind) == name(r.kind));
+    CHECK(e.transient == r.transient);
+  }
+  // A 400 FAILED_PRECONDITION (no free tier in the region, billing off) is not a malformed
+  // request: it falls back like a 403 instead of ending the chain.
+  CHECK(classify(failure::http(400, "FAILED_PRECONDITION")).kind == error_kind::forbidden);
+  // Codes match exactly: other spellings are not Gemini's.
+  CHECK_FALSE(failover::classify_code("resource_exhausted"));
+  CHECK_FALSE(failover::classify_code("UNAVAILABLE "));
+  // The rows that were there keep their meaning.
+  CHECK(failover::classify_code("rate_limit_exceeded")->kind == error_kind::rate_limited);
+  CHECK_FALSE(failover::classify_code("insufficient_quota")->transient);
+  CHECK(failover::classify_code("invalid_request_error")->kind == error_kind::bad_request);
+  CHECK(failover::classify_code("overloaded_error")->kind == error_kind::overloaded);
+}

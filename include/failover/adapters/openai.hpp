@@ -1,11 +1,14 @@
 // Provider JSON: builds OpenAI-compatible chat requests and reads their answers and error bodies
-// (OpenAI, Azure and Anthropic envelopes) into values or `failure`s with the provider's error code.
+// (OpenAI, Azure, Anthropic and Gemini envelopes) into values or `failure`s, within set bounds.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,17 +40,41 @@ struct chat_completion {
 
 // The error a provider described in its body.
 struct error_body {
-  std::string code;     // what classification reads: error.code, else error.type
-  std::string type;     // error.type as sent
+  std::string code;     // what classification reads: error.code, else error.type, else error.status
+  std::string type;     // error.type as sent (shortened, as the code is)
   std::string message;  // error.message, shortened
+  // Set when a provider documents a meaning its structured code does not carry: Anthropic's
+  // "prompt is too long" invalid_request_error (context_window), Gemini's API_KEY_INVALID
+  // reason (unauthorized).
+  std::optional<error_kind> kind;
+};
+
+// How much of a provider's body is read. Bodies come from the network, so each bound holds
+// whatever a server sends; the defaults are far above what any provider's real bodies need.
+struct json_limits {
+  int max_depth = 64;             // nesting of arrays and objects (a chat answer needs 7)
+  std::size_t max_message = 400;  // characters of a provider's message kept in a failure
+  std::size_t max_code = 100;     // characters of a provider's code or type kept
+
+  void validate() const {
+    if (max_depth < 1)
+      throw std::invalid_argument("failover::openai::json_limits: max_depth must be >= 1");
+    if (max_message < 1)
+      throw std::invalid_argument("failover::openai::json_limits: max_message must be >= 1");
+    if (max_code < 1)
+      throw std::invalid_argument("failover::openai::json_limits: max_code must be >= 1");
+  }
 };
 
 namespace detail {
 
-// Messages are for people and may be long; a few hundred characters carry the meaning.
+// Messages are for people and may be long; a few hundred characters carry the meaning. The cut
+// never splits a UTF-8 sequence, so what is kept stays printable and serialisable.
 inline std::string shorten(std::string text, std::size_t limit = 400) {
   if (text.size() > limit) {
-    text.resize(limit);
+    std::size_t cut = limit;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text.resize(cut);
     text += "...";
   }
   return text;
@@ -59,8 +86,149 @@ inline std::string string_at(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// Whether the arrays and objects in `body` nest deeper than `max_depth`. Brackets inside strings
+// do not count. Linear and allocation-free, so a hostile body is refused before a parser builds
+// millions of nested values; malformed text is left for the parser to reject.
+inline bool nests_deeper_than(std::string_view body, int max_depth) noexcept {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+inline std::string too_deep(const char* what, int max_depth) {
+  return std::string(what) + " nests deeper than " + std::to_string(max_depth) +
+         " levels (json_limits::max_depth); not read";
+}
+
+// Parses a body (after the depth check); discarded, never a throw, when it is not JSON.
 inline nlohmann::json parse(std::string_view body) {
   return nlohmann::json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+}
+
+// A token count as sent: a non-negative integer that fits in a long long, else nothing. Floats,
+// negatives, strings and numbers too large are ignored rather than converted.
+inline std::optional<long long> count_at(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    const auto v = it->get<std::uint64_t>();
+    if (v <= static_cast<std::uint64_t>(std::numeric_limits<long long>::max()))
+      return static_cast<long long>(v);
+    return std::nullopt;
+  }
+  if (it->is_number_integer()) {
+    const auto v = it->get<std::int64_t>();
+    if (v >= 0) return static_cast<long long>(v);
+  }
+  return std::nullopt;
+}
+
+// The token counts in a top-level body, in any of the providers' shapes:
+//   OpenAI     "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}
+//   Anthropic  "usage": {"input_tokens", "output_tokens"}
+//   Gemini     "usageMetadata": {"promptTokenCount", "candidatesTokenCount", "totalTokenCount"}
+// Nothing when no count is usable. A missing total is the sum, when that fits.
+inline std::optional<token_usage> usage_at(const nlohmann::json& j) {
+  if (!j.is_object()) return std::nullopt;
+  struct shape {
+    const char* object;
+    const char* prompt;
+    const char* completion;
+    const char* total;
+  };
+  static constexpr shape shapes[] = {
+      {"usage", "prompt_tokens", "completion_tokens", "total_tokens"},
+      {"usage", "input_tokens", "output_tokens", "total_tokens"},
+      {"usageMetadata", "promptTokenCount", "candidatesTokenCount", "totalTokenCount"},
+  };
+  for (const shape& s : shapes) {
+    auto it = j.find(s.object);
+    if (it == j.end() || !it->is_object()) continue;
+    const auto prompt = count_at(*it, s.prompt);
+    const auto completion = count_at(*it, s.completion);
+    const auto total = count_at(*it, s.total);
+    if (!prompt && !completion && !total) continue;
+    token_usage u;
+    u.prompt = prompt.value_or(0);
+    u.completion = completion.value_or(0);
+    if (total) {
+      u.total = *total;
+    } else if (u.prompt <= std::numeric_limits<long long>::max() - u.completion) {
+      u.total = u.prompt + u.completion;
+    }
+    return u;
+  }
+  return std::nullopt;
+}
+
+// Anthropic documents no code for a prompt longer than the context window: it answers 400
+// invalid_request_error with a message that starts "prompt is too long". That documented shape,
+// and only it, is read here, so the classifier never has to read text.
+inline bool anthropic_prompt_too_long(const nlohmann::json& j, const nlohmann::json& error) {
+  static constexpr std::string_view prefix = "prompt is too long";
+  if (string_at(j, "type") != "error" || string_at(error, "type") != "invalid_request_error")
+    return false;
+  const std::string message = string_at(error, "message");
+  return message.size() >= prefix.size() &&
+         failure::iequals(std::string_view(message).substr(0, prefix.size()), prefix);
+}
+
+// Gemini reports a bad API key as 400 INVALID_ARGUMENT (which would end a chain as a malformed
+// request); its details name the reason API_KEY_INVALID, a structured field.
+inline bool gemini_key_invalid(const nlohmann::json& error) {
+  auto details = error.find("details");
+  if (details == error.end() || !details->is_array()) return false;
+  for (const auto& d : *details)
+    if (string_at(d, "reason") == "API_KEY_INVALID") return true;
+  return false;
+}
+
+inline std::optional<error_body> read_error(const nlohmann::json& j, const json_limits& limits) {
+  if (!j.is_object()) return std::nullopt;
+  error_body e;
+  auto it = j.find("error");
+  if (it != j.end() && it->is_object()) {
+    // A number or null is not a code; Gemini's string is `status` ("RESOURCE_EXHAUSTED").
+    std::string code = string_at(*it, "code");
+    std::string type = string_at(*it, "type");
+    if (code.empty()) code = type.empty() ? string_at(*it, "status") : type;
+    e.code = shorten(std::move(code), limits.max_code);
+    e.type = shorten(std::move(type), limits.max_code);
+    e.message = shorten(string_at(*it, "message"), limits.max_message);
+    if (anthropic_prompt_too_long(j, *it)) e.kind = error_kind::context_window;
+    if (gemini_key_invalid(*it)) e.kind = error_kind::unauthorized;
+    return e;
+  }
+  if (it != j.end() && it->is_string()) {
+    e.message = shorten(it->get<std::string>(), limits.max_message);
+    return e;
+  }
+  if (j.contains("message")) {
+    e.message = shorten(string_at(j, "message"), limits.max_message);
+    e.code = shorten(string_at(j, "code"), limits.max_code);
+    return e;
+  }
+  return std::nullopt;
+}
+
+inline void keep_headers(failure& f, const http::response& r) {
+  for (const auto& h : r.headers) f.header(h.first, h.second);
 }
 
 }  // namespace detail
@@ -68,87 +236,126 @@ inline nlohmann::json parse(std::string_view body) {
 // Reads an error body. Recognised shapes:
 //   OpenAI-compatible and Azure  {"error": {"message", "type", "param", "code"}}
 //   Anthropic                    {"type": "error", "error": {"type", "message"}}
+//   Gemini                       {"error": {"code": 429, "message", "status", "details"}}
 //   gateways                     {"error": "text"} or {"message": "text"}
-// Nothing when the body is not JSON or holds no error.
-inline std::optional<error_body> parse_error_body(std::string_view body) {
-  const nlohmann::json j = detail::parse(body);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
-  error_body e;
-  auto it = j.find("error");
-  if (it != j.end() && it->is_object()) {
-    const std::string code = detail::string_at(*it, "code");  // a number or null is not a code
-    e.type = detail::string_at(*it, "type");
-    e.code = code.empty() ? e.type : code;
-    e.message = detail::shorten(detail::string_at(*it, "message"));
-    return e;
-  }
-  if (it != j.end() && it->is_string()) {
-    e.message = detail::shorten(it->get<std::string>());
-    return e;
-  }
-  if (j.contains("message")) {
-    e.message = detail::shorten(detail::string_at(j, "message"));
-    e.code = detail::string_at(j, "code");
-    return e;
-  }
-  return std::nullopt;
+// Nothing when the body is not JSON, nests deeper than the limit, or holds no error. Never throws
+// on what the body holds.
+inline std::optional<error_body> parse_error_body(std::string_view body,
+                                                  const json_limits& limits = {}) {
+  limits.validate();
+  if (detail::nests_deeper_than(body, limits.max_depth)) return std::nullopt;
+  return detail::read_error(detail::parse(body), limits);
 }
 
-// A non-2xx response as a failure: status, the provider's code and message, and the retry
-// headers. A body that is not JSON (a proxy's error page) leaves the status to decide.
-inline failure error_failure(const http::response& r) {
+// A non-2xx response as a failure: status, the provider's code and message, the tokens the body
+// says were used, and the retry headers. A body that is not JSON (a proxy's error page) or nests
+// too deep leaves the status to decide.
+inline failure error_failure(const http::response& r, const json_limits& limits = {}) {
+  limits.validate();
   failure f = http::status_failure(r);
-  if (auto e = parse_error_body(r.body)) {
+  if (detail::nests_deeper_than(r.body, limits.max_depth)) {
+    f.message = detail::too_deep("the error body", limits.max_depth);
+    return f;
+  }
+  const nlohmann::json j = detail::parse(r.body);
+  if (auto e = detail::read_error(j, limits)) {
     f.code = std::move(e->code);
     f.message = std::move(e->message);
+    f.kind = e->kind;
   } else if (!r.body.empty()) {
     f.message = "the error body is not JSON";
   }
+  f.usage = detail::usage_at(j);
   return f;
 }
 
 // A 2xx response passes; anything else becomes error_failure(r).
-inline outcome<http::response> check(http::response r) {
+inline outcome<http::response> check(http::response r, const json_limits& limits = {}) {
   if (r.ok()) return r;
-  return error_failure(r);
+  return error_failure(r, limits);
 }
 
-// Reads a chat completion. A 200 whose first choice ended with finish_reason "content_filter" is
-// a refusal, not an answer: a failure with code content_filter (a content_policy error). A body
-// that is not JSON, or has no text in its first choice, is an invalid_response failure.
-inline outcome<chat_completion> read_chat(const http::response& r) {
-  if (!r.ok()) return error_failure(r);
+namespace detail {
+
+// The first choice's tool calls: {"id", "type": "function", "function": {"name", "arguments"}}.
+// `arguments` is kept as the text the model wrote (OpenAI sends a string); a server that sends an
+// object gets it back as compact JSON. An entry without a function name cannot be called: skipped.
+inline std::vector<tool_call> tool_calls_at(const nlohmann::json& message) {
+  std::vector<tool_call> calls;
+  auto list = message.find("tool_calls");
+  if (list == message.end() || !list->is_array()) return calls;
+  for (const auto& entry : *list) {
+    if (!entry.is_object()) continue;
+    auto function = entry.find("function");
+    if (function == entry.end() || !function->is_object()) continue;
+    tool_call call;
+    call.name = string_at(*function, "name");
+    if (call.name.empty()) continue;
+    call.id = string_at(entry, "id");
+    auto arguments = function->find("arguments");
+    if (arguments != function->end()) {
+      if (arguments->is_string()) {
+        call.arguments = arguments->get<std::string>();
+      } else if (arguments->is_object() || arguments->is_array()) {
+        call.arguments = arguments->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      }
+    }
+    calls.push_back(std::move(call));
+  }
+  return calls;
+}
+
+}  // namespace detail
+
+// Reads a chat completion: the first choice's text and tool calls, finish_reason, the model the
+// provider names, and its token counts. A 200 whose first choice ended with finish_reason
+// "content_filter" is a refusal, not an answer: a failure with code content_filter (a
+// content_policy error). A body that is not JSON, nests deeper than the limit, or whose first
+// choice has neither text nor a tool call, is an invalid_response failure. Failures keep the
+// token counts the body reported. Never throws on what the body holds.
+inline outcome<chat_completion> read_chat(const http::response& r, const json_limits& limits = {}) {
+  if (!r.ok()) return error_failure(r, limits);
+  limits.validate();
+  std::optional<token_usage> usage;
   auto invalid = [&](std::string why) {
     failure f = failure::of(error_kind::invalid_response, std::move(why));
     f.status = r.status;
-    for (const auto& h : r.headers) f.header(h.first, h.second);
+    f.usage = usage;
+    detail::keep_headers(f, r);
     return f;
   };
+  if (detail::nests_deeper_than(r.body, limits.max_depth))
+    return invalid(detail::too_deep("response body", limits.max_depth));
   const nlohmann::json j = detail::parse(r.body);
   if (j.is_discarded()) return invalid("response body is not JSON");
   if (!j.is_object()) return invalid("response body is not a JSON object");
+  usage = detail::usage_at(j);
   auto choices = j.find("choices");
   if (choices == j.end() || !choices->is_array() || choices->empty())
     return invalid("response has no choices");
-  const nlohmann::json& choice = (*choices)[0];
+  const nlohmann::json& choice = choices->front();
   chat_completion c;
   c.finish_reason = detail::string_at(choice, "finish_reason");
   if (c.finish_reason == "content_filter") {
     failure f = failure::http(r.status, "content_filter",
                               "the provider's content filter withheld the answer "
                               "(finish_reason content_filter)");
-    for (const auto& h : r.headers) f.header(h.first, h.second);
+    f.usage = usage;
+    detail::keep_headers(f, r);
     return f;
   }
   auto message = choice.is_object() ? choice.find("message") : choice.end();
   if (!choice.is_object() || message == choice.end() || !message->is_object())
     return invalid("first choice has no message");
+  c.tool_calls = detail::tool_calls_at(*message);
   auto content = message->find("content");
-  if (content == message->end() || !content->is_string())
-    return invalid("first choice has no text content");
-  c.content = content->get<std::string>();
+  const bool has_text = content != message->end() && content->is_string();
+  if (!has_text && c.tool_calls.empty())
+    return invalid("first choice has neither text content nor a tool call");
+  if (has_text) c.content = content->get<std::string>();
   c.model = detail::string_at(j, "model");
   c.id = detail::string_at(j, "id");
+  c.usage = usage;
   c.status = r.status;
   return c;
 }

@@ -48,12 +48,21 @@ struct mock_reply {
   bool completion = false;
   std::string text;
   std::string finish_reason = "stop";
+  std::optional<std::pair<std::string, std::string>> tool;  // a tool call's name and arguments
 
   // 200 with a chat completion whose text is `text`.
   static mock_reply answer(std::string text) {
     mock_reply r;
     r.completion = true;
     r.text = std::move(text);
+    return r;
+  }
+  // 200 with a chat completion that asks for one tool call instead of answering: content null,
+  // finish_reason "tool_calls", `arguments` sent as the JSON text string OpenAI sends.
+  static mock_reply tool_call(std::string name, std::string arguments) {
+    mock_reply r = answer("");
+    r.finish_reason = "tool_calls";
+    r.tool.emplace(std::move(name), std::move(arguments));
     return r;
   }
   // 200 whose choice ended with finish_reason "content_filter": a refusal, not an answer.
@@ -249,6 +258,13 @@ class mock_provider {
     std::string body = reply.body;
     if (reply.completion) {
       nlohmann::json message = {{"role", "assistant"}, {"content", reply.text}};
+      if (reply.tool) {
+        message["content"] = nullptr;
+        message["tool_calls"] = nlohmann::json::array(
+            {{{"id", "call_mock_" + std::to_string(seen.index)},
+              {"type", "function"},
+              {"function", {{"name", reply.tool->first}, {"arguments", reply.tool->second}}}}});
+      }
       body = nlohmann::json(
                  {{"id", "chatcmpl-mock-" + std::to_string(seen.index)},
                   {"object", "chat.completion"},
