@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -355,17 +357,45 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
   }
 }
 
+// A config file is a few kilobytes; anything near this size is the wrong file.
+inline constexpr std::size_t max_config_bytes = std::size_t{1} << 20;
+
+// Reads and parses a config file: a regular file of at most 1 MiB. A directory, a device or a
+// pipe is refused before it is opened (reading /dev/zero would never end), and the read itself
+// stops after the limit, so a file that grows meanwhile is refused too.
 inline nlohmann::json read_config_file(const std::string& file) {
+  auto fail = [&](const std::string& why) { return usage_error(file + ": " + why); };
+  std::error_code ec;
+  const auto st = std::filesystem::status(file, ec);
+  if (ec || !std::filesystem::exists(st)) throw fail("cannot read the config file (no such file)");
+  if (std::filesystem::is_directory(st)) throw fail("is a directory, not a config file");
+  if (!std::filesystem::is_regular_file(st))
+    throw fail("is not a regular file (a device, pipe or socket), not a config file");
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw usage_error(file + ": cannot read the config file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  const std::string body = text.str();
+  if (!in) throw fail("cannot read the config file");
+  std::string body(max_config_bytes + 1, '\0');
+  in.read(body.data(), static_cast<std::streamsize>(body.size()));
+  if (in.bad()) throw fail("cannot read the config file");
+  body.resize(static_cast<std::size_t>(in.gcount()));
+  if (body.size() > max_config_bytes) throw fail("larger than 1 MiB, not a config file");
   try {
     return nlohmann::json::parse(body);
   } catch (const nlohmann::json::parse_error& e) {
-    // e.what() quotes the position, not the content.
-    throw usage_error(file + ": not valid JSON: " + e.what());
+    // e.what() quotes the input near the error ("last read: '...'"), and a config file may hold
+    // a secret by mistake: say where, never what.
+    std::size_t line = 1;
+    std::size_t column = 1;
+    const std::size_t end = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte - 1, body.size());
+    for (std::size_t i = 0; i < end; ++i) {
+      if (body[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    throw fail("not valid JSON (line " + std::to_string(line) + ", column " +
+               std::to_string(column) + ")");
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -451,4 +452,36 @@ TEST_CASE("the demo: no --base-url, an embedded provider, the whole story") {
   const auto help = chat({"--help"});
   CHECK(help.exit_code == 0);
   CHECK(help.out.find("--policy-fallback") != std::string::npos);
+}
+
+TEST_CASE("the config file: a directory, a device and a file over 1 MiB are refused") {
+  struct bad {
+    std::string path;
+    std::string reason;
+  };
+  char dir[] = "/tmp/failover-itest-dir-XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  // Valid JSON that would run, padded past the limit: only the size can refuse it.
+  config_file big(R"({"models": ["m"], "base_url": "http://127.0.0.1:1/v1")" +
+                  std::string(1 << 20, ' ') + "}");
+  const std::vector<bad> cases = {{dir, "is a directory"},
+                                  {"/dev/null", "is not a regular file"},
+                                  {big.path, "larger than 1 MiB"}};
+  for (const auto& c : cases) {
+    INFO(c.path);
+    const auto r = chat({"--config", c.path, "hi"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(c.path + ": " + c.reason) != std::string::npos);
+    CHECK(r.out.empty());
+  }
+  rmdir(dir);
+}
+
+TEST_CASE("a config file that is not JSON: the position is named, the text is not echoed") {
+  config_file cfg("{\"models\": [\"a\"],\n \"api_key\": sk-not-a-json-value-0123456789}");
+  const auto r = chat({"--config", cfg.path, "hi"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find(cfg.path + ": not valid JSON (line 2") != std::string::npos);
+  CHECK(r.err.find("sk-not") == std::string::npos);
+  CHECK(r.err.find("0123") == std::string::npos);
 }
