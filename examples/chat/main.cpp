@@ -90,6 +90,7 @@ struct entry_plan {
 std::vector<entry_plan> plan_entries(const chat::options& o) {
   if (o.models.empty())
     throw chat::usage_error("no model to call: give --model NAME (or \"models\" in the config)");
+  chat::check_models(o);
   std::vector<entry_plan> plans;
   auto add = [&](const std::string& name, failover::role role) {
     entry_plan p;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -484,4 +485,88 @@ TEST_CASE("a config file that is not JSON: the position is named, the text is no
   CHECK(r.err.find(cfg.path + ": not valid JSON (line 2") != std::string::npos);
   CHECK(r.err.find("sk-not") == std::string::npos);
   CHECK(r.err.find("0123") == std::string::npos);
+}
+
+TEST_CASE("models: a model_list entry for no model, a model listed twice, LiteLLM's keys") {
+  const std::string url = "http://127.0.0.1:1/v1";
+  struct bad {
+    std::string config;              // "" = no config file
+    std::vector<std::string> flags;  // after --config FILE, before the prompt
+    std::vector<std::string> names;  // each must be in stderr
+  };
+  const std::vector<bad> cases = {
+      {json({{"models", {"claude-sonnet"}},
+             {"base_url", url},
+             {"model_list", {{{"model_name", "claude-sonet"}, {"model", "claude-3-5"}}}}})
+           .dump(),
+       {},
+       {"$.model_list[0].model_name: 'claude-sonet' is not a model of the chain"}},
+      {json({{"models", {"a", "b"}}, {"context_fallbacks", {"a"}}, {"base_url", url}}).dump(),
+       {},
+       {"model 'a' is listed twice"}},
+      {"", {"--base-url", url, "--model", "a", "--model", "a"}, {"model 'a' is listed twice"}},
+      {json({{"models", {"a"}},
+             {"model_list",
+              {{{"model_name", "a"},
+                {"litellm_params",
+                 {{"model", "openai/a"}, {"api_base", url}, {"api_key", "os.environ/K"}}}}}}})
+           .dump(),
+       {},
+       {"$.model_list[0].litellm_params: unknown key", "\"base_url\" (for api_base)",
+        "\"api_key_env\""}},
+      {json({{"models", {"a"}},
+             {"base_url", url},
+             {"model_list", {{{"model_name", "a"}, {"api_key", "sk-in-the-file-0123456789"}}}}})
+           .dump(),
+       {},
+       {"$.model_list[0].api_key: unknown key", "write \"api_key_env\""}},
+      {json({{"models", {"a"}}, {"base_url", url}, {"context_window_fallbacks", {"b"}}}).dump(),
+       {},
+       {"$.context_window_fallbacks: unknown key; write \"context_fallbacks\""}},
+      {json({{"models", {"a"}}, {"base_url", url}, {"num_retries", 2}}).dump(),
+       {},
+       {"$.num_retries: unknown key; write \"max_attempts\""}},
+      {R"({"models": ["a"], "base_url": "http://127.0.0.1:1/v1",
+           "max_attempts": 18446744073709551615})",
+       {},
+       {"$.max_attempts: too large"}},
+      {"",
+       {"--base-url", url, "--model", "a", "--max-attempts", "99999999999999999999"},
+       {"--max-attempts: too large"}},
+      {"", {"--base-url", url, "--model", "--max-attempts", "3"}, {"--model needs a value"}},
+      {"", {"--base-url", url, "--model", "a", "--max-hops="}, {"--max-hops needs a value"}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.config << " " << c.flags.size());
+    std::optional<config_file> cfg;
+    std::vector<std::string> args;
+    if (!c.config.empty()) {
+      cfg.emplace(c.config);
+      args = {"--config", cfg->path};
+    }
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    args.push_back("hi");
+    const auto r = chat(args);
+    CHECK(r.exit_code == 2);
+    for (const auto& n : c.names) CHECK(r.err.find(n) != std::string::npos);
+    CHECK(r.err.find("got -1") == std::string::npos);
+    CHECK(r.err.find("sk-in-the-file") == std::string::npos);
+    CHECK(r.out.empty());
+  }
+}
+
+TEST_CASE("models: a model_list entry for a model the flags chose, or the file's list, is kept") {
+  mock_provider mock;
+  mock.script("b-upstream", {mock_reply::answer("from b")});
+  config_file cfg(
+      json({{"models", {"a", "b"}},
+            {"base_url", "http://127.0.0.1:1/v1"},
+            {"model_list",
+             {{{"model_name", "a"}, {"model", "a-upstream"}},
+              {{"model_name", "b"}, {"model", "b-upstream"}, {"base_url", mock.base_url()}}}}})
+          .dump());
+  const auto r = chat({"--config", cfg.path, "--model", "b", "--trace-json", "hi"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(parse_out(r)["served_by"] == "b");
+  CHECK(mock.count("b-upstream") == 1);
 }
