@@ -46,6 +46,8 @@ answer goes to stdout, the trace of every attempt and wait to stderr.
   --read-timeout-ms MS      per attempt (default 60000)
   --max-hops N              models tried in one call (default 5)
   --max-server-wait-ms MS   a longer server-requested wait falls back at once (default 60000)
+  --max-read-timeout-retries N
+                            retries after a read timeout, per model (default 1)
   --api-key-env NAME        the variable holding the key (default OPENAI_API_KEY)
   --config FILE             a JSON file with these settings and per-model routes
   --trace-json              one JSON object on stdout: answer, attempts, error
@@ -145,6 +147,7 @@ session build_session(const chat::options& o) {
   failover::retry_options retry;
   retry.max_attempts = static_cast<int>(o.max_attempts);
   retry.max_server_wait = std::chrono::milliseconds(o.max_server_wait_ms);
+  retry.max_read_timeout_retries = static_cast<int>(o.max_read_timeout_retries);
   const failover::backoff_options backoff{std::chrono::milliseconds(o.base_delay_ms), 2.0,
                                           std::chrono::milliseconds(o.max_delay_ms), o.jitter};
   failover::http::timeouts limits;

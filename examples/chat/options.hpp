@@ -54,6 +54,7 @@ struct options {
   long long read_timeout_ms = 60000;
   long long max_hops = 5;
   long long max_server_wait_ms = 60000;
+  long long max_read_timeout_retries = 1;  // as retry_options: a slow model may still be working
 };
 
 // The command line before it is applied: settings in order, plus what is not a setting.
@@ -164,6 +165,12 @@ inline const std::vector<setting>& settings() {
        value_kind::integer,
        0,
        [](o& x, long long v) { x.max_server_wait_ms = v; },
+       {}},
+      {"max-read-timeout-retries",
+       "max_read_timeout_retries",
+       value_kind::integer,
+       0,
+       [](o& x, long long v) { x.max_read_timeout_retries = v; },
        {}},
   };
   return table;

@@ -570,3 +570,38 @@ TEST_CASE("models: a model_list entry for a model the flags chose, or the file's
   CHECK(parse_out(r)["served_by"] == "b");
   CHECK(mock.count("b-upstream") == 1);
 }
+
+TEST_CASE(
+    "read timeouts: --max-read-timeout-retries sets how often one model is retried after a read "
+    "timeout") {
+  for (int retries : {0, 2}) {
+    INFO("--max-read-timeout-retries " << retries);
+    mock_provider mock;
+    mock.script("gpt", {mock_reply::answer("too late").after(2000ms)});
+    const auto r =
+        chat(fast(mock, {"--model", "gpt", "--read-timeout-ms", "100", "--max-attempts", "5",
+                         "--max-read-timeout-retries", std::to_string(retries), "hi"}));
+    CHECK(r.exit_code == 1);
+    const json j = parse_out(r);
+    REQUIRE(j["attempts"].size() == static_cast<std::size_t>(retries + 1));
+    for (const auto& a : j["attempts"]) CHECK(a["kind"] == "read_timeout");
+    CHECK(j["attempts"].back()["gave_up"] == "read-timeout retries exhausted");
+    CHECK(mock.count("gpt") == static_cast<std::size_t>(retries + 1));
+  }
+  // The config key, overridden by the flag; and the bound.
+  mock_provider mock;
+  mock.script("gpt", {mock_reply::answer("too late").after(2000ms)});
+  config_file cfg(json({{"models", {"gpt"}},
+                        {"base_url", mock.base_url()},
+                        {"read_timeout_ms", 100},
+                        {"max_read_timeout_retries", 0}})
+                      .dump());
+  auto r = chat({"--config", cfg.path, "--trace-json", "hi"});
+  CHECK(r.exit_code == 1);
+  CHECK(parse_out(r)["attempts"].size() == 1);
+  r = chat({"--config", cfg.path, "--max-read-timeout-retries", "-1", "hi"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--max-read-timeout-retries: must be at least 0, got -1") != std::string::npos);
+  r = chat({"--help"});
+  CHECK(r.out.find("--max-read-timeout-retries N") != std::string::npos);
+}
