@@ -75,6 +75,45 @@ class scrubber {
   std::vector<std::string> secrets_;
 };
 
+// An environment variable's name. Anything else given as --api-key-env is likelier to be the key
+// itself, pasted where its variable's name belongs.
+bool is_variable_name(std::string_view name) {
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+  for (char c : name) {
+    const bool ok =
+        (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// A name that could be a key: not a variable name, or long with lower-case letters and digits
+// (variable names are upper-case words; keys such as gsk_... are random). Such a name is never
+// printed.
+bool looks_like_key(std::string_view name) {
+  if (!is_variable_name(name)) return true;
+  bool lower = false;
+  bool digit = false;
+  for (char c : name) {
+    lower = lower || (c >= 'a' && c <= 'z');
+    digit = digit || (c >= '0' && c <= '9');
+  }
+  return name.size() >= 20 && lower && digit;
+}
+
+// A base URL with a user, a password, a query or a fragment may hold a key, so its rejection
+// must not quote it (the URL parser's message does); other faults are quoted as the parser says.
+std::string unsafe_url_part(std::string_view url) {
+  const std::size_t scheme = url.find("://");
+  const std::size_t from = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const std::size_t end = url.find_first_of("/?#", from);
+  const std::string_view authority =
+      url.substr(from, end == std::string_view::npos ? std::string_view::npos : end - from);
+  if (authority.find('@') != std::string_view::npos) return "a user or password";
+  if (url.find_first_of("?#", from) != std::string_view::npos) return "a query or fragment";
+  return {};
+}
+
 double to_ms(failover::duration d) {
   return static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()) /
          1000.0;
@@ -106,10 +145,19 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
       if (!it->second.base_url.empty()) p.base_url = it->second.base_url;
       if (!it->second.api_key_env.empty()) p.key_env = it->second.api_key_env;
     }
+    if (!p.key_env.empty() && !is_variable_name(p.key_env))
+      throw chat::usage_error("the key variable of model '" + name +
+                              "' (--api-key-env or api_key_env) is not a variable name; it is "
+                              "not shown, as it may be a key: give the NAME of the variable "
+                              "that holds the key, e.g. OPENAI_API_KEY");
     if (p.base_url.empty())
       throw chat::usage_error("model '" + name +
                               "' has no base URL: give --base-url, or base_url in the config "
                               "file (at the top or in its model_list entry)");
+    if (const std::string part = unsafe_url_part(p.base_url); !part.empty())
+      throw chat::usage_error("base URL of model '" + name + "': it holds " + part +
+                              ", which is not allowed and not shown (it may hold a key: give "
+                              "the key through --api-key-env)");
     try {
       static_cast<void>(failover::http::base_url::parse(p.base_url));
     } catch (const std::invalid_argument& e) {
@@ -125,7 +173,8 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
 
 struct session {
   std::unique_ptr<chain_type> chain;
-  scrubber scrub;
+  // Shared with the entries' callables, which mask each response body before reading it.
+  std::shared_ptr<scrubber> masks = std::make_shared<scrubber>();
   std::vector<std::string> notes;  // said once on stderr before the call
 };
 
@@ -160,7 +209,12 @@ session build_session(const chat::options& o) {
       const char* value = std::getenv(p.key_env.c_str());
       if (value != nullptr && *value != '\0') {
         key = value;
-        s.scrub.add(key);
+        s.masks->add(key);
+      } else if (looks_like_key(p.key_env)) {
+        throw chat::usage_error("the key variable of model '" + p.name +
+                                "' (--api-key-env or api_key_env) is not set, and its name "
+                                "looks like a key, so it is not shown: give the NAME of the "
+                                "variable that holds the key");
       } else {
         s.notes.push_back("note: " + p.key_env + " is not set; calling " + p.name +
                           " without an Authorization header");
@@ -169,7 +223,8 @@ session build_session(const chat::options& o) {
     auto endpoint = std::make_shared<failover::http::httplib_endpoint>(p.base_url, limits);
     s.chain->add(
         p.name,
-        [endpoint, upstream = p.upstream, key = std::move(key)](
+        [endpoint, upstream = p.upstream, key = std::move(key),
+         masks = std::shared_ptr<const scrubber>(s.masks)](
             const failover::attempt_context& ctx,
             const std::string& prompt) -> failover::outcome<completion> {
           httplib::Headers headers;
@@ -178,7 +233,11 @@ session build_session(const chat::options& o) {
               endpoint->post(ctx, "/chat/completions",
                              failover::openai::chat_request(upstream, prompt), std::move(headers));
           if (!sent) return std::move(sent).failure();
-          return failover::openai::read_chat(sent.value());
+          // Masked before reading: read_chat shortens a long message, and a key cut in two
+          // would no longer match the mask.
+          failover::http::response answer = std::move(sent).value();
+          answer.body = (*masks)(std::move(answer.body));
+          return failover::openai::read_chat(answer);
         },
         p.role, retry, failover::exponential_backoff<>(backoff));
   }
@@ -268,17 +327,17 @@ int run_prompt(const chat::options& o, const chat::command_line& cl) {
   for (const auto& n : s.notes) fmt::print(stderr, "{}\n", n);
   const result_type r = s.chain->run(*cl.prompt);
   if (cl.trace_json) {
-    fmt::print("{}\n", dump(to_json(r, s.scrub)));
+    fmt::print("{}\n", dump(to_json(r, *s.masks)));
   } else {
-    print_lines(stderr, s.scrub(fmt::format("{}", r.trace())), "");
+    print_lines(stderr, (*s.masks)(fmt::format("{}", r.trace())), "");
     if (r) {
-      fmt::print(stderr, "{}\n", summary(r, s.scrub));
-      fmt::print("{}\n", s.scrub(r->content));
+      fmt::print(stderr, "{}\n", summary(r, *s.masks));
+      fmt::print("{}\n", (*s.masks)(r->content));
     }
   }
   std::fflush(stdout);
   if (!r) {
-    fmt::print(stderr, "failover-chat: {}\n", summary(r, s.scrub));
+    fmt::print(stderr, "failover-chat: {}\n", summary(r, *s.masks));
     return 1;
   }
   return 0;
@@ -327,7 +386,7 @@ int run_demo(chat::options o, const chat::command_line& cl) {
     all_ok = all_ok && static_cast<bool>(r);
     const auto log = mock.requests();
     if (cl.trace_json) {
-      fmt::print("{}\n", dump(to_json(r, s.scrub)));
+      fmt::print("{}\n", dump(to_json(r, *s.masks)));
       seen = log.size();
       continue;
     }
@@ -342,9 +401,9 @@ int run_demo(chat::options o, const chat::command_line& cl) {
                  q.retry_after.empty() ? "" : " (Retry-After: " + q.retry_after + ")");
     }
     if (r) {
-      fmt::print("   answer ({}): {}\n", summary(r, s.scrub), r->content);
+      fmt::print("   answer ({}): {}\n", summary(r, *s.masks), r->content);
     } else {
-      fmt::print("   {}\n", summary(r, s.scrub));
+      fmt::print("   {}\n", summary(r, *s.masks));
     }
   }
   std::fflush(stdout);

@@ -605,3 +605,53 @@ TEST_CASE(
   r = chat({"--help"});
   CHECK(r.out.find("--max-read-timeout-retries N") != std::string::npos);
 }
+
+TEST_CASE("secrets: a key cut by the message limit, a base URL with a secret, a key as a name") {
+  const std::string key = "plain-key-without-a-known-prefix-42";  // 35 characters
+  // Every 8-character piece of the key: none may be printed.
+  const auto leaks = [&](const std::string& text) {
+    for (std::size_t i = 0; i + 8 <= key.size(); ++i)
+      if (text.find(key.substr(i, 8)) != std::string::npos) return true;
+    return false;
+  };
+  {
+    // The provider echoes the key where the 400-character message limit cuts it.
+    mock_provider mock;
+    mock.script("gpt", {mock_reply::error(401, "invalid_api_key",
+                                          std::string(372, 'x') + key + " was rejected")});
+    for (bool as_json : {true, false}) {
+      std::vector<std::string> args = fast(mock, {"--model", "gpt", "hi"});
+      if (!as_json) args.erase(std::find(args.begin(), args.end(), "--trace-json"));
+      const auto r = chat(args, {"OPENAI_API_KEY=" + key});
+      CHECK(r.exit_code == 1);
+      CHECK_FALSE(leaks(r.out));
+      CHECK_FALSE(leaks(r.err));
+    }
+    CHECK(mock.requests("gpt").at(0).authorization == "Bearer " + key);
+  }
+  const std::vector<std::string> urls = {"http://user:" + key + "@127.0.0.1:1/v1",
+                                         "http://127.0.0.1:1/v1?key=" + key,
+                                         "127.0.0.1:1/v1#" + key, key + "@127.0.0.1:1/v1"};
+  for (const auto& url : urls) {
+    INFO(url);
+    auto r = chat({"--base-url", url, "--model", "m", "hi"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("base URL of model 'm'") != std::string::npos);
+    CHECK_FALSE(leaks(r.err));
+    config_file cfg(
+        json({{"models", {"m"}}, {"model_list", {{{"model_name", "m"}, {"base_url", url}}}}})
+            .dump());
+    r = chat({"--config", cfg.path, "hi"});
+    CHECK(r.exit_code == 2);
+    CHECK_FALSE(leaks(r.err));
+  }
+  // The key given where its variable's name belongs.
+  for (const std::string& name : {key, std::string("gsk_abcdefgh0123456789wxyz")}) {
+    INFO(name);
+    const auto r =
+        chat({"--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--api-key-env", name, "hi"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--api-key-env") != std::string::npos);
+    CHECK(r.err.find(name.substr(4, 12)) == std::string::npos);
+  }
+}
