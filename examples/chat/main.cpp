@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -254,23 +255,59 @@ void print_lines(std::FILE* out, const std::string& text, std::string_view inden
   }
 }
 
+// What the failed attempts were billed, summed over those whose response said; none when none did.
+std::optional<failover::token_usage> failed_usage(const result_type& r) {
+  std::optional<failover::token_usage> sum;
+  for (const auto& a : r.trace().attempts()) {
+    if (a.ok || !a.error().usage) continue;
+    if (!sum) sum.emplace();
+    sum->prompt += a.error().usage->prompt;
+    sum->completion += a.error().usage->completion;
+    sum->total += a.error().usage->total;
+  }
+  return sum;
+}
+
+// "; model gpt-4o-2024-08-06; tokens 12 prompt + 30 completion = 42; failed attempts billed 9
+// tokens": what the answer and the failures cost, for the summary line.
+std::string costs(const result_type& r) {
+  std::string out;
+  if (r && !r->model.empty()) out += "; model " + r->model;
+  if (r && r->usage)
+    out += fmt::format("; tokens {} prompt + {} completion = {}", r->usage->prompt,
+                       r->usage->completion, r->usage->total);
+  if (const auto failed = failed_usage(r))
+    out += fmt::format("; failed attempts billed {} tokens", failed->total);
+  return out;
+}
+
 std::string summary(const result_type& r, const scrubber& scrub) {
   const auto& t = r.trace();
   if (r) {
-    return fmt::format("served by {}{} after {} attempt{} in {}", r.served_by(),
-                       r.trace().policy_rerouted() ? " (REROUTED after a content-policy refusal)"
-                       : r.fallback_used()         ? " (FALLBACK)"
-                                                   : "",
-                       t.size(), t.size() == 1 ? "" : "s", failover::format_duration(t.elapsed()));
+    return scrub(fmt::format(
+        "served by {}{} after {} attempt{} in {}{}", r.served_by(),
+        r.trace().policy_rerouted() ? " (REROUTED after a content-policy refusal)"
+        : r.fallback_used()         ? " (FALLBACK)"
+                                    : "",
+        t.size(), t.size() == 1 ? "" : "s", failover::format_duration(t.elapsed()), costs(r)));
   }
-  return scrub(fmt::format("failed after {} attempt{} ({}): {}", t.size(), t.size() == 1 ? "" : "s",
-                           r.stop(), r.error()));
+  return scrub(fmt::format("failed after {} attempt{} ({}): {}{}", t.size(),
+                           t.size() == 1 ? "" : "s", r.stop(), r.error(), costs(r)));
+}
+
+nlohmann::json usage_json(const std::optional<failover::token_usage>& u) {
+  if (!u) return nullptr;
+  return {{"prompt", u->prompt}, {"completion", u->completion}, {"total", u->total}};
 }
 
 nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
   using nlohmann::json;
   json j;
   j["served_by"] = r ? json(std::string(r.served_by())) : json(nullptr);
+  // The model the provider says answered (an alias may resolve to a dated version), and what the
+  // answer cost; null when the provider did not say.
+  j["model"] = r && !r->model.empty() ? json(scrub(r->model)) : json(nullptr);
+  j["usage"] = r ? usage_json(r->usage) : json(nullptr);
   j["fallback_used"] = r.fallback_used();
   j["policy_rerouted"] = r.trace().policy_rerouted();
   j["answer"] = r ? json(scrub(r->content)) : json(nullptr);
@@ -287,11 +324,13 @@ nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
       x["status"] = r->status;
       x["kind"] = "ok";
       x["code"] = nullptr;
+      x["usage"] = usage_json(r->usage);
     } else {
       x["status"] = a.error().status ? json(*a.error().status) : json(nullptr);
       x["kind"] = std::string(failover::to_string(a.error().kind));
       x["code"] = a.error().code.empty() ? json(nullptr) : json(scrub(a.error().code));
       x["message"] = scrub(a.error().message);
+      x["usage"] = usage_json(a.error().usage);  // what this failure was billed
     }
     x["server_wait_ms"] =
         a.error().retry_after ? json(to_ms(*a.error().retry_after)) : json(nullptr);
