@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,7 @@ answer goes to stdout, the trace of every attempt and wait to stderr.
   --trace-json              one JSON object on stdout: answer, attempts, error
 
 The key is sent as "Authorization: Bearer <key>" and never printed.
+A failed call's last line ends with "; hint: ..." when a flag is known to help.
 Exit status: 0 answered, 1 the chain failed, 2 bad usage or a bad config file.
 )";
 
@@ -100,6 +102,11 @@ bool looks_like_key(std::string_view name) {
     digit = digit || (c >= '0' && c <= '9');
   }
   return name.size() >= 20 && lower && digit;
+}
+
+// What the messages call a key variable: "$NAME", unless the name could be a key itself.
+std::string shown_variable(const std::string& name) {
+  return looks_like_key(name) ? std::string("the variable --api-key-env names") : "$" + name;
 }
 
 // A base URL with a user, a password, a query or a fragment may hold a key, so its rejection
@@ -177,6 +184,11 @@ struct session {
   // Shared with the entries' callables, which mask each response body before reading it.
   std::shared_ptr<scrubber> masks = std::make_shared<scrubber>();
   std::vector<std::string> notes;  // said once on stderr before the call
+  struct key_source {
+    std::string variable;  // "" = no key is sent
+    bool set = false;
+  };
+  std::map<std::string, key_source, std::less<>> keys;  // per entry, for the hints
 };
 
 session build_session(const chat::options& o) {
@@ -206,11 +218,13 @@ session build_session(const chat::options& o) {
 
   for (const auto& p : plans) {
     std::string key;
+    s.keys[p.name] = {p.key_env, false};
     if (!p.key_env.empty()) {
       const char* value = std::getenv(p.key_env.c_str());
       if (value != nullptr && *value != '\0') {
         key = value;
         s.masks->add(key);
+        s.keys[p.name].set = true;
       } else if (looks_like_key(p.key_env)) {
         throw chat::usage_error("the key variable of model '" + p.name +
                                 "' (--api-key-env or api_key_env) is not set, and its name "
@@ -295,12 +309,43 @@ std::string summary(const result_type& r, const scrubber& scrub) {
                            t.size() == 1 ? "" : "s", r.stop(), r.error(), costs(r)));
 }
 
+// The library's remedy in this program's terms: the flag to change (also a config key: the
+// flag's name with '_' for '-'). "" when no setting is known to help.
+std::string hint(const result_type& r, const session& s, const chat::options& o) {
+  switch (failover::remedy_for(r)) {
+    case failover::remedy::none:
+      return {};
+    case failover::remedy::add_context_window_entry:
+      return "the input is too long for the models tried: add a --context-fallback (a model "
+             "with a longer context window)";
+    case failover::remedy::add_content_policy_entry:
+      return "add a --policy-fallback, if rerouting is acceptable";
+    case failover::remedy::raise_deadline:
+      return o.deadline_ms ? fmt::format("raise --deadline-ms (now {})", *o.deadline_ms)
+                           : std::string("raise --deadline-ms");
+    case failover::remedy::check_credentials: {
+      const auto it = s.keys.find(r.error().model);
+      if (it == s.keys.end() || it->second.variable.empty()) return "check the credentials";
+      const std::string var = shown_variable(it->second.variable);
+      return it->second.set ? "check the key in " + var : var + " is not set: set it to the key";
+    }
+    case failover::remedy::raise_max_server_wait: {
+      const auto& wait = r.error().retry_after;
+      return fmt::format("raise --max-server-wait-ms (now {}{})", o.max_server_wait_ms,
+                         wait ? "; the server asked for " + failover::format_duration(*wait) : "");
+    }
+    case failover::remedy::raise_max_hops:
+      return fmt::format("raise --max-hops (now {})", o.max_hops);
+  }
+  return {};
+}
+
 nlohmann::json usage_json(const std::optional<failover::token_usage>& u) {
   if (!u) return nullptr;
   return {{"prompt", u->prompt}, {"completion", u->completion}, {"total", u->total}};
 }
 
-nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
+nlohmann::json to_json(const result_type& r, const scrubber& scrub, const std::string& advice) {
   using nlohmann::json;
   json j;
   j["served_by"] = r ? json(std::string(r.served_by())) : json(nullptr);
@@ -351,7 +396,8 @@ nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
                   {"code", e.code.empty() ? json(nullptr) : json(scrub(e.code))},
                   {"model", e.model},
                   {"message", scrub(e.message)},
-                  {"stop", std::string(failover::to_string(r.stop()))}};
+                  {"stop", std::string(failover::to_string(r.stop()))},
+                  {"hint", advice.empty() ? json(nullptr) : json(advice)}};
   }
   return j;
 }
@@ -366,7 +412,7 @@ int run_prompt(const chat::options& o, const chat::command_line& cl) {
   for (const auto& n : s.notes) fmt::print(stderr, "{}\n", n);
   const result_type r = s.chain->run(*cl.prompt);
   if (cl.trace_json) {
-    fmt::print("{}\n", dump(to_json(r, *s.masks)));
+    fmt::print("{}\n", dump(to_json(r, *s.masks, hint(r, s, o))));
   } else {
     print_lines(stderr, (*s.masks)(fmt::format("{}", r.trace())), "");
     if (r) {
@@ -376,7 +422,9 @@ int run_prompt(const chat::options& o, const chat::command_line& cl) {
   }
   std::fflush(stdout);
   if (!r) {
-    fmt::print(stderr, "failover-chat: {}\n", summary(r, *s.masks));
+    const std::string remedy = hint(r, s, o);
+    fmt::print(stderr, "failover-chat: {}{}\n", summary(r, *s.masks),
+               remedy.empty() ? "" : "; hint: " + remedy);
     return 1;
   }
   return 0;
@@ -425,7 +473,7 @@ int run_demo(chat::options o, const chat::command_line& cl) {
     all_ok = all_ok && static_cast<bool>(r);
     const auto log = mock.requests();
     if (cl.trace_json) {
-      fmt::print("{}\n", dump(to_json(r, *s.masks)));
+      fmt::print("{}\n", dump(to_json(r, *s.masks, hint(r, s, o))));
       seen = log.size();
       continue;
     }
@@ -442,7 +490,8 @@ int run_demo(chat::options o, const chat::command_line& cl) {
     if (r) {
       fmt::print("   answer ({}): {}\n", summary(r, *s.masks), r->content);
     } else {
-      fmt::print("   {}\n", summary(r, *s.masks));
+      const std::string remedy = hint(r, s, o);
+      fmt::print("   {}{}\n", summary(r, *s.masks), remedy.empty() ? "" : "; hint: " + remedy);
     }
   }
   std::fflush(stdout);

@@ -745,3 +745,91 @@ TEST_CASE("usage and model: the provider's token counts and model id, per attemp
   CHECK(k["model"] == "gpt-4o-2024-08-06");
   CHECK(k["attempts"][0]["usage"] == k["usage"]);
 }
+
+TEST_CASE("hints: a failed call names the setting that would help, where one is known") {
+  struct fault {
+    std::string name;
+    std::vector<mock_reply> replies;
+    std::vector<std::string> flags;
+    std::vector<std::string> env;
+    std::string hint;  // "" = none
+  };
+  const std::string key = "plain-key-without-a-known-prefix-42";
+  const std::vector<fault> faults = {
+      {"context window",
+       {mock_reply::error(400, "context_length_exceeded", "too long")},
+       {},
+       {},
+       "add a --context-fallback"},
+      {"context window, the fallback too long as well",
+       {mock_reply::error(400, "context_length_exceeded", "too long")},
+       {"--context-fallback", "gpt-long"},
+       {},
+       ""},
+      {"content policy",
+       {mock_reply::error(400, "content_policy_violation", "refused")},
+       {},
+       {},
+       "add a --policy-fallback, if rerouting is acceptable"},
+      {"deadline",
+       {mock_reply::error(503)},
+       {"--max-attempts", "1000", "--base-delay-ms", "20", "--max-delay-ms", "20", "--deadline-ms",
+        "200"},
+       {},
+       "raise --deadline-ms (now 200)"},
+      {"unauthorized",
+       {mock_reply::error(401)},
+       {},
+       {"OPENAI_API_KEY=" + key},
+       "check the key in $OPENAI_API_KEY"},
+      {"unauthorized, another variable",
+       {mock_reply::error(401)},
+       {"--api-key-env", "TEAM_KEY"},
+       {"TEAM_KEY=" + key},
+       "check the key in $TEAM_KEY"},
+      {"unauthorized, no key set",
+       {mock_reply::error(401)},
+       {"--api-key-env", "TEAM_KEY"},
+       {"TEAM_KEY="},
+       "$TEAM_KEY is not set"},
+      {"server wait above the cap",
+       {mock_reply::error(429).with_header("Retry-After", "120")},
+       {"--max-server-wait-ms", "1000"},
+       {},
+       "raise --max-server-wait-ms (now 1000; the server asked for 120.00s)"},
+      {"hop limit",
+       {mock_reply::error(503)},
+       {"--model", "backup", "--max-hops", "1"},
+       {},
+       "raise --max-hops (now 1)"},
+      {"a server that stays down", {mock_reply::error(503)}, {}, {}, ""},
+      {"a bad request", {mock_reply::error(400, "", "bad field")}, {}, {}, ""},
+  };
+  for (const auto& f : faults) {
+    INFO(f.name);
+    mock_provider mock;
+    mock.script("gpt", f.replies);
+    mock.script("gpt-long", {mock_reply::error(400, "context_length_exceeded", "too long")});
+    mock.script("backup", {mock_reply::answer("never")});
+    std::vector<std::string> more = {"--model", "gpt"};
+    more.insert(more.end(), f.flags.begin(), f.flags.end());
+    more.push_back("hi");
+    auto args = fast(mock, more);
+    const auto r = chat(args, f.env);
+    CHECK(r.exit_code == 1);
+    const json j = parse_out(r);
+    const std::string line = last_line(r.err);
+    CHECK(line.rfind("failover-chat: failed after", 0) == 0);
+    if (f.hint.empty()) {
+      CHECK(j["error"]["hint"].is_null());
+      CHECK(line.find("hint:") == std::string::npos);
+    } else {
+      REQUIRE(j["error"]["hint"].is_string());
+      CHECK(j["error"]["hint"].get<std::string>().find(f.hint) != std::string::npos);
+      CHECK(line.find("; hint: ") != std::string::npos);
+      CHECK(line.find(f.hint) != std::string::npos);
+    }
+    CHECK(r.err.find(key) == std::string::npos);
+    CHECK(r.out.find(key) == std::string::npos);
+  }
+}
