@@ -365,12 +365,13 @@ inline void check_models(const options& x) {
       seen.push_back(m);
     }
   }
-  for (const auto& [name, r] : x.routes) {
+  for (const auto& route_of : x.routes) {
+    const std::string& name = route_of.first;
     const auto named = [&](const std::vector<std::string>& v) {
       return std::find(v.begin(), v.end(), name) != v.end();
     };
     if (!named(seen) && !named(x.config_names))
-      throw usage_error(r.where + ": '" + name +
+      throw usage_error(route_of.second.where + ": '" + name +
                         "' is not a model of the chain (not in models, context_fallbacks or "
                         "policy_fallbacks, nor given by a flag)");
   }
