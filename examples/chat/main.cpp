@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -46,11 +48,14 @@ answer goes to stdout, the trace of every attempt and wait to stderr.
   --read-timeout-ms MS      per attempt (default 60000)
   --max-hops N              models tried in one call (default 5)
   --max-server-wait-ms MS   a longer server-requested wait falls back at once (default 60000)
+  --max-read-timeout-retries N
+                            retries after a read timeout, per model (default 1)
   --api-key-env NAME        the variable holding the key (default OPENAI_API_KEY)
   --config FILE             a JSON file with these settings and per-model routes
   --trace-json              one JSON object on stdout: answer, attempts, error
 
 The key is sent as "Authorization: Bearer <key>" and never printed.
+A failed call's last line ends with "; hint: ..." when a flag is known to help.
 Exit status: 0 answered, 1 the chain failed, 2 bad usage or a bad config file.
 )";
 
@@ -73,6 +78,50 @@ class scrubber {
   std::vector<std::string> secrets_;
 };
 
+// An environment variable's name. Anything else given as --api-key-env is likelier to be the key
+// itself, pasted where its variable's name belongs.
+bool is_variable_name(std::string_view name) {
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+  for (char c : name) {
+    const bool ok =
+        (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// A name that could be a key: not a variable name, or long with lower-case letters and digits
+// (variable names are upper-case words; keys such as gsk_... are random). Such a name is never
+// printed.
+bool looks_like_key(std::string_view name) {
+  if (!is_variable_name(name)) return true;
+  bool lower = false;
+  bool digit = false;
+  for (char c : name) {
+    lower = lower || (c >= 'a' && c <= 'z');
+    digit = digit || (c >= '0' && c <= '9');
+  }
+  return name.size() >= 20 && lower && digit;
+}
+
+// What the messages call a key variable: "$NAME", unless the name could be a key itself.
+std::string shown_variable(const std::string& name) {
+  return looks_like_key(name) ? std::string("the variable --api-key-env names") : "$" + name;
+}
+
+// A base URL with a user, a password, a query or a fragment may hold a key, so its rejection
+// must not quote it (the URL parser's message does); other faults are quoted as the parser says.
+std::string unsafe_url_part(std::string_view url) {
+  const std::size_t scheme = url.find("://");
+  const std::size_t from = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const std::size_t end = url.find_first_of("/?#", from);
+  const std::string_view authority =
+      url.substr(from, end == std::string_view::npos ? std::string_view::npos : end - from);
+  if (authority.find('@') != std::string_view::npos) return "a user or password";
+  if (url.find_first_of("?#", from) != std::string_view::npos) return "a query or fragment";
+  return {};
+}
+
 double to_ms(failover::duration d) {
   return static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()) /
          1000.0;
@@ -90,6 +139,7 @@ struct entry_plan {
 std::vector<entry_plan> plan_entries(const chat::options& o) {
   if (o.models.empty())
     throw chat::usage_error("no model to call: give --model NAME (or \"models\" in the config)");
+  chat::check_models(o);
   std::vector<entry_plan> plans;
   auto add = [&](const std::string& name, failover::role role) {
     entry_plan p;
@@ -103,10 +153,19 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
       if (!it->second.base_url.empty()) p.base_url = it->second.base_url;
       if (!it->second.api_key_env.empty()) p.key_env = it->second.api_key_env;
     }
+    if (!p.key_env.empty() && !is_variable_name(p.key_env))
+      throw chat::usage_error("the key variable of model '" + name +
+                              "' (--api-key-env or api_key_env) is not a variable name; it is "
+                              "not shown, as it may be a key: give the NAME of the variable "
+                              "that holds the key, e.g. OPENAI_API_KEY");
     if (p.base_url.empty())
       throw chat::usage_error("model '" + name +
                               "' has no base URL: give --base-url, or base_url in the config "
                               "file (at the top or in its model_list entry)");
+    if (const std::string part = unsafe_url_part(p.base_url); !part.empty())
+      throw chat::usage_error("base URL of model '" + name + "': it holds " + part +
+                              ", which is not allowed and not shown (it may hold a key: give "
+                              "the key through --api-key-env)");
     try {
       static_cast<void>(failover::http::base_url::parse(p.base_url));
     } catch (const std::invalid_argument& e) {
@@ -122,8 +181,14 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
 
 struct session {
   std::unique_ptr<chain_type> chain;
-  scrubber scrub;
+  // Shared with the entries' callables, which mask each response body before reading it.
+  std::shared_ptr<scrubber> masks = std::make_shared<scrubber>();
   std::vector<std::string> notes;  // said once on stderr before the call
+  struct key_source {
+    std::string variable;  // "" = no key is sent
+    bool set = false;
+  };
+  std::map<std::string, key_source, std::less<>> keys;  // per entry, for the hints
 };
 
 session build_session(const chat::options& o) {
@@ -144,6 +209,7 @@ session build_session(const chat::options& o) {
   failover::retry_options retry;
   retry.max_attempts = static_cast<int>(o.max_attempts);
   retry.max_server_wait = std::chrono::milliseconds(o.max_server_wait_ms);
+  retry.max_read_timeout_retries = static_cast<int>(o.max_read_timeout_retries);
   const failover::backoff_options backoff{std::chrono::milliseconds(o.base_delay_ms), 2.0,
                                           std::chrono::milliseconds(o.max_delay_ms), o.jitter};
   failover::http::timeouts limits;
@@ -152,11 +218,18 @@ session build_session(const chat::options& o) {
 
   for (const auto& p : plans) {
     std::string key;
+    s.keys[p.name] = {p.key_env, false};
     if (!p.key_env.empty()) {
       const char* value = std::getenv(p.key_env.c_str());
       if (value != nullptr && *value != '\0') {
         key = value;
-        s.scrub.add(key);
+        s.masks->add(key);
+        s.keys[p.name].set = true;
+      } else if (looks_like_key(p.key_env)) {
+        throw chat::usage_error("the key variable of model '" + p.name +
+                                "' (--api-key-env or api_key_env) is not set, and its name "
+                                "looks like a key, so it is not shown: give the NAME of the "
+                                "variable that holds the key");
       } else {
         s.notes.push_back("note: " + p.key_env + " is not set; calling " + p.name +
                           " without an Authorization header");
@@ -165,7 +238,8 @@ session build_session(const chat::options& o) {
     auto endpoint = std::make_shared<failover::http::httplib_endpoint>(p.base_url, limits);
     s.chain->add(
         p.name,
-        [endpoint, upstream = p.upstream, key = std::move(key)](
+        [endpoint, upstream = p.upstream, key = std::move(key),
+         masks = std::shared_ptr<const scrubber>(s.masks)](
             const failover::attempt_context& ctx,
             const std::string& prompt) -> failover::outcome<completion> {
           httplib::Headers headers;
@@ -174,7 +248,11 @@ session build_session(const chat::options& o) {
               endpoint->post(ctx, "/chat/completions",
                              failover::openai::chat_request(upstream, prompt), std::move(headers));
           if (!sent) return std::move(sent).failure();
-          return failover::openai::read_chat(sent.value());
+          // Masked before reading: read_chat shortens a long message, and a key cut in two
+          // would no longer match the mask.
+          failover::http::response answer = std::move(sent).value();
+          answer.body = (*masks)(std::move(answer.body));
+          return failover::openai::read_chat(answer);
         },
         p.role, retry, failover::exponential_backoff<>(backoff));
   }
@@ -191,23 +269,90 @@ void print_lines(std::FILE* out, const std::string& text, std::string_view inden
   }
 }
 
+// What the failed attempts were billed, summed over those whose response said; none when none did.
+std::optional<failover::token_usage> failed_usage(const result_type& r) {
+  std::optional<failover::token_usage> sum;
+  for (const auto& a : r.trace().attempts()) {
+    if (a.ok || !a.error().usage) continue;
+    if (!sum) sum.emplace();
+    sum->prompt += a.error().usage->prompt;
+    sum->completion += a.error().usage->completion;
+    sum->total += a.error().usage->total;
+  }
+  return sum;
+}
+
+// "; model gpt-4o-2024-08-06; tokens 12 prompt + 30 completion = 42; failed attempts billed 9
+// tokens": what the answer and the failures cost, for the summary line.
+std::string costs(const result_type& r) {
+  std::string out;
+  if (r && !r->model.empty()) out += "; model " + r->model;
+  if (r && r->usage)
+    out += fmt::format("; tokens {} prompt + {} completion = {}", r->usage->prompt,
+                       r->usage->completion, r->usage->total);
+  if (const auto failed = failed_usage(r))
+    out += fmt::format("; failed attempts billed {} tokens", failed->total);
+  return out;
+}
+
 std::string summary(const result_type& r, const scrubber& scrub) {
   const auto& t = r.trace();
   if (r) {
-    return fmt::format("served by {}{} after {} attempt{} in {}", r.served_by(),
-                       r.trace().policy_rerouted() ? " (REROUTED after a content-policy refusal)"
-                       : r.fallback_used()         ? " (FALLBACK)"
-                                                   : "",
-                       t.size(), t.size() == 1 ? "" : "s", failover::format_duration(t.elapsed()));
+    return scrub(fmt::format(
+        "served by {}{} after {} attempt{} in {}{}", r.served_by(),
+        r.trace().policy_rerouted() ? " (REROUTED after a content-policy refusal)"
+        : r.fallback_used()         ? " (FALLBACK)"
+                                    : "",
+        t.size(), t.size() == 1 ? "" : "s", failover::format_duration(t.elapsed()), costs(r)));
   }
-  return scrub(fmt::format("failed after {} attempt{} ({}): {}", t.size(), t.size() == 1 ? "" : "s",
-                           r.stop(), r.error()));
+  return scrub(fmt::format("failed after {} attempt{} ({}): {}{}", t.size(),
+                           t.size() == 1 ? "" : "s", r.stop(), r.error(), costs(r)));
 }
 
-nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
+// The library's remedy in this program's terms: the flag to change (also a config key: the
+// flag's name with '_' for '-'). "" when no setting is known to help.
+std::string hint(const result_type& r, const session& s, const chat::options& o) {
+  switch (failover::remedy_for(r)) {
+    case failover::remedy::none:
+      return {};
+    case failover::remedy::add_context_window_entry:
+      return "the input is too long for the models tried: add a --context-fallback (a model "
+             "with a longer context window)";
+    case failover::remedy::add_content_policy_entry:
+      return "add a --policy-fallback, if rerouting is acceptable";
+    case failover::remedy::raise_deadline:
+      return o.deadline_ms ? fmt::format("raise --deadline-ms (now {})", *o.deadline_ms)
+                           : std::string("raise --deadline-ms");
+    case failover::remedy::check_credentials: {
+      const auto it = s.keys.find(r.error().model);
+      if (it == s.keys.end() || it->second.variable.empty()) return "check the credentials";
+      const std::string var = shown_variable(it->second.variable);
+      return it->second.set ? "check the key in " + var : var + " is not set: set it to the key";
+    }
+    case failover::remedy::raise_max_server_wait: {
+      const auto& wait = r.error().retry_after;
+      return fmt::format("raise --max-server-wait-ms (now {}{})", o.max_server_wait_ms,
+                         wait ? "; the server asked for " + failover::format_duration(*wait) : "");
+    }
+    case failover::remedy::raise_max_hops:
+      return fmt::format("raise --max-hops (now {})", o.max_hops);
+  }
+  return {};
+}
+
+nlohmann::json usage_json(const std::optional<failover::token_usage>& u) {
+  if (!u) return nullptr;
+  return {{"prompt", u->prompt}, {"completion", u->completion}, {"total", u->total}};
+}
+
+nlohmann::json to_json(const result_type& r, const scrubber& scrub, const std::string& advice) {
   using nlohmann::json;
   json j;
   j["served_by"] = r ? json(std::string(r.served_by())) : json(nullptr);
+  // The model the provider says answered (an alias may resolve to a dated version), and what the
+  // answer cost; null when the provider did not say.
+  j["model"] = r && !r->model.empty() ? json(scrub(r->model)) : json(nullptr);
+  j["usage"] = r ? usage_json(r->usage) : json(nullptr);
   j["fallback_used"] = r.fallback_used();
   j["policy_rerouted"] = r.trace().policy_rerouted();
   j["answer"] = r ? json(scrub(r->content)) : json(nullptr);
@@ -224,11 +369,13 @@ nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
       x["status"] = r->status;
       x["kind"] = "ok";
       x["code"] = nullptr;
+      x["usage"] = usage_json(r->usage);
     } else {
       x["status"] = a.error().status ? json(*a.error().status) : json(nullptr);
       x["kind"] = std::string(failover::to_string(a.error().kind));
       x["code"] = a.error().code.empty() ? json(nullptr) : json(scrub(a.error().code));
       x["message"] = scrub(a.error().message);
+      x["usage"] = usage_json(a.error().usage);  // what this failure was billed
     }
     x["server_wait_ms"] =
         a.error().retry_after ? json(to_ms(*a.error().retry_after)) : json(nullptr);
@@ -249,7 +396,8 @@ nlohmann::json to_json(const result_type& r, const scrubber& scrub) {
                   {"code", e.code.empty() ? json(nullptr) : json(scrub(e.code))},
                   {"model", e.model},
                   {"message", scrub(e.message)},
-                  {"stop", std::string(failover::to_string(r.stop()))}};
+                  {"stop", std::string(failover::to_string(r.stop()))},
+                  {"hint", advice.empty() ? json(nullptr) : json(advice)}};
   }
   return j;
 }
@@ -264,17 +412,19 @@ int run_prompt(const chat::options& o, const chat::command_line& cl) {
   for (const auto& n : s.notes) fmt::print(stderr, "{}\n", n);
   const result_type r = s.chain->run(*cl.prompt);
   if (cl.trace_json) {
-    fmt::print("{}\n", dump(to_json(r, s.scrub)));
+    fmt::print("{}\n", dump(to_json(r, *s.masks, hint(r, s, o))));
   } else {
-    print_lines(stderr, s.scrub(fmt::format("{}", r.trace())), "");
+    print_lines(stderr, (*s.masks)(fmt::format("{}", r.trace())), "");
     if (r) {
-      fmt::print(stderr, "{}\n", summary(r, s.scrub));
-      fmt::print("{}\n", s.scrub(r->content));
+      fmt::print(stderr, "{}\n", summary(r, *s.masks));
+      fmt::print("{}\n", (*s.masks)(r->content));
     }
   }
   std::fflush(stdout);
   if (!r) {
-    fmt::print(stderr, "failover-chat: {}\n", summary(r, s.scrub));
+    const std::string remedy = hint(r, s, o);
+    fmt::print(stderr, "failover-chat: {}{}\n", summary(r, *s.masks),
+               remedy.empty() ? "" : "; hint: " + remedy);
     return 1;
   }
   return 0;
@@ -323,7 +473,7 @@ int run_demo(chat::options o, const chat::command_line& cl) {
     all_ok = all_ok && static_cast<bool>(r);
     const auto log = mock.requests();
     if (cl.trace_json) {
-      fmt::print("{}\n", dump(to_json(r, s.scrub)));
+      fmt::print("{}\n", dump(to_json(r, *s.masks, hint(r, s, o))));
       seen = log.size();
       continue;
     }
@@ -338,9 +488,10 @@ int run_demo(chat::options o, const chat::command_line& cl) {
                  q.retry_after.empty() ? "" : " (Retry-After: " + q.retry_after + ")");
     }
     if (r) {
-      fmt::print("   answer ({}): {}\n", summary(r, s.scrub), r->content);
+      fmt::print("   answer ({}): {}\n", summary(r, *s.masks), r->content);
     } else {
-      fmt::print("   {}\n", summary(r, s.scrub));
+      const std::string remedy = hint(r, s, o);
+      fmt::print("   {}{}\n", summary(r, *s.masks), remedy.empty() ? "" : "; hint: " + remedy);
     }
   }
   std::fflush(stdout);

@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -31,6 +34,7 @@ struct route {
   std::string upstream;     // the model name sent to the provider ("" = the entry's name)
   std::string base_url;     // "" = the global base URL
   std::string api_key_env;  // "" = the global key variable
+  std::string where;        // "FILE: $.model_list[i]", for errors found once the flags are in
 };
 
 struct options {
@@ -40,6 +44,7 @@ struct options {
   std::vector<std::string> context_fallbacks;  // context-window entries
   std::vector<std::string> policy_fallbacks;   // content-policy entries (opt-in)
   std::map<std::string, route> routes;         // per model, from the config file
+  std::vector<std::string> config_names;       // the models the config file's lists name
   long long max_attempts = 5;
   long long base_delay_ms = 1000;
   long long max_delay_ms = 30000;
@@ -49,6 +54,7 @@ struct options {
   long long read_timeout_ms = 60000;
   long long max_hops = 5;
   long long max_server_wait_ms = 60000;
+  long long max_read_timeout_retries = 1;  // as retry_options: a slow model may still be working
 };
 
 // The command line before it is applied: settings in order, plus what is not a setting.
@@ -160,8 +166,46 @@ inline const std::vector<setting>& settings() {
        0,
        [](o& x, long long v) { x.max_server_wait_ms = v; },
        {}},
+      {"max-read-timeout-retries",
+       "max_read_timeout_retries",
+       value_kind::integer,
+       0,
+       [](o& x, long long v) { x.max_read_timeout_retries = v; },
+       {}},
   };
   return table;
+}
+
+// Keys a LiteLLM config uses, with what failover-chat reads instead: such a file is the likeliest
+// one to be handed over, and "unknown key" alone would not say what to write.
+inline std::string_view litellm_hint(std::string_view key, bool in_model_list) {
+  static constexpr std::string_view api_key =
+      "write \"api_key_env\": the name of the variable that holds the key (a key is never read "
+      "from the file)";
+  if (key == "api_base") return "write \"base_url\" (LiteLLM's api_base)";
+  if (key == "api_key") return api_key;
+  if (in_model_list) {
+    if (key == "litellm_params")
+      return "LiteLLM's litellm_params: write its fields in the entry itself: \"model\", "
+             "\"base_url\" (for api_base) and \"api_key_env\" (NAME, for api_key: "
+             "os.environ/NAME)";
+    if (key == "model_info" || key == "tpm" || key == "rpm")
+      return "a LiteLLM key that failover-chat does not use: remove it";
+    return {};
+  }
+  if (key == "router_settings" || key == "litellm_settings" || key == "general_settings" ||
+      key == "environment_variables")
+    return "a LiteLLM section: failover-chat reads its settings at the top level (models, "
+           "context_fallbacks, policy_fallbacks, max_attempts, ...)";
+  if (key == "fallbacks") return "write the chain in order as \"models\": [...]";
+  if (key == "context_window_fallbacks") return "write \"context_fallbacks\": [...]";
+  if (key == "content_policy_fallbacks") return "write \"policy_fallbacks\": [...]";
+  if (key == "num_retries")
+    return "write \"max_attempts\": attempts in all, the first included (num_retries + 1)";
+  if (key == "timeout" || key == "request_timeout")
+    return "write \"read_timeout_ms\" (per attempt) or \"deadline_ms\" (the whole call), in "
+           "milliseconds";
+  return {};
 }
 
 inline const setting* find_setting(std::string_view flag) {
@@ -185,12 +229,31 @@ inline std::vector<std::string>& list_of(options& x, std::string_view flag) {
 // A week in milliseconds: larger values are typos, and they would overflow nanoseconds later.
 inline constexpr long long max_ms = 7LL * 24 * 3600 * 1000;
 
+inline usage_error too_large(const std::string& where) {
+  return usage_error(where + ": too large (at most " + std::to_string(max_ms) + ")");
+}
+
 inline void apply_integer(options& x, const setting& s, long long v, const std::string& where) {
   if (v < s.min)
     throw usage_error(where + ": must be at least " + std::to_string(s.min) + ", got " +
                       std::to_string(v));
-  if (v > max_ms) throw usage_error(where + ": too large (" + std::to_string(v) + ")");
+  if (v > max_ms) throw too_large(where);
   s.set_int(x, v);
+}
+
+// A whole number from the command line; out of range is named as such, not as a typo.
+inline long long read_integer(const setting& s, const std::string& value,
+                              const std::string& where) {
+  long long v = 0;
+  const char* end = value.data() + value.size();
+  const auto [ptr, ec] = std::from_chars(value.data(), end, v);
+  if (ec == std::errc::result_out_of_range && ptr == end) {
+    if (value.front() != '-') throw too_large(where);
+    throw usage_error(where + ": must be at least " + std::to_string(s.min));
+  }
+  if (ec != std::errc() || ptr != end)
+    throw usage_error(where + ": expected a whole number, got '" + value + "'");
+  return v;
 }
 
 inline void apply_jitter(options& x, const std::string& v, const std::string& where) {
@@ -242,12 +305,19 @@ inline command_line read_command_line(int argc, const char* const* argv) {
     const bool is_config = flag == "config";
     if (!is_config && detail::find_setting(flag) == nullptr)
       throw usage_error("unknown flag --" + flag);
+    // A value that looks like a flag is one: "--model --max-attempts 3" forgot the model.
+    // (A value that starts with "--" can still be given as --flag=VALUE.)
     std::string value;
     if (inline_value) {
+      if (inline_value->empty()) throw usage_error("--" + flag + " needs a value");
       value = *inline_value;
     } else {
       if (i + 1 >= argc) throw usage_error("--" + flag + " needs a value");
-      value = argv[++i];
+      const std::string next = argv[i + 1];
+      if (next.rfind("--", 0) == 0)
+        throw usage_error("--" + flag + " needs a value (" + next + " is a flag, not a value)");
+      value = next;
+      ++i;
     }
     if (is_config) {
       if (cl.config) throw usage_error("--config given twice");
@@ -267,12 +337,7 @@ inline void apply_flags(options& x, const command_line& cl) {
     const detail::setting& s = *detail::find_setting(flag);
     const std::string where = "--" + flag;
     if (s.kind == detail::value_kind::integer) {
-      long long v = 0;
-      const char* end = value.data() + value.size();
-      const auto [ptr, ec] = std::from_chars(value.data(), end, v);
-      if (value.empty() || ec != std::errc() || ptr != end)
-        throw usage_error(where + ": expected a whole number, got '" + value + "'");
-      detail::apply_integer(x, s, v, where);
+      detail::apply_integer(x, s, detail::read_integer(s, value, where), where);
     } else {
       if (s.kind == detail::value_kind::list &&
           std::find(cleared.begin(), cleared.end(), s.flag) == cleared.end()) {
@@ -281,6 +346,34 @@ inline void apply_flags(options& x, const command_line& cl) {
       }
       detail::apply_text(x, s, value, where);
     }
+  }
+}
+
+// Checks what only the whole set of settings shows, once flags and file are both applied: each
+// model is named once across the three lists, and every model_list entry is for a model that
+// the file's lists or the flags name (a misspelt model_name would otherwise be ignored, and its
+// model called at the wrong address).
+inline void check_models(const options& x) {
+  std::vector<std::string> seen;
+  for (const auto* list : {&x.models, &x.context_fallbacks, &x.policy_fallbacks}) {
+    for (const auto& m : *list) {
+      if (std::find(seen.begin(), seen.end(), m) != seen.end())
+        throw usage_error("model '" + m +
+                          "' is listed twice (--model, --context-fallback and "
+                          "--policy-fallback, or models, context_fallbacks and policy_fallbacks, "
+                          "name each model once)");
+      seen.push_back(m);
+    }
+  }
+  for (const auto& route_of : x.routes) {
+    const std::string& name = route_of.first;
+    const auto named = [&](const std::vector<std::string>& v) {
+      return std::find(v.begin(), v.end(), name) != v.end();
+    };
+    if (!named(seen) && !named(x.config_names))
+      throw usage_error(route_of.second.where + ": '" + name +
+                        "' is not a model of the chain (not in models, context_fallbacks or "
+                        "policy_fallbacks, nor given by a flag)");
   }
 }
 
@@ -306,32 +399,41 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
         route r;
         for (auto f = m.begin(); f != m.end(); ++f) {
           const std::string field_path = at + "." + f.key();
+          std::string* field = f.key() == "model_name"    ? &name
+                               : f.key() == "model"       ? &r.upstream
+                               : f.key() == "base_url"    ? &r.base_url
+                               : f.key() == "api_key_env" ? &r.api_key_env
+                                                          : nullptr;
+          if (field == nullptr) {
+            const auto hint = detail::litellm_hint(f.key(), true);
+            throw fail(field_path,
+                       "unknown key (expected model_name, model, base_url or api_key_env)" +
+                           (hint.empty() ? std::string() : "; " + std::string(hint)));
+          }
           if (!f.value().is_string() || f.value().get<std::string>().empty())
             throw fail(field_path, "expected a non-empty string");
-          const std::string s = f.value().get<std::string>();
-          if (f.key() == "model_name")
-            name = s;
-          else if (f.key() == "model")
-            r.upstream = s;
-          else if (f.key() == "base_url")
-            r.base_url = s;
-          else if (f.key() == "api_key_env")
-            r.api_key_env = s;
-          else
-            throw fail(field_path,
-                       "unknown key (expected model_name, model, base_url or api_key_env)");
+          *field = f.value().get<std::string>();
         }
         if (name.empty()) throw fail(at, "missing model_name");
         if (x.routes.count(name)) throw fail(at + ".model_name", "'" + name + "' is listed twice");
+        r.where = file + ": " + at + ".model_name";
         x.routes[name] = r;
       }
       continue;
     }
     const detail::setting* s = detail::find_key(key);
-    if (s == nullptr) throw fail(path, "unknown key");
+    if (s == nullptr) {
+      const auto hint = detail::litellm_hint(key, false);
+      throw fail(path, "unknown key" + (hint.empty() ? std::string() : "; " + std::string(hint)));
+    }
     switch (s->kind) {
       case detail::value_kind::integer:
         if (!v.is_number_integer()) throw fail(path, "expected a whole number");
+        // Above LLONG_MAX nlohmann-json keeps the number unsigned: read as signed it would wrap.
+        if (v.is_number_unsigned() &&
+            v.get<unsigned long long>() >
+                static_cast<unsigned long long>(std::numeric_limits<long long>::max()))
+          throw detail::too_large(file + ": " + path);
         detail::apply_integer(x, *s, v.get<long long>(), file + ": " + path);
         break;
       case detail::value_kind::list:
@@ -344,6 +446,7 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
             if (!v[i].is_string() || v[i].get<std::string>().empty())
               throw fail(at, "expected a non-empty string");
             list.push_back(v[i].get<std::string>());
+            x.config_names.push_back(list.back());
           }
         }
         break;
@@ -355,17 +458,45 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
   }
 }
 
+// A config file is a few kilobytes; anything near this size is the wrong file.
+inline constexpr std::size_t max_config_bytes = std::size_t{1} << 20;
+
+// Reads and parses a config file: a regular file of at most 1 MiB. A directory, a device or a
+// pipe is refused before it is opened (reading /dev/zero would never end), and the read itself
+// stops after the limit, so a file that grows meanwhile is refused too.
 inline nlohmann::json read_config_file(const std::string& file) {
+  auto fail = [&](const std::string& why) { return usage_error(file + ": " + why); };
+  std::error_code ec;
+  const auto st = std::filesystem::status(file, ec);
+  if (ec || !std::filesystem::exists(st)) throw fail("cannot read the config file (no such file)");
+  if (std::filesystem::is_directory(st)) throw fail("is a directory, not a config file");
+  if (!std::filesystem::is_regular_file(st))
+    throw fail("is not a regular file (a device, pipe or socket), not a config file");
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw usage_error(file + ": cannot read the config file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  const std::string body = text.str();
+  if (!in) throw fail("cannot read the config file");
+  std::string body(max_config_bytes + 1, '\0');
+  in.read(body.data(), static_cast<std::streamsize>(body.size()));
+  if (in.bad()) throw fail("cannot read the config file");
+  body.resize(static_cast<std::size_t>(in.gcount()));
+  if (body.size() > max_config_bytes) throw fail("larger than 1 MiB, not a config file");
   try {
     return nlohmann::json::parse(body);
   } catch (const nlohmann::json::parse_error& e) {
-    // e.what() quotes the position, not the content.
-    throw usage_error(file + ": not valid JSON: " + e.what());
+    // e.what() quotes the input near the error ("last read: '...'"), and a config file may hold
+    // a secret by mistake: say where, never what.
+    std::size_t line = 1;
+    std::size_t column = 1;
+    const std::size_t end = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte - 1, body.size());
+    for (std::size_t i = 0; i < end; ++i) {
+      if (body[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    throw fail("not valid JSON (line " + std::to_string(line) + ", column " +
+               std::to_string(column) + ")");
   }
 }
 

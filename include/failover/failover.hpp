@@ -18,6 +18,7 @@
 #include "failover/hooks.hpp"
 #include "failover/outcome.hpp"
 #include "failover/policies.hpp"
+#include "failover/remedy.hpp"
 #include "failover/retrier.hpp"
 #include "failover/retry_after.hpp"
 #include "failover/retry_budget.hpp"
