@@ -135,7 +135,7 @@ TEST_CASE("remedy: rejected credentials: check them, on the last model as on the
   CHECK(failover::remedy_for(forbidden.chain.run("q")) == remedy::none);
 }
 
-TEST_CASE("remedy: a server wait above the cap: raise the cap; below it there is none") {
+TEST_CASE("remedy: a server wait above the cap: raise the cap, below it there is none") {
   failover::retry_options cap = attempts(3);
   cap.max_server_wait = 10s;
   fake_chain c;
