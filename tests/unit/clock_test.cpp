@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -169,4 +170,18 @@ TEST_CASE("use_fake_time: points a retrier at the shared fake time line") {
   CHECK(r.sleeper().sleep_for(1s, failover::cancel_token{}));
   CHECK(clock.elapsed() == 4s);
   CHECK(sleeper.sleeps().size() == 1);  // the returned sleeper shares the record
+}
+
+TEST_CASE("fake_clock and fake_sleeper: one moved from still shares the time line") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_clock moved_to(std::move(clock));
+  moved_to.advance(5ms);
+  // NOLINTNEXTLINE(bugprone-use-after-move): what a clock moved from does is the point
+  CHECK(clock.elapsed() == 5ms);
+  failover::testing::fake_sleeper sleeper(moved_to);
+  failover::testing::fake_sleeper sleeper_to(std::move(sleeper));
+  // NOLINTNEXTLINE(bugprone-use-after-move)
+  CHECK(sleeper.sleep_for(2ms, failover::cancel_token{}));
+  CHECK(sleeper_to.sleeps().size() == 1);
+  CHECK(moved_to.elapsed() == 7ms);
 }
