@@ -29,8 +29,9 @@ template <class S>
 struct is_std_function<std::function<S>> : std::true_type {};
 
 // An entry's callable behind one plain function pointer: a call costs one indirect call, with
-// no emptiness check (add() refuses empty callables) and arguments passed as they are. Copies
-// of a chain copy their callables, as std::function would.
+// no emptiness check (add() refuses empty callables). Arguments go through as references to
+// run()'s own parameters, never copied: every retry and fallback needs them again. Copies of a
+// chain copy their callables, as std::function would.
 template <class R, class... Args>
 class erased_call {
  public:
@@ -58,14 +59,14 @@ class erased_call {
     if (object_) destroy_(object_);
   }
 
-  outcome<R> operator()(const attempt_context& ctx, Args... args) const {
-    return call_(object_, ctx, std::forward<Args>(args)...);
+  outcome<R> operator()(const attempt_context& ctx, Args&... args) const {
+    return call_(object_, ctx, args...);
   }
 
  private:
   template <class F>
-  static outcome<R> call(void* f, const attempt_context& ctx, Args... args) {
-    return (*static_cast<F*>(f))(ctx, std::forward<Args>(args)...);
+  static outcome<R> call(void* f, const attempt_context& ctx, Args&... args) {
+    return invoke_as_outcome<R>(*static_cast<F*>(f), ctx, args...);
   }
   template <class F>
   static void* copy(const void* f) {
@@ -77,7 +78,7 @@ class erased_call {
   }
 
   void* object_;
-  outcome<R> (*call_)(void*, const attempt_context&, Args...);
+  outcome<R> (*call_)(void*, const attempt_context&, Args&...);
   void* (*copy_)(const void*);
   void (*destroy_)(void*);
 };
@@ -104,8 +105,11 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   explicit basic_fallback_chain(chain_options options = {})
       : options_((options.validate(), options)), names_(detail::intern_names({})) {}
 
-  // Adds an entry. `f` is called as f(const attempt_context&, Args...) or f(Args...) and returns R
-  // (throwing on failure) or failover::outcome<R> (a value or a failover::failure).
+  // Adds an entry. `f` is called as f(const attempt_context&, Args&...) or f(Args&...) and returns
+  // R (throwing on failure) or failover::outcome<R> (a value or a failover::failure). It gets
+  // run()'s arguments as lvalues, the same objects on every attempt: take them by const reference
+  // (a by-value parameter is a copy per attempt, and a change made through a reference is seen by
+  // later attempts).
   template <class F>
   basic_fallback_chain& add(std::string name, F&& f, failover::role role = role::standard,
                             retry_options retry = {}, backoff_type backoff = backoff_type{}) {
@@ -129,10 +133,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     // Everything that can throw happens before the chain changes: a failed add() leaves it as it
     // was, its entries and names of one length.
     entry added{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
-                detail::erased_call<R, Args...>(
-                    [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
-                      return detail::invoke_as_outcome<R>(fn, ctx, args...);
-                    })};
+                detail::erased_call<R, Args...>(std::move(fn))};
     std::vector<std::string> names(*names_);
     names.push_back(std::move(name));
     // A new interned list: earlier traces keep theirs.
@@ -182,7 +183,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
 
  private:
   template <detail::per_call Given>
-  FAILOVER_HOT_INLINE result<R> run_call(const call_options& call, Args... args) const {
+  FAILOVER_HOT_INLINE result<R> run_call(const call_options& call, Args&... args) const {
     return detail::drive<R, Given>(
         *this, entries_, names_, options_, call,
         [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });

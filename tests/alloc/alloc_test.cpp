@@ -346,3 +346,67 @@ TEST_CASE("alloc: an add() that runs out of memory leaves the chain as it was") 
   }
   CHECK(failures >= 3);  // the callable, the name list and the entry vector at least
 }
+
+TEST_CASE("alloc: arguments taken by value are not copied by the library") {
+  // Long enough that every copy of it allocates.
+  const std::string prompt(200, 'p');
+  SECTION("a chain of std::size_t(std::string), its callable taking a const reference") {
+    failover::fallback_chain<std::size_t(std::string)> chain;
+    chain.add("model-a", [](const std::string& s) { return s.size(); });
+    chain.add("model-b",
+              [](const failover::attempt_context&, const std::string& s) { return s.size() + 1; });
+    REQUIRE(chain.run(prompt).value() == 200);  // warm-up
+    std::string moved_in = prompt;
+    long count = -1;
+    std::size_t value = 0;
+    {
+      allocation_scope scope;
+      auto r = chain.run(std::move(moved_in));
+      value = r.has_value() ? *r : 0;
+      count = scope.count();
+    }
+    CHECK(value == 200);
+    CHECK(count == 0);
+  }
+  SECTION("a by-value parameter of the callable is its own copy, one per attempt") {
+    failover::basic_fallback_chain<std::size_t(std::string), failover::testing::fake_policies>
+        chain;
+    failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
+    int calls = 0;
+    chain.add("model-a", [&calls](std::string s) -> failover::outcome<std::size_t> {
+      if (++calls == 1) return failover::failure::http(404);  // permanent: falls back
+      return s.size();
+    });
+    chain.add("model-b", [](std::string s) { return s.size() * 2; });
+    REQUIRE(chain.run(prompt).value() == 400);  // warm-up: model-a fails once, model-b serves
+    calls = 10;                                 // model-a answers from now on
+    std::string moved_in = prompt;
+    long count = -1;
+    std::size_t value = 0;
+    {
+      allocation_scope scope;
+      auto r = chain.run(std::move(moved_in));
+      value = r.has_value() ? *r : 0;
+      count = scope.count();
+    }
+    CHECK(value == 200);
+    CHECK(count == 1);  // the callable's own parameter, nothing else
+  }
+  SECTION("a retrier forwards its arguments") {
+    failover::retrier retrier("model-a");
+    auto call = [](const std::string& s) { return s.size(); };
+    REQUIRE(retrier.run(call, prompt).value() == 200);  // warm-up
+    std::string moved_in = prompt;
+    long count = -1;
+    std::size_t value = 0;
+    {
+      allocation_scope scope;
+      auto a = retrier.run(call, prompt);
+      auto b = retrier.run(call, std::move(moved_in));
+      value = (a.has_value() ? *a : 0) + (b.has_value() ? *b : 0);
+      count = scope.count();
+    }
+    CHECK(value == 400);
+    CHECK(count == 0);
+  }
+}
