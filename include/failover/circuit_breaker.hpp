@@ -348,6 +348,12 @@ class circuit_breaker {
 
   explicit circuit_breaker(breaker_options options = {})
       : shared_(std::make_shared<shared>((options.validate(), options))) {}
+  // No move of its own: a move shares the registry as a copy does, so a breaker moved from
+  // (`chain.set_breaker(std::move(health)); health.snapshot();`) still reads the same health,
+  // and no call needs a check for a registry that is gone.
+  circuit_breaker(const circuit_breaker&) = default;
+  circuit_breaker& operator=(const circuit_breaker&) = default;
+  ~circuit_breaker() = default;
 
   // Resolves a key once (at chain set-up); the handle stays valid while any copy lives.
   handle resolve(std::string_view key) const {

@@ -185,3 +185,23 @@ TEST_CASE("fake_clock and fake_sleeper: one moved from still shares the time lin
   CHECK(sleeper_to.sleeps().size() == 1);
   CHECK(moved_to.elapsed() == 7ms);
 }
+
+TEST_CASE("cancel_source: one moved from is empty, like std::stop_source") {
+  failover::cancel_source source;
+  const failover::cancel_token early = source.token();
+  failover::cancel_source moved(std::move(source));
+  // NOLINTBEGIN(bugprone-use-after-move): what a source moved from does is the point
+  CHECK_FALSE(source.cancelled());
+  source.cancel();  // nothing to cancel: a no-op
+  CHECK_FALSE(source.cancelled());
+  CHECK_FALSE(source.token().can_be_cancelled());
+  CHECK_FALSE(early.cancelled());  // the state went with the move
+  failover::cancel_source assigned;
+  assigned = std::move(moved);
+  CHECK_FALSE(moved.cancelled());
+  CHECK_FALSE(moved.token().can_be_cancelled());
+  // NOLINTEND(bugprone-use-after-move)
+  assigned.cancel();
+  CHECK(early.cancelled());
+  CHECK(assigned.cancelled());
+}
