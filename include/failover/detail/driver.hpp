@@ -10,6 +10,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
@@ -81,6 +82,38 @@ struct entry_meta {
   Backoff backoff;  // the prototype; each call copies it, and a copy starts fresh
   Health health{};  // the breaker's handle for this entry's key
 };
+
+// The entry a front end's calls start from, which a move takes along with the entries: a chain
+// or retrier moved from has none, and its calls end with no_fallback.
+struct start_cache {
+  std::optional<std::size_t> index;
+  start_cache() = default;
+  explicit start_cache(std::optional<std::size_t> i) noexcept : index(i) {}
+  start_cache(const start_cache&) = default;
+  start_cache& operator=(const start_cache&) = default;
+  start_cache(start_cache&& other) noexcept : index(std::exchange(other.index, std::nullopt)) {}
+  start_cache& operator=(start_cache&& other) noexcept {
+    index = std::exchange(other.index, std::nullopt);
+    return *this;
+  }
+  ~start_cache() = default;
+};
+
+// A call that could not start because interning the model names ran out of memory: it ends with
+// an error rather than an exception, and its trace names no model.
+template <class R>
+FAILOVER_COLD result<R> unnamed_call() noexcept {
+  static const std::vector<std::string> no_names;
+  result<R> res(&no_names);
+  error e;
+  e.kind = error_kind::unknown;
+  try {
+    e.message = "failover: out of memory while interning the model names";
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the bare error still ends the call
+  }
+  res.set_error(std::move(e), stop_reason::permanent_error);
+  return res;
+}
 
 // Whether a blocking call came with call options. run() has none and passes no_call_options
 // with per_call::none: the same rules (no deadline of its own, a token never cancelled), known at
