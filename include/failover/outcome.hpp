@@ -331,7 +331,9 @@ class result {
     value_.emplace(std::move(v));
     stop_ = stop_reason::succeeded;
   }
-  void set_error(failover::error e, stop_reason why) {
+  // Ends the call with `e`; a value stored before (by a step that then failed) goes.
+  void set_error(failover::error e, stop_reason why) noexcept {
+    value_.reset();
     error_.emplace(std::move(e));
     stop_ = why;
   }
