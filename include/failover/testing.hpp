@@ -50,8 +50,8 @@ class fake_clock {
 class fake_sleeper {
  public:
   fake_sleeper() : fake_sleeper(fake_clock{}) {}
-  explicit fake_sleeper(fake_clock clock)
-      : clock_(std::move(clock)), state_(std::make_shared<state>()) {}
+  explicit fake_sleeper(const fake_clock& clock)
+      : clock_(clock), state_(std::make_shared<state>()) {}
   // As fake_clock: a move shares the record as a copy does.
   fake_sleeper(const fake_sleeper&) = default;
   fake_sleeper& operator=(const fake_sleeper&) = default;
