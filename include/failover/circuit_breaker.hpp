@@ -348,6 +348,12 @@ class circuit_breaker {
 
   explicit circuit_breaker(breaker_options options = {})
       : shared_(std::make_shared<shared>((options.validate(), options))) {}
+  // No move of its own: a move shares the registry as a copy does, so a breaker moved from
+  // (`chain.set_breaker(std::move(health)); health.snapshot();`) still reads the same health,
+  // and no call needs a check for a registry that is gone.
+  circuit_breaker(const circuit_breaker&) = default;
+  circuit_breaker& operator=(const circuit_breaker&) = default;
+  ~circuit_breaker() = default;
 
   // Resolves a key once (at chain set-up); the handle stays valid while any copy lives.
   handle resolve(std::string_view key) const {
@@ -361,18 +367,20 @@ class circuit_breaker {
     return it->second.get();
   }
 
-  admission admit(handle h, time_point now) const {
+  // The calls' side is noexcept (the driver requires it of every breaker): a lock that cannot be
+  // taken ends the program rather than a call with no outcome.
+  admission admit(handle h, time_point now) const noexcept {
     return h->admit(now, shared_->options, notifier());
   }
-  void on_success(handle h, time_point now, bool probe) const {
+  void on_success(handle h, time_point now, bool probe) const noexcept {
     h->on_success(now, probe, shared_->options, notifier());
   }
-  void on_failure(handle h, time_point now, const error& e, bool probe) const {
+  void on_failure(handle h, time_point now, const error& e, bool probe) const noexcept {
     h->on_failure(now, e, probe, shared_->options, notifier());
   }
   // Would a call at `t` be refused? Lets a retry that would wait only to find the circuit still
   // open give up at once.
-  bool would_refuse(handle h, time_point t) const { return h->would_refuse(t); }
+  bool would_refuse(handle h, time_point t) const noexcept { return h->would_refuse(t); }
 
   // Called on every state change (opened, half-open, closed) while the key's own lock is held:
   // keep it short and do not call back into the breaker. Set it before sharing the breaker.

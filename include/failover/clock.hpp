@@ -53,18 +53,23 @@ class cancel_token {
   std::shared_ptr<detail::cancel_state> state_;
 };
 
-// Requests cancellation; hand its token() to calls. Thread-safe.
+// Requests cancellation; hand its token() to calls. Thread-safe. A source moved from is empty,
+// as a std::stop_source is: cancel() does nothing, cancelled() is false, and its token() can never
+// be cancelled (the tokens handed out before the move follow the source moved to).
 class cancel_source {
  public:
   cancel_source() : state_(std::make_shared<detail::cancel_state>()) {}
   void cancel() noexcept {
+    if (!state_) return;
     {
       std::lock_guard<std::mutex> lock(state_->mutex);
       state_->cancelled.store(true, std::memory_order_release);
     }
     state_->wake.notify_all();
   }
-  bool cancelled() const noexcept { return state_->cancelled.load(std::memory_order_acquire); }
+  bool cancelled() const noexcept {
+    return state_ && state_->cancelled.load(std::memory_order_acquire);
+  }
   cancel_token token() const noexcept { return cancel_token(state_); }
 
  private:

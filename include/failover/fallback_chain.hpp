@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -29,8 +30,9 @@ template <class S>
 struct is_std_function<std::function<S>> : std::true_type {};
 
 // An entry's callable behind one plain function pointer: a call costs one indirect call, with
-// no emptiness check (add() refuses empty callables) and arguments passed as they are. Copies
-// of a chain copy their callables, as std::function would.
+// no emptiness check (add() refuses empty callables). Arguments go through as references to
+// run()'s own parameters, never copied: every retry and fallback needs them again. Copies of a
+// chain copy their callables, as std::function would.
 template <class R, class... Args>
 class erased_call {
  public:
@@ -58,14 +60,14 @@ class erased_call {
     if (object_) destroy_(object_);
   }
 
-  outcome<R> operator()(const attempt_context& ctx, Args... args) const {
-    return call_(object_, ctx, std::forward<Args>(args)...);
+  outcome<R> operator()(const attempt_context& ctx, Args&... args) const {
+    return call_(object_, ctx, args...);
   }
 
  private:
   template <class F>
-  static outcome<R> call(void* f, const attempt_context& ctx, Args... args) {
-    return (*static_cast<F*>(f))(ctx, std::forward<Args>(args)...);
+  static outcome<R> call(void* f, const attempt_context& ctx, Args&... args) {
+    return invoke_as_outcome<R>(*static_cast<F*>(f), ctx, args...);
   }
   template <class F>
   static void* copy(const void* f) {
@@ -77,7 +79,7 @@ class erased_call {
   }
 
   void* object_;
-  outcome<R> (*call_)(void*, const attempt_context&, Args...);
+  outcome<R> (*call_)(void*, const attempt_context&, Args&...);
   void* (*copy_)(const void*);
   void (*destroy_)(void*);
 };
@@ -102,10 +104,13 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   using breaker_type = typename detail::policy_holder<Policies>::breaker_type;
 
   explicit basic_fallback_chain(chain_options options = {})
-      : options_((options.validate(), options)), names_(detail::intern_names({})) {}
+      : options_((options.validate(), options)) {}
 
-  // Adds an entry. `f` is called as f(const attempt_context&, Args...) or f(Args...) and returns R
-  // (throwing on failure) or failover::outcome<R> (a value or a failover::failure).
+  // Adds an entry. `f` is called as f(const attempt_context&, Args&...) or f(Args&...) and returns
+  // R (throwing on failure) or failover::outcome<R> (a value or a failover::failure). It gets
+  // run()'s arguments as lvalues, the same objects on every attempt: take them by const reference
+  // (a by-value parameter is a copy per attempt, and a change made through a reference is seen by
+  // later attempts).
   template <class F>
   basic_fallback_chain& add(std::string name, F&& f, failover::role role = role::standard,
                             retry_options retry = {}, backoff_type backoff = backoff_type{}) {
@@ -126,19 +131,18 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     if (entries_.size() >= std::numeric_limits<std::uint16_t>::max())
       throw std::invalid_argument("failover::fallback_chain::add: too many entries");
     retry.validate();
-    // Everything that can throw happens before the chain changes: a failed add() leaves it as it
-    // was, its entries and names of one length.
+    // A failed add() leaves the chain as it was, its entries and names of one length. The new
+    // name is appended, not the list copied: the list calls refer to is interned at the next call
+    // (earlier traces keep theirs).
     entry added{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
-                detail::erased_call<R, Args...>(
-                    [fn = std::move(fn)](const attempt_context& ctx, Args... args) mutable {
-                      return detail::invoke_as_outcome<R>(fn, ctx, args...);
-                    })};
-    std::vector<std::string> names(*names_);
-    names.push_back(std::move(name));
-    // A new interned list: earlier traces keep theirs.
-    const trace::names_ptr interned = detail::intern_names(std::move(names));
-    entries_.push_back(std::move(added));
-    names_ = interned;
+                detail::erased_call<R, Args...>(std::move(fn))};
+    names_.push_back(std::move(name));
+    try {
+      entries_.push_back(std::move(added));
+    } catch (...) {
+      names_.pop_back();
+      throw;
+    }
     // An entry added at the end never changes a start entry already found.
     if (!start_.index) start_.index = first_entry(detail::roles_view<std::vector<entry>>{entries_});
     return *this;
@@ -149,7 +153,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   basic_fallback_chain& set_breaker(breaker_type b) {
     this->breaker_ = std::move(b);
     for (std::size_t i = 0; i < entries_.size(); ++i)
-      entries_[i].health = this->breaker_.resolve((*names_)[i]);
+      entries_[i].health = this->breaker_.resolve(names_[i]);
     return *this;
   }
 
@@ -169,8 +173,10 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   // is done; you report each answer (attempted) and each wait's end (waited), then take() the
   // result. It never calls a callable or sleeps; the chain and `call` must outlive it.
   auto begin_call(const call_options& call) const {
+    const trace::names_ptr names = names_.for_call();
+    if (!names) throw std::bad_alloc();
     return detail::owned_call_machine<R, basic_fallback_chain, std::vector<entry>>(
-        *this, entries_, names_, options_, call);
+        *this, entries_, names, options_, call);
   }
 
   const chain_options& options() const noexcept { return options_; }
@@ -182,9 +188,11 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
 
  private:
   template <detail::per_call Given>
-  FAILOVER_HOT_INLINE result<R> run_call(const call_options& call, Args... args) const {
+  FAILOVER_HOT_INLINE result<R> run_call(const call_options& call, Args&... args) const {
+    const trace::names_ptr names = names_.for_call();
+    if (!names) return detail::unnamed_call<R>();
     return detail::drive<R, Given>(
-        *this, entries_, names_, options_, call,
+        *this, entries_, names, options_, call,
         [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
   }
 
@@ -196,24 +204,10 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     detail::erased_call<R, Args...> call;
   };
 
-  // The start entry, which a move takes along with the entries: a chain moved from has none.
-  struct start_cache {
-    std::optional<std::size_t> index;
-    start_cache() = default;
-    start_cache(const start_cache&) = default;
-    start_cache& operator=(const start_cache&) = default;
-    start_cache(start_cache&& other) noexcept : index(std::exchange(other.index, std::nullopt)) {}
-    start_cache& operator=(start_cache&& other) noexcept {
-      index = std::exchange(other.index, std::nullopt);
-      return *this;
-    }
-    ~start_cache() = default;
-  };
-
   chain_options options_;
   std::vector<entry> entries_;
-  trace::names_ptr names_;
-  start_cache start_;
+  detail::name_list names_;  // moves with the entries: a chain moved from has neither
+  detail::start_cache start_;
 };
 
 template <class Signature>

@@ -3,6 +3,7 @@
 // trace of every attempt, wait and error on the way, so a fallback never looks like plain success.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -103,18 +104,110 @@ struct attempt_record {
 
 namespace detail {
 
-// Model names are interned: each distinct list of names is stored once for the life of the
-// process and shared by every chain, retrier and trace that uses it. A trace therefore stays valid
-// after its chain is gone, and a call copies no name and touches no reference count (a shared
-// count would be one cache line written by every call on every thread). Names are identifiers (the
-// circuit breaker's health keys too): a small, fixed set, not per-request data. Thread-safe; called
-// when a chain is configured, never during a call.
-inline const std::vector<std::string>* intern_names(std::vector<std::string> names) {
-  static std::mutex lock;
-  static std::set<std::vector<std::string>> lists;  // node-based: addresses never move
-  const std::lock_guard<std::mutex> hold(lock);
-  return &*lists.insert(std::move(names)).first;
+// Model names a trace refers to are interned: each distinct list is stored once for the life of
+// the process and shared by every chain, retrier and trace that uses it. A trace therefore stays
+// valid after its chain is gone, and a call copies no name and touches no reference count (a
+// shared count would be one cache line written by every call on every thread). Only lists that a
+// call has used are interned (see name_list): names are identifiers (the circuit breaker's health
+// keys too), a small set however many chains are built from them. Thread-safe.
+struct name_registry {
+  std::mutex lock;
+  std::set<std::vector<std::string>> lists;  // node-based: addresses never move
+};
+inline name_registry& names_interned() {
+  static name_registry registry;
+  return registry;
 }
+
+inline const std::vector<std::string>* intern_names(std::vector<std::string> names) {
+  name_registry& r = names_interned();
+  const std::lock_guard<std::mutex> hold(r.lock);
+  return &*r.lists.insert(std::move(names)).first;
+}
+
+// How many distinct lists are interned (for tests: building chains must not make it grow).
+inline std::size_t interned_lists() {
+  name_registry& r = names_interned();
+  const std::lock_guard<std::mutex> hold(r.lock);
+  return r.lists.size();
+}
+
+// A chain's or retrier's model names. The chain owns them, and add() appends one without copying
+// the others; the list a call's trace refers to is interned when a call first needs it after a
+// change, so a chain built and destroyed without a call leaves nothing behind, and chains built
+// per request from the same names share one interned list. A copy keeps the interned list (the
+// same names); a move takes both and leaves an empty list behind.
+class name_list {
+ public:
+  using names_ptr = const std::vector<std::string>*;
+
+  name_list() = default;
+  name_list(const name_list& other)
+      : names_(other.names_), interned_(other.interned_.load(std::memory_order_acquire)) {}
+  name_list(name_list&& other) noexcept
+      : names_(std::move(other.names_)),
+        interned_(other.interned_.exchange(nullptr, std::memory_order_acq_rel)) {
+    other.names_.clear();
+  }
+  name_list& operator=(const name_list& other) {
+    if (this != &other) {
+      names_ = other.names_;
+      interned_.store(other.interned_.load(std::memory_order_acquire), std::memory_order_release);
+    }
+    return *this;
+  }
+  name_list& operator=(name_list&& other) noexcept {
+    if (this != &other) {
+      names_ = std::move(other.names_);
+      other.names_.clear();
+      interned_.store(other.interned_.exchange(nullptr, std::memory_order_acq_rel),
+                      std::memory_order_release);
+    }
+    return *this;
+  }
+  ~name_list() = default;
+
+  std::size_t size() const noexcept { return names_.size(); }
+  const std::string& operator[](std::size_t i) const noexcept { return names_[i]; }
+
+  // Configuration only, never during calls. Strong guarantee: a throw leaves the list as it was.
+  void push_back(std::string name) {
+    names_.push_back(std::move(name));
+    interned_.store(nullptr, std::memory_order_release);
+  }
+  void pop_back() noexcept {
+    names_.pop_back();
+    interned_.store(nullptr, std::memory_order_release);
+  }
+
+  // The interned list for a call: one load once a call has interned it. Null only when interning
+  // ran out of memory (the caller ends the call with an error).
+  names_ptr for_call() const noexcept {
+    const names_ptr p = interned_.load(std::memory_order_acquire);
+    return p ? p : intern_now();
+  }
+
+ private:
+  names_ptr intern_now() const noexcept {
+    try {
+      name_registry& r = names_interned();
+      names_ptr p = nullptr;
+      {
+        const std::lock_guard<std::mutex> hold(r.lock);
+        const auto found = r.lists.find(names_);  // chains built per request: found, no copy
+        p = found != r.lists.end() ? &*found : &*r.lists.insert(names_).first;
+      }
+      // Calls racing here intern the same list and store the same pointer.
+      interned_.store(p, std::memory_order_release);
+      return p;
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
+  std::vector<std::string> names_;
+  mutable std::atomic<names_ptr> interned_{nullptr};
+};
 
 }  // namespace detail
 
@@ -238,7 +331,9 @@ class result {
     value_.emplace(std::move(v));
     stop_ = stop_reason::succeeded;
   }
-  void set_error(failover::error e, stop_reason why) {
+  // Ends the call with `e`; a value stored before (by a step that then failed) goes.
+  void set_error(failover::error e, stop_reason why) noexcept {
+    value_.reset();
     error_.emplace(std::move(e));
     stop_ = why;
   }

@@ -49,9 +49,9 @@ class basic_retrier : public detail::policy_holder<Policies> {
 
   explicit basic_retrier(std::string model, retry_options retry = {},
                          backoff_type backoff = backoff_type{})
-      : entries_{{meta{role::standard, (retry.validate(), retry), std::move(backoff), {}}}},
-        names_(detail::intern_names(one_name(std::move(model)))) {
-    entries_[0].health = this->breaker_.resolve((*names_)[0]);
+      : entries_{{meta{role::standard, (retry.validate(), retry), std::move(backoff), {}}}} {
+    names_.push_back(checked_name(std::move(model)));
+    entries_[0].health = this->breaker_.resolve(names_[0]);
     options_.max_hops = 1;
     options_.max_total_attempts = std::numeric_limits<int>::max();
   }
@@ -59,7 +59,7 @@ class basic_retrier : public detail::policy_holder<Policies> {
   // Shares model health through `b`; the model name is the health key.
   basic_retrier& set_breaker(breaker_type b) {
     this->breaker_ = std::move(b);
-    entries_[0].health = this->breaker_.resolve((*names_)[0]);
+    if (names_.size() != 0) entries_[0].health = this->breaker_.resolve(names_[0]);
     return *this;
   }
 
@@ -86,10 +86,9 @@ class basic_retrier : public detail::policy_holder<Policies> {
 
   const retry_options& options() const noexcept { return entries_[0].retry; }
 
-  // Used by the driver: the entry a call starts from.
-  std::optional<std::size_t> start_entry() const noexcept {
-    return first_entry(detail::roles_view<std::array<meta, 1>>{entries_});
-  }
+  // Used by the driver: the entry a call starts from; none in a retrier moved from, which has
+  // no model to call (its calls end with no_fallback, as a chain moved from does).
+  std::optional<std::size_t> start_entry() const noexcept { return start_.index; }
 
  private:
   template <detail::per_call Given, class F, class... Args>
@@ -102,7 +101,9 @@ class basic_retrier : public detail::policy_holder<Policies> {
         "failover::retrier::run(f, args...): f must be callable as f(const "
         "failover::attempt_context&, args...) or f(args...), and return a value type T "
         "or failover::outcome<T>");
-    return detail::drive<answer, Given>(*this, entries_, names_, options_, call,
+    const trace::names_ptr names = names_.for_call();
+    if (!names) return detail::unnamed_call<answer>();
+    return detail::drive<answer, Given>(*this, entries_, names, options_, call,
                                         [&](std::size_t, const attempt_context& ctx) {
                                           return detail::invoke_as_outcome<answer>(f, ctx, args...);
                                         });
@@ -110,15 +111,14 @@ class basic_retrier : public detail::policy_holder<Policies> {
 
   using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
   std::array<meta, 1> entries_;
-  static std::vector<std::string> one_name(std::string model) {
+  static std::string checked_name(std::string model) {
     if (model.empty())
       throw std::invalid_argument("failover::retrier: model name must not be empty");
-    std::vector<std::string> names;
-    names.push_back(std::move(model));
-    return names;
+    return model;
   }
 
-  trace::names_ptr names_;
+  detail::name_list names_;  // moves with start_: a retrier moved from has neither
+  detail::start_cache start_{0};
   chain_options options_;
 };
 

@@ -55,6 +55,11 @@ class retry_budget {
  public:
   explicit retry_budget(budget_options options = {})
       : shared_(std::make_shared<shared>((options.validate(), options))) {}
+  // No move of its own: a move shares the bucket as a copy does, so a budget moved from still
+  // counts and answers, and the success path needs no check for a bucket that is gone.
+  retry_budget(const retry_budget&) = default;
+  retry_budget& operator=(const retry_budget&) = default;
+  ~retry_budget() = default;
 
   // A call's first attempt: always allowed (it is counted, not charged).
   void on_first_attempt(time_point) const noexcept {

@@ -19,18 +19,13 @@ namespace failover::testing {
 class fake_clock {
  public:
   fake_clock() : state_(std::make_shared<state>()) {}
-  // A move copies: a clock moved from (with the chain that held it) still reads the time line.
-  fake_clock(const fake_clock&) = default;
-  fake_clock(fake_clock&& other) noexcept : state_(other.state_) {}
-  fake_clock& operator=(const fake_clock&) = default;
-  fake_clock& operator=(fake_clock&& other) noexcept {
-    state_ = other.state_;
-    return *this;
-  }
-  ~fake_clock() = default;
   explicit fake_clock(wall_time wall_start) : fake_clock() {
     state_->wall_offset = wall_start.time_since_epoch();
   }
+  // No move of its own: a move shares the time line as a copy does, so a clock moved from (in a
+  // chain or retrier moved from) still reads the time instead of a null state.
+  fake_clock(const fake_clock&) = default;
+  fake_clock& operator=(const fake_clock&) = default;
 
   time_point now() const noexcept { return time_point(duration(state_->elapsed.load())); }
   wall_time wall_now() const noexcept {
@@ -55,18 +50,11 @@ class fake_clock {
 class fake_sleeper {
  public:
   fake_sleeper() : fake_sleeper(fake_clock{}) {}
-  explicit fake_sleeper(fake_clock clock)
-      : clock_(std::move(clock)), state_(std::make_shared<state>()) {}
-  // A move copies, as fake_clock's does: a sleeper moved from still records and advances.
+  explicit fake_sleeper(const fake_clock& clock)
+      : clock_(clock), state_(std::make_shared<state>()) {}
+  // As fake_clock: a move shares the record as a copy does.
   fake_sleeper(const fake_sleeper&) = default;
-  fake_sleeper(fake_sleeper&& other) noexcept : clock_(other.clock_), state_(other.state_) {}
   fake_sleeper& operator=(const fake_sleeper&) = default;
-  fake_sleeper& operator=(fake_sleeper&& other) noexcept {
-    clock_ = other.clock_;
-    state_ = other.state_;
-    return *this;
-  }
-  ~fake_sleeper() = default;
 
   bool sleep_for(duration d, const cancel_token& token) const {
     if (token.cancelled()) return false;

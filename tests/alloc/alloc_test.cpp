@@ -17,11 +17,17 @@ namespace {
 
 std::atomic<bool> counting{false};
 std::atomic<long> allocations{0};
+std::atomic<long> frees{0};  // while counting: blocks given back (allocations - frees: still live)
 std::atomic<long> fail_at{-1};  // while counting: the allocation (from 0) that throws bad_alloc
 void* volatile sink = nullptr;  // keeps the compiler from eliding a new/delete pair
 
 void note_allocation() noexcept {
   if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+}
+
+void release(void* p) noexcept {
+  if (p && counting.load(std::memory_order_relaxed)) frees.fetch_add(1, std::memory_order_relaxed);
+  std::free(p);
 }
 
 void* allocate(std::size_t size) {
@@ -80,6 +86,7 @@ class allocation_scope {
   // `fail` >= 0: that allocation (counting from 0) throws std::bad_alloc instead.
   explicit allocation_scope(long fail = -1) noexcept {
     allocations.store(0);
+    frees.store(0);
     fail_at.store(fail);
     counting.store(true);
   }
@@ -90,6 +97,9 @@ class allocation_scope {
   allocation_scope(const allocation_scope&) = delete;
   allocation_scope& operator=(const allocation_scope&) = delete;
   long count() const noexcept { return allocations.load(); }
+  // Blocks allocated in the scope and not given back yet (blocks from before it that it frees
+  // count against this too).
+  long live() const noexcept { return allocations.load() - frees.load(); }
 };
 
 }  // namespace
@@ -121,40 +131,40 @@ void* operator new[](std::size_t size, std::align_val_t align, const std::nothro
 }
 
 void operator delete(void* p) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete[](void* p) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete(void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
+  release(p);
 }
 void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
+  release(p);
 }
 // NOLINTEND(misc-new-delete-overloads)
 
@@ -345,4 +355,138 @@ TEST_CASE("alloc: an add() that runs out of memory leaves the chain as it was") 
     CHECK(*again == 2);
   }
   CHECK(failures >= 3);  // the callable, the name list and the entry vector at least
+}
+
+TEST_CASE("alloc: arguments taken by value are not copied by the library") {
+  // Long enough that every copy of it allocates.
+  const std::string prompt(200, 'p');
+  SECTION("a chain of std::size_t(std::string), its callable taking a const reference") {
+    failover::fallback_chain<std::size_t(std::string)> chain;
+    chain.add("model-a", [](const std::string& s) { return s.size(); });
+    chain.add("model-b",
+              [](const failover::attempt_context&, const std::string& s) { return s.size() + 1; });
+    REQUIRE(chain.run(prompt).value() == 200);  // warm-up
+    std::string moved_in = prompt;
+    long count = -1;
+    std::size_t value = 0;
+    {
+      allocation_scope scope;
+      auto r = chain.run(std::move(moved_in));
+      value = r.has_value() ? *r : 0;
+      count = scope.count();
+    }
+    CHECK(value == 200);
+    CHECK(count == 0);
+  }
+  SECTION("a by-value parameter of the callable is its own copy, one per attempt") {
+    failover::basic_fallback_chain<std::size_t(std::string), failover::testing::fake_policies>
+        chain;
+    failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
+    int calls = 0;
+    chain.add("model-a", [&calls](std::string s) -> failover::outcome<std::size_t> {
+      if (++calls == 1) return failover::failure::http(404);  // permanent: falls back
+      return s.size();
+    });
+    chain.add("model-b", [](std::string s) { return s.size() * 2; });
+    REQUIRE(chain.run(prompt).value() == 400);  // warm-up: model-a fails once, model-b serves
+    calls = 10;                                 // model-a answers from now on
+    std::string moved_in = prompt;
+    long count = -1;
+    std::size_t value = 0;
+    {
+      allocation_scope scope;
+      auto r = chain.run(std::move(moved_in));
+      value = r.has_value() ? *r : 0;
+      count = scope.count();
+    }
+    CHECK(value == 200);
+    CHECK(count == 1);  // the callable's own parameter, nothing else
+  }
+  SECTION("a retrier forwards its arguments") {
+    failover::retrier retrier("model-a");
+    auto call = [](const std::string& s) { return s.size(); };
+    REQUIRE(retrier.run(call, prompt).value() == 200);  // warm-up
+    std::string moved_in = prompt;
+    long count = -1;
+    std::size_t value = 0;
+    {
+      allocation_scope scope;
+      auto a = retrier.run(call, prompt);
+      auto b = retrier.run(call, std::move(moved_in));
+      value = (a.has_value() ? *a : 0) + (b.has_value() ? *b : 0);
+      count = scope.count();
+    }
+    CHECK(value == 400);
+    CHECK(count == 0);
+  }
+}
+
+TEST_CASE("alloc: chains built and destroyed per request leave nothing behind") {
+  SECTION("100,000 chains with names of their own, never called") {
+    const std::size_t lists = failover::detail::interned_lists();
+    long live = -1;
+    {
+      allocation_scope scope;
+      for (int i = 0; i < 100000; ++i) {
+        failover::fallback_chain<int(int)> chain;
+        const std::string id = std::to_string(i);
+        chain.add("request-" + id + "-primary-model-name", [](int x) { return x; });
+        chain.add("request-" + id + "-fallback-model-name", [](int x) { return x; });
+      }
+      live = scope.live();
+    }
+    CHECK(live == 0);
+    CHECK(failover::detail::interned_lists() == lists);
+  }
+  SECTION("100,000 chains with the same names, each called: they share one interned list") {
+    const auto build = [] {
+      failover::fallback_chain<int(int)> chain;
+      add_three_models(chain);
+      return chain;
+    };
+    REQUIRE(build().run(1).value() == 2);  // warm-up: the list is interned once
+    const std::size_t lists = failover::detail::interned_lists();
+    long live = -1;
+    bool ok = true;
+    {
+      allocation_scope scope;
+      for (int i = 0; i < 100000; ++i) {
+        const auto chain = build();
+        const auto r = chain.run(i);
+        ok = ok && r.has_value() && *r == 2 * i && r.served_by() == "model-a";
+      }
+      live = scope.live();
+    }
+    CHECK(ok);
+    CHECK(live == 0);
+    CHECK(failover::detail::interned_lists() == lists);
+  }
+}
+
+TEST_CASE("alloc: add() is linear: 3000 entries cost a few allocations each") {
+  // Names long enough that every copy of one allocates: copying the list on each add() would
+  // make about 4.5 million allocations here.
+  const std::string prefix(40, 'm');
+  long count = -1;
+  long after_call = -1;
+  bool ok = false;
+  {
+    allocation_scope scope;
+    failover::fallback_chain<int(int)> chain;
+    for (int i = 0; i < 3000; ++i) {
+      chain.add(prefix + std::to_string(i), [](int) -> failover::outcome<int> {
+        return failover::failure::http(404);  // permanent: falls back to the next
+      });
+    }
+    count = scope.count();
+    const auto r = chain.run(1);
+    ok = !r.has_value() && r.trace().size() >= 1 && r.trace().name(0) == prefix + "0" &&
+         r.trace().name(2999) == prefix + "2999" && r.trace().name(3000).empty();
+    after_call = scope.count();
+  }
+  CHECK(ok);
+  // Per add: the name, the callable, and the amortised growth of two vectors.
+  CHECK(count < 4 * 3000);
+  // The first call interns the list once: one copy of each name, not one per add.
+  CHECK(after_call - count < 2 * 3000);
 }

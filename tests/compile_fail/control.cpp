@@ -1,4 +1,5 @@
 // Compiles: the correct forms of every misuse in this folder.
+#include <chrono>
 #include <failover/failover.hpp>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,21 @@ struct my_hooks : failover::no_hooks {  // derived: every hook it does not defin
 struct hooked_policies : failover::default_policies {
   using hooks = my_hooks;
 };
+struct my_clock {  // now() is noexcept
+  failover::time_point now() const noexcept { return std::chrono::steady_clock::now(); }
+  failover::wall_time wall_now() const noexcept { return std::chrono::system_clock::now(); }
+};
+struct my_breaker : failover::no_breaker {  // admit() is noexcept
+  failover::admission admit(handle, failover::time_point) const noexcept { return {}; }
+};
+struct my_budget : failover::no_budget {  // try_retry() is noexcept
+  bool try_retry(failover::time_point) const noexcept { return true; }
+};
+struct gated_policies : failover::default_policies {
+  using clock = my_clock;
+  using breaker = my_breaker;
+  using budget = my_budget;
+};
 int main() {
   failover::fallback_chain<std::string(const std::string&)> chain;
   chain.add("m", [](const std::string& s) { return s; });
@@ -28,6 +44,8 @@ int main() {
   (void)custom;
   failover::basic_retrier<hooked_policies> hooked("m");
   (void)hooked;
+  failover::basic_retrier<gated_policies> gated("m");
+  (void)gated.run([] { return 1; });
   failover::classifier c;
   c.on_exception<std::runtime_error>(
       [](const std::runtime_error&) { return failover::failure::http(503); });

@@ -1076,3 +1076,38 @@ TEST_CASE("breaker chain: a call abandoned during its probe frees the probe slot
   REQUIRE(r.has_value());
   CHECK(state_of(b, "m") == circuit_state::closed);
 }
+
+TEST_CASE("breaker: one moved from still shares the registry", "[breaker]") {
+  // A breaker is a handle to a shared registry, as its copies are: a move shares it too, so
+  // nothing about a breaker moved from is null (and its calls need no check for it).
+  circuit_breaker health;
+  const circuit_breaker::handle h = health.resolve("m");
+  circuit_breaker moved(std::move(health));
+  fail_n(moved, h, at(0s), 5);
+  // NOLINTBEGIN(bugprone-use-after-move): what a breaker moved from does is the point
+  CHECK(state_of(health, "m") == circuit_state::open);
+  CHECK(health.snapshot().size() == 1);
+  CHECK_FALSE(health.admit(h, at(1s)).allowed);
+  CHECK(health.resolve("m") == h);
+  CHECK(health.options().consecutive_failures == 5);
+  circuit_breaker assigned;
+  assigned = std::move(moved);
+  CHECK(moved.snapshot("m").has_value());
+  // NOLINTEND(bugprone-use-after-move)
+  CHECK(assigned.snapshot("m")->state == circuit_state::open);
+}
+
+TEST_CASE("breaker chain: the breaker handed to set_breaker by move can still be read",
+          "[breaker]") {
+  chain_t chain;
+  failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
+  circuit_breaker health;
+  chain.set_breaker(std::move(health));
+  int calls = 0;
+  chain.add("m", answering(3, calls));
+  REQUIRE(chain.run().value() == 3);
+  // NOLINTNEXTLINE(bugprone-use-after-move)
+  const auto s = health.snapshot("m");
+  REQUIRE(s.has_value());
+  CHECK(s->successes == 1);
+}

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -169,4 +170,38 @@ TEST_CASE("use_fake_time: points a retrier at the shared fake time line") {
   CHECK(r.sleeper().sleep_for(1s, failover::cancel_token{}));
   CHECK(clock.elapsed() == 4s);
   CHECK(sleeper.sleeps().size() == 1);  // the returned sleeper shares the record
+}
+
+TEST_CASE("fake_clock and fake_sleeper: one moved from still shares the time line") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_clock moved_to(std::move(clock));
+  moved_to.advance(5ms);
+  // NOLINTNEXTLINE(bugprone-use-after-move): what a clock moved from does is the point
+  CHECK(clock.elapsed() == 5ms);
+  failover::testing::fake_sleeper sleeper(moved_to);
+  failover::testing::fake_sleeper sleeper_to(std::move(sleeper));
+  // NOLINTNEXTLINE(bugprone-use-after-move)
+  CHECK(sleeper.sleep_for(2ms, failover::cancel_token{}));
+  CHECK(sleeper_to.sleeps().size() == 1);
+  CHECK(moved_to.elapsed() == 7ms);
+}
+
+TEST_CASE("cancel_source: one moved from is empty, like std::stop_source") {
+  failover::cancel_source source;
+  const failover::cancel_token early = source.token();
+  failover::cancel_source moved(std::move(source));
+  // NOLINTBEGIN(bugprone-use-after-move): what a source moved from does is the point
+  CHECK_FALSE(source.cancelled());
+  source.cancel();  // nothing to cancel: a no-op
+  CHECK_FALSE(source.cancelled());
+  CHECK_FALSE(source.token().can_be_cancelled());
+  CHECK_FALSE(early.cancelled());  // the state went with the move
+  failover::cancel_source assigned;
+  assigned = std::move(moved);
+  CHECK_FALSE(moved.cancelled());
+  CHECK_FALSE(moved.token().can_be_cancelled());
+  // NOLINTEND(bugprone-use-after-move)
+  assigned.cancel();
+  CHECK(early.cancelled());
+  CHECK(assigned.cancelled());
 }

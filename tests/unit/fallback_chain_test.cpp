@@ -1168,3 +1168,49 @@ TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of c
     }
   }
 }
+
+TEST_CASE("chain: a chain moved from takes new entries as an empty chain does", "[chain]") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  int a = 0;
+  int b = 0;
+  chain.add("model-a", answering("a", a));
+  const chain_t moved(std::move(chain));
+  // NOLINTBEGIN(bugprone-use-after-move): what a chain moved from does is the point
+  CHECK(chain.size() == 0);
+  chain.add("model-b", answering("b", b));
+  const auto r = chain.run("q");
+  // NOLINTEND(bugprone-use-after-move)
+  REQUIRE(r.has_value());
+  CHECK(r.served_by() == "model-b");
+  CHECK(r.trace().name(0) == "model-b");
+  CHECK(r.trace().name(1).empty());
+  CHECK(moved.run("q").served_by() == "model-a");
+  CHECK(a == 1);
+  CHECK(b == 1);
+}
+
+TEST_CASE("chain: traces of chains built per request outlive them, names and all", "[chain]") {
+  // Each chain has names of its own and is gone before its result is read (run under ASan).
+  failover::testing::fake_clock clock;
+  std::vector<failover::result<std::string>> kept;
+  for (int i = 0; i < 50; ++i) {
+    chain_t chain;
+    failover::testing::use_fake_time(chain, clock);
+    int a = 0;
+    int b = 0;
+    const std::string id = std::to_string(i);
+    chain.add("per-request-primary-" + id, failing(failover::failure::http(401), a));
+    chain.add("per-request-fallback-" + id, answering("b", b));
+    kept.push_back(chain.run("q"));
+  }
+  for (int i = 0; i < 50; ++i) {
+    const auto& r = kept[static_cast<std::size_t>(i)];
+    const std::string id = std::to_string(i);
+    REQUIRE(r.trace().size() == 2);
+    CHECK(r.trace().attempts()[0].model == "per-request-primary-" + id);
+    CHECK(r.served_by() == "per-request-fallback-" + id);
+    CHECK(r.trace().name(0) == "per-request-primary-" + id);
+  }
+}

@@ -400,3 +400,34 @@ TEST_CASE("trace: model names are interned once per distinct list, for the life 
   CHECK(t.name(0) == "interned-a");
   CHECK(t.name(2).empty());
 }
+
+TEST_CASE("name_list: interned when a call first needs it, once per distinct list") {
+  const std::size_t before = failover::detail::interned_lists();
+  failover::detail::name_list names;
+  names.push_back("name-list-a");
+  names.push_back("name-list-b");
+  CHECK(failover::detail::interned_lists() == before);  // adding interns nothing
+  const auto* first = names.for_call();
+  REQUIRE(first != nullptr);
+  CHECK(failover::detail::interned_lists() == before + 1);
+  CHECK(names.for_call() == first);
+
+  failover::detail::name_list same;  // another chain with the same names shares the list
+  same.push_back("name-list-a");
+  same.push_back("name-list-b");
+  CHECK(same.for_call() == first);
+  const failover::detail::name_list copy = same;  // NOLINT(performance-unnecessary-copy-*)
+  CHECK(copy.for_call() == first);
+
+  names.push_back("name-list-c");  // a change: the next call gets a new list, the old one stays
+  const auto* grown = names.for_call();
+  CHECK(grown != first);
+  REQUIRE(grown->size() == 3);
+  CHECK((*first).size() == 2);
+  CHECK((*first)[1] == "name-list-b");
+
+  const failover::detail::name_list moved(std::move(names));
+  CHECK(moved.for_call() == grown);
+  // NOLINTNEXTLINE(bugprone-use-after-move): a list moved from is empty
+  CHECK(names.size() == 0);
+}

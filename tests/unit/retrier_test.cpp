@@ -765,3 +765,26 @@ TEST_CASE("retrier: the constructor and deadline() reject bad settings") {
   REQUIRE_NOTHROW(r.deadline(1ms));
   CHECK(r.options().max_attempts == 5);
 }
+
+TEST_CASE("retrier: a retrier moved from has no model to call", "[retrier]") {
+  struct resilient_fake : failover::testing::fake_policies {
+    using breaker = failover::circuit_breaker;
+    using budget = failover::retry_budget;
+  };
+  failover::basic_retrier<resilient_fake> retrier("model-a");
+  failover::testing::use_fake_time(retrier, failover::testing::fake_clock{});
+  int calls = 0;
+  auto call = [&calls] { return ++calls; };
+  const failover::basic_retrier<resilient_fake> moved(std::move(retrier));
+  CHECK(moved.run(call).served_by() == "model-a");
+  // NOLINTBEGIN(bugprone-use-after-move): what a retrier moved from does is the point
+  const auto r = retrier.run(call);
+  CHECK_FALSE(r.has_value());
+  CHECK(r.stop() == stop_reason::no_fallback);
+  CHECK(r.trace().size() == 0);
+  retrier.set_breaker(failover::circuit_breaker{});  // nothing to resolve: no crash
+  CHECK(retrier.run(call).stop() == stop_reason::no_fallback);
+  // NOLINTEND(bugprone-use-after-move)
+  CHECK(calls == 1);
+  CHECK(moved.run(call).value() == 2);
+}

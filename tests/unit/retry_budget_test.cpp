@@ -382,3 +382,23 @@ TEST_CASE("budget chain: a default chain retries as its retry policy says", "[bu
   CHECK(a_calls == 25);  // no budget: every call gets all five attempts
   CHECK(sleeper.sleeps().size() == 20);
 }
+
+TEST_CASE("budget: one moved from still shares the bucket", "[budget]") {
+  // As its copies do: a move shares the bucket, so nothing about a budget moved from is null.
+  retry_budget budget(budget_options{0.5, 0.0, 20.0, 2.0});
+  retry_budget moved(std::move(budget));
+  CHECK(moved.try_retry(time_point{}));
+  // NOLINTBEGIN(bugprone-use-after-move): what a budget moved from does is the point
+  CHECK(budget.try_retry(time_point{}));
+  CHECK_FALSE(budget.try_retry(time_point{}));
+  budget.on_first_attempt(time_point{});
+  budget.on_success(time_point{});
+  CHECK(budget.snapshot().retries_allowed == 2);
+  CHECK(budget.snapshot().successes == 1);
+  CHECK(budget.options().retry_ratio == 0.5);
+  retry_budget assigned;
+  assigned = std::move(moved);
+  CHECK(moved.snapshot().tokens == 0.5);
+  // NOLINTEND(bugprone-use-after-move)
+  CHECK(assigned.snapshot().first_attempts == 1);
+}

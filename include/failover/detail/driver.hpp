@@ -6,10 +6,12 @@
 #include <chrono>
 #include <cstddef>
 #include <exception>
+#include <new>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
@@ -83,6 +85,38 @@ struct entry_meta {
   Health health{};  // the breaker's handle for this entry's key
 };
 
+// The entry a front end's calls start from, which a move takes along with the entries: a chain
+// or retrier moved from has none, and its calls end with no_fallback.
+struct start_cache {
+  std::optional<std::size_t> index;
+  start_cache() = default;
+  explicit start_cache(std::optional<std::size_t> i) noexcept : index(i) {}
+  start_cache(const start_cache&) = default;
+  start_cache& operator=(const start_cache&) = default;
+  start_cache(start_cache&& other) noexcept : index(std::exchange(other.index, std::nullopt)) {}
+  start_cache& operator=(start_cache&& other) noexcept {
+    index = std::exchange(other.index, std::nullopt);
+    return *this;
+  }
+  ~start_cache() = default;
+};
+
+// A call that could not start because interning the model names ran out of memory: it ends with
+// an error rather than an exception, and its trace names no model.
+template <class R>
+FAILOVER_COLD result<R> unnamed_call() noexcept {
+  static const std::vector<std::string> no_names;
+  result<R> res(&no_names);
+  error e;
+  e.kind = error_kind::unknown;
+  try {
+    e.message = "failover: out of memory while interning the model names";
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the bare error still ends the call
+  }
+  res.set_error(std::move(e), stop_reason::permanent_error);
+  return res;
+}
+
 // Whether a blocking call came with call options. run() has none and passes no_call_options
 // with per_call::none: the same rules (no deadline of its own, a token never cancelled), known at
 // compile time, so the fast path reads neither.
@@ -138,6 +172,77 @@ inline error all_open_error(std::string_view model, duration until_reopen) {
   return e;
 }
 
+// What a policy that may throw threw, with the policy's name: the machine ends the call with it.
+struct policy_failure {
+  const char* policy;
+  std::exception_ptr cause;
+};
+
+// A call's copy of its entry's Backoff prototype. The Backoff policy may throw (its next() and its
+// copy need not be noexcept); what it throws comes out named, so the call ends with an error that
+// says which policy failed.
+template <class Backoff>
+class guarded_backoff {
+ public:
+  explicit guarded_backoff(const Backoff& prototype) : b_(copy(prototype)) {}
+  duration next(int attempt) {
+    if constexpr (noexcept(std::declval<Backoff&>().next(attempt))) {
+      return b_.next(attempt);
+    } else {
+      try {
+        return b_.next(attempt);
+      } catch (...) {
+        throw policy_failure{"the Backoff policy's next()", std::current_exception()};
+      }
+    }
+  }
+
+ private:
+  static Backoff copy(const Backoff& prototype) {
+    try {
+      return prototype;
+    } catch (...) {
+      throw policy_failure{"copying the Backoff policy", std::current_exception()};
+    }
+  }
+  Backoff b_;
+};
+
+// The policies a call reads on every path must not throw: a call that cannot read the time or hear
+// its gates' answer has no way to end cleanly. (The Classifier, Hooks, Backoff and Sleeper may
+// throw: the call ends with an error naming what threw.)
+template <class Holder>
+constexpr bool check_noexcept_policies() {
+  using clock = typename Holder::clock_type;
+  using breaker = typename Holder::breaker_type;
+  using budget = typename Holder::budget_type;
+  using handle = typename breaker::handle;
+  const time_point at{};  // an lvalue: building a time_point{} temporary is not noexcept
+  static_assert(noexcept(std::declval<const clock&>().now()),
+                "failover policies: Policies::clock must provide `time_point now() const "
+                "noexcept`: mark now() noexcept (as failover::steady_clock does)");
+  static_assert(
+      noexcept(std::declval<const breaker&>().admit(std::declval<handle>(), at))&& noexcept(
+          std::declval<const breaker&>().on_success(
+              std::declval<handle>(), at,
+              true))&& noexcept(std::declval<const breaker&>()
+                                    .on_failure(
+                                        std::declval<handle>(), at, std::declval<const error&>(),
+                                        true))&& noexcept(std::declval<const breaker&>()
+                                                              .would_refuse(std::declval<handle>(),
+                                                                            at)),
+      "failover policies: Policies::breaker's admit, on_success, on_failure and would_refuse must "
+      "be noexcept: a gate answers with a verdict, never an exception (catch inside and decide "
+      "whether to let the call go, as failover::circuit_breaker does)");
+  static_assert(noexcept(std::declval<const budget&>().on_first_attempt(at))&& noexcept(
+                    std::declval<const budget&>().on_success(
+                        at))&& noexcept(std::declval<const budget&>().try_retry(at)),
+                "failover policies: Policies::budget's on_first_attempt, on_success and try_retry "
+                "must be noexcept: a gate answers with a verdict, never an exception (as "
+                "failover::retry_budget does)");
+  return true;
+}
+
 // One call as a state machine: it says what to do next (call entry i with this context, wait this
 // long, or done) and is told what happened. It reads the Clock policy but never sleeps or calls a
 // model itself, so the blocking driver below, an async driver and virtual-time simulations of many
@@ -145,6 +250,7 @@ inline error all_open_error(std::string_view model, duration until_reopen) {
 template <class R, class Holder, class Entries>
 class call_machine {
   using hooks_type = typename Holder::hooks_type;
+  static_assert(check_noexcept_policies<Holder>());
 
  public:
   enum class action { attempt, wait, done };
@@ -194,11 +300,17 @@ class call_machine {
   }
 
   // The first action. Call once.
-  action start() {
-    return begin(plan_first(p_, entries_, opts_, call_.token.cancelled(), start_, deadline_));
+  // No step throws: what a policy or an allocation throws ends the call with an `unknown` error
+  // that names it (end_with_exception), so every call ends with exactly one outcome.
+  action start() noexcept {
+    return guarded([&] {
+      return begin(plan_first(p_, entries_, opts_, call_.token.cancelled(), start_, deadline_));
+    });
   }
   // The same, from a plan already made by plan_first() for this call.
-  action start_from(const first_plan& f) { return begin(f); }
+  action start_from(const first_plan& f) noexcept {
+    return guarded([&] { return begin(f); });
+  }
 
   // ---- the first attempt, shared by start() and the blocking driver's fast path ----
 
@@ -207,7 +319,7 @@ class call_machine {
   static FAILOVER_HOT_INLINE first_plan plan_first(const Holder& p, const Entries& entries,
                                                    const chain_options& opts, bool cancelled,
                                                    time_point start,
-                                                   std::optional<duration> deadline) {
+                                                   std::optional<duration> deadline) noexcept {
     first_plan f;
     const std::optional<std::size_t> first = p.start_entry();  // first_entry(), kept by add()
     if (!first) return f;
@@ -247,29 +359,30 @@ class call_machine {
                                                          trace::names_ptr names, result<R>& res,
                                                          const first_plan& f,
                                                          std::optional<duration> deadline) {
+    // The first record lives inline and its constructor is noexcept: nothing here throws.
     notify(p, &hooks_type::on_attempt_start, attempt_started{(*names)[f.index], 1, 1, deadline});
     // The first attempt starts when the call does.
     return res.mutable_trace().add((*names)[f.index], f.index, entries[f.index].role, 1,
                                    duration::zero());
   }
 
-  // The end of an attempt that answered with a value (`rec.elapsed` already set).
+  // The end of an attempt whose value is already in the result (`rec.elapsed` set too). Only now
+  // are the breaker, the budget and the hooks told of a success: a value whose move throws is a
+  // failed attempt, and nothing counted it as a success.
   template <class Entry>
-  static FAILOVER_HOT_INLINE void succeed(const Holder& p, const Entry& e, result<R>& res,
-                                          attempt_record& rec, time_point end, bool probe,
-                                          outcome<R>&& answer) {
+  static FAILOVER_HOT_INLINE void succeeded(const Holder& p, const Entry& e, attempt_record& rec,
+                                            time_point end, bool probe) noexcept {
     rec.ok = true;
     p.breaker().on_success(e.health, end, probe);
     p.budget().on_success(end);
     notify(p, &hooks_type::on_attempt_end,
            attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
-    res.set_value(*std::move(answer));
   }
 
   // The state after the first attempt was issued with `ctx` as its context (its record is written
   // apart, by issue_first). The blocking driver's fast path calls this after issuing the attempt
   // itself; from here on the machine runs the call, as if start() had issued it.
-  void adopt_first(const first_plan& f, const attempt_context& ctx) {
+  void adopt_first(const first_plan& f, const attempt_context& ctx) noexcept {
     index_ = f.index;
     begin_model();
     admission_ = f.admitted();
@@ -284,38 +397,108 @@ class call_machine {
   }
 
   // After action::attempt: the callable's answer, or what it threw.
-  FAILOVER_HOT_INLINE action attempted(outcome<R>&& answer) {
+  FAILOVER_HOT_INLINE action attempted(outcome<R>&& answer) noexcept {
     if (outstanding_ != action::attempt) return misuse();
     return answered(std::move(answer), p_.clock().now());
   }
   // The same, with the time the attempt ended already read (the blocking driver, after its fast
   // path's attempt; it has checked the turn itself).
-  action answered(outcome<R>&& answer, time_point end) {
-    outstanding_.reset();
-    attempt_record& rec = current();
-    rec.elapsed = end - attempt_start_;
-    if (!answer.has_value()) return failed_with(answer.failure(), end);
-    succeed(p_, entry(), res_, rec, end, admission_.probe, std::move(answer));
-    return issue(action::done);
+  action answered(outcome<R>&& answer, time_point end) noexcept {
+    return guarded([&] {
+      outstanding_.reset();
+      attempt_record& rec = current();
+      rec.elapsed = end - attempt_start_;
+      if (!answer.has_value()) return failed_with(answer.failure(), end);
+      try {
+        res_.set_value(*std::move(answer));
+      } catch (...) {
+        return failed(end, unstored_value(std::current_exception()));
+      }
+      succeeded(p_, entry(), rec, end, admission_.probe);
+      return issue(action::done);
+    });
   }
-  action attempted(std::exception_ptr thrown) {
+  // The blocking driver's fast path: the first attempt answered a value, and moving it into the
+  // result threw `cause`. The attempt failed (an `unknown` error, permanent).
+  action unstored(std::exception_ptr cause, time_point end) noexcept {
+    return guarded([&] {
+      outstanding_.reset();
+      current().elapsed = end - attempt_start_;
+      return failed(end, unstored_value(std::move(cause)));
+    });
+  }
+  action attempted(std::exception_ptr thrown) noexcept {
     if (outstanding_ != action::attempt) return misuse();
-    outstanding_.reset();
-    const time_point end = p_.clock().now();
-    current().elapsed = end - attempt_start_;
-    if (!thrown) {
-      error e;
-      e.kind = error_kind::unknown;
-      e.message = "the attempt reported an empty exception";
-      return failed(end, std::move(e));
+    return guarded([&] {
+      outstanding_.reset();
+      const time_point end = p_.clock().now();
+      current().elapsed = end - attempt_start_;
+      if (!thrown) {
+        error e;
+        e.kind = error_kind::unknown;
+        e.message = "the attempt reported an empty exception";
+        return failed(end, std::move(e));
+      }
+      return failed(
+          end, classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); }));
+    });
+  }
+
+  // Ends the call at once with an `unknown` error holding `cause`, saying that `what` threw (a
+  // driver calls this when its Sleeper or timer throws; the machine, when one of its own steps
+  // does). Its stop reason is permanent_error.
+  action end_with_exception(const char* what, std::exception_ptr cause) noexcept {
+    error e;
+    e.kind = error_kind::unknown;
+    e.exception = std::move(cause);
+    try {
+      if (index_ < names_->size()) e.model = std::string(model());
+      e.message = std::string("failover: ") + what + " threw; the call ended there";
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the bare error still ends it
     }
-    return failed(
-        end, classify([&] { return p_.classifier().classify(thrown, p_.clock().wall_now()); }));
+    res_.set_error(std::move(e), stop_reason::permanent_error);
+    notify(&hooks_type::on_give_up, gave_up{res_.error(), stop_reason::permanent_error});
+    return issue(action::done);
   }
 
   // After action::wait: whether the wait ran its full length (false: the call was cancelled).
-  action waited(bool completed) {
+  action waited(bool completed) noexcept {
     if (outstanding_ != action::wait) return misuse();
+    return guarded([&] { return after_wait(completed); });
+  }
+
+  // What to call (action::attempt) or how long to wait (action::wait).
+  std::size_t entry_index() const noexcept { return index_; }
+  const attempt_context& context() const noexcept { return ctx_; }
+  duration wait() const noexcept { return wait_; }
+  const cancel_token& token() const noexcept { return call_.token; }
+
+ private:
+  using backoff_type = typename Holder::backoff_type;
+
+  // Runs one step; what it throws ends the call (see end_with_exception).
+  template <class Step>
+  action guarded(Step&& step) noexcept {
+    try {
+      return step();
+    } catch (const policy_failure& f) {
+      return end_with_exception(f.policy, f.cause);
+    } catch (const std::bad_alloc&) {
+      return end_with_exception("an allocation (out of memory)", std::current_exception());
+    } catch (...) {
+      return end_with_exception("a step of the call", std::current_exception());
+    }
+  }
+
+  static error unstored_value(std::exception_ptr cause) {
+    error e;
+    e.kind = error_kind::unknown;
+    e.exception = std::move(cause);
+    e.message = "failover: moving the answer into the result threw";
+    return e;
+  }
+
+  action after_wait(bool completed) {
     outstanding_.reset();
     if (waiting_for_reopen_) {
       waiting_for_reopen_ = false;
@@ -335,15 +518,6 @@ class call_machine {
     }
     return next_attempt();
   }
-
-  // What to call (action::attempt) or how long to wait (action::wait).
-  std::size_t entry_index() const noexcept { return index_; }
-  const attempt_context& context() const noexcept { return ctx_; }
-  duration wait() const noexcept { return wait_; }
-  const cancel_token& token() const noexcept { return call_.token; }
-
- private:
-  using backoff_type = typename Holder::backoff_type;
 
   // Observing must not change how a call ends, whatever a user's Hooks policy does. (`Hook` may
   // be a member of a base such as no_hooks, hence a template rather than a member-pointer type.)
@@ -588,7 +762,8 @@ class call_machine {
   int models_tried_ = 0;
   int total_ = 0;
   retry_counters counters_;
-  std::optional<backoff_type> backoff_;  // copied from the prototype at a model's first retry
+  // Copied from the prototype at a model's first retry; what it throws comes out named.
+  std::optional<guarded_backoff<backoff_type>> backoff_;
   admission admission_;
   attempt_context ctx_;
   time_point attempt_start_{};
@@ -629,6 +804,10 @@ class owned_call_machine {
   action attempted(outcome<R>&& answer) { return machine_.attempted(std::move(answer)); }
   action attempted(std::exception_ptr thrown) { return machine_.attempted(std::move(thrown)); }
   action waited(bool completed) { return machine_.waited(completed); }
+  // When the driver's own wait (a timer, a Sleeper) throws: ends the call with an error.
+  action end_with_exception(const char* what, std::exception_ptr cause) noexcept {
+    return machine_.end_with_exception(what, std::move(cause));
+  }
   std::size_t entry_index() const noexcept { return machine_.entry_index(); }
   const attempt_context& context() const noexcept { return machine_.context(); }
   duration wait() const noexcept { return machine_.wait(); }
@@ -648,27 +827,32 @@ class owned_call_machine {
 template <class R, class Holder, class Entries, class Invoke>
 void run_machine(call_machine<R, Holder, Entries>& m,
                  typename call_machine<R, Holder, Entries>::action a, const Holder& p,
-                 const call_options& call, Invoke& invoke) {
+                 const call_options& call, Invoke& invoke) noexcept {
   using action = typename call_machine<R, Holder, Entries>::action;
   for (;;) {
     switch (a) {
       case action::attempt: {
-        // What the callable throws is its answer; what the machine throws (a value whose move
-        // throws, say) is not, and leaves the call as it did before.
-        bool answered = false;
+        // What the callable throws (copying an argument into a by-value parameter included) is
+        // its answer; the machine's steps throw nothing.
         try {
           outcome<R> answer = invoke(m.entry_index(), m.context());
-          answered = true;
           a = m.attempted(std::move(answer));
         } catch (...) {
-          if (answered) throw;
           a = m.attempted(std::current_exception());
         }
         break;
       }
-      case action::wait:
-        a = m.waited(p.sleeper().sleep_for(m.wait(), call.token));
+      case action::wait: {
+        bool completed = false;
+        try {
+          completed = p.sleeper().sleep_for(m.wait(), call.token);
+        } catch (...) {
+          a = m.end_with_exception("the Sleeper policy", std::current_exception());
+          break;
+        }
+        a = m.waited(completed);
         break;
+      }
       case action::done:
         return;
     }
@@ -677,12 +861,17 @@ void run_machine(call_machine<R, Holder, Entries>& m,
 
 // The rest of a blocking call whose first attempt did not succeed (or was never made): out of
 // line, so that the success path stays small enough to inline into the caller.
+// What the fast path hands on when its first attempt's value could not be moved into the result.
+struct unstored_answer {
+  std::exception_ptr cause;
+};
+
 template <class R, class Holder, class Entries, class Invoke, class Answer>
 FAILOVER_COLD void drive_on(result<R>& res, const Holder& p, const Entries& entries,
                             trace::names_ptr names, const chain_options& opts,
                             const call_options& call, Invoke& invoke, time_point start,
                             typename call_machine<R, Holder, Entries>::first_plan plan,
-                            const attempt_context* ctx, Answer&& answer, time_point end) {
+                            const attempt_context* ctx, Answer&& answer, time_point end) noexcept {
   call_machine<R, Holder, Entries> m(res, p, entries, names, opts, call, start);
   typename call_machine<R, Holder, Entries>::action a{};
   if constexpr (std::is_same_v<std::decay_t<Answer>, std::nullptr_t>) {  // never attempted
@@ -691,7 +880,9 @@ FAILOVER_COLD void drive_on(result<R>& res, const Holder& p, const Entries& entr
     m.adopt_first(plan, *ctx);
     if constexpr (std::is_same_v<std::decay_t<Answer>, std::exception_ptr>) {  // it threw
       a = m.attempted(std::forward<Answer>(answer));
-    } else {  // it answered with a failure
+    } else if constexpr (std::is_same_v<std::decay_t<Answer>, unstored_answer>) {
+      a = m.unstored(std::move(answer.cause), end);  // its value's move threw
+    } else {                                         // it answered with a failure
       a = m.answered(std::forward<Answer>(answer), end);
     }
   }
@@ -722,22 +913,31 @@ FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries, tra
   }
   const attempt_context ctx = machine::first_context(entries, names, plan, deadline, opts, call);
   attempt_record& rec = machine::issue_first(p, entries, names, res, plan, deadline);
+  // The value goes into the result before anyone is told of a success: when its move throws, the
+  // attempt failed and nothing counted it. Nothing else in the try throws but the callable
+  // (drive_on and succeeded are noexcept).
   bool answered = false;
+  time_point end{};
   try {
     outcome<R> answer = invoke(plan.index, ctx);
     answered = true;
-    const time_point end = p.clock().now();
+    end = p.clock().now();
     rec.elapsed = end - start;
     if (answer.has_value()) {
-      machine::succeed(p, entries[plan.index], res, rec, end, plan.probe, std::move(answer));
+      res.set_value(*std::move(answer));
+      machine::succeeded(p, entries[plan.index], rec, end, plan.probe);
     } else {
       drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx, std::move(answer),
                end);
     }
   } catch (...) {
-    if (answered) throw;
-    drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx,
-             std::current_exception(), start);
+    if (answered) {
+      drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx,
+               unstored_answer{std::current_exception()}, end);
+    } else {
+      drive_on(res, p, entries, names, opts, call, invoke, start, plan, &ctx,
+               std::current_exception(), start);
+    }
   }
   return res;
 }
