@@ -105,6 +105,24 @@ TEST_CASE("retry headers of an error response are kept, other headers are not") 
   CHECK(f.message.find("secret") == std::string::npos);
 }
 
+TEST_CASE("a wait header sent twice: the response and the classifier take the longest wait") {
+  response r = reply(429, "{}");
+  r.headers = {{"Retry-After", "1"}, {"Content-Type", "text/plain"}, {"retry-after", "30"}};
+  const auto now = std::chrono::system_clock::now();
+  CHECK(r.header("Retry-After") == "1");  // the first, as documented
+  REQUIRE(r.values("retry-after").size() == 2);
+  CHECK(r.values("RETRY-AFTER")[1] == "30");
+  CHECK(r.server_wait(now) == failover::duration(30s));
+  const auto e = failover::classifier{}.classify(failover::http::status_failure(r), now);
+  CHECK(e.retry_after == failover::duration(30s));
+  CHECK(failover::classifier{}.classify(failover::openai::error_failure(r), now).retry_after ==
+        failover::duration(30s));
+
+  r.headers.emplace_back("retry-after-ms", "soon");
+  r.headers.emplace_back("Retry-After-Ms", "1500");
+  CHECK(r.server_wait(now) == failover::duration(1500ms));
+}
+
 TEST_CASE("read_chat: an answer, a refusal, and bodies that cannot be used") {
   auto ok = failover::openai::read_chat(reply(
       200,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include "failover/context.hpp"
 #include "failover/error.hpp"
+#include "failover/retry_after.hpp"
 
 namespace failover::http {
 
@@ -23,11 +25,29 @@ struct response {
 
   bool ok() const noexcept { return status >= 200 && status <= 299; }
 
-  // The first header with this name (case-insensitive), or "" when absent.
+  // The first header with this name (case-insensitive), or "" when absent. A name sent more than
+  // once has more values: values() gives them all, and server_wait() reads the wait headers the
+  // way the classifier does, so neither depends on which copy came first.
   std::string_view header(std::string_view name) const noexcept {
     for (const auto& h : headers)
       if (failure::iequals(h.first, name)) return h.second;
     return {};
+  }
+
+  // Every value of the headers with this name (case-insensitive), in the order received.
+  std::vector<std::string_view> values(std::string_view name) const {
+    std::vector<std::string_view> all;
+    for (const auto& h : headers)
+      if (failure::iequals(h.first, name)) all.emplace_back(h.second);
+    return all;
+  }
+
+  // The wait the server asked for, as the classifier reads it from this response: the longest
+  // valid `retry-after-ms`, else the longest valid `Retry-After` (see failover::server_wait).
+  std::optional<duration> server_wait(wall_time now) const {
+    failure f;
+    for (const auto& h : headers) f.header(h.first, h.second);
+    return failover::server_wait(f.retry_after_ms, f.retry_after, now);
   }
 };
 
