@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -64,6 +65,46 @@ struct timeouts {
       throw std::invalid_argument("failover::http::timeouts: read must be > 0");
   }
 };
+
+// How much of a response one attempt may hold, so that a server sending without end cannot take
+// the process's memory: `max_body` bytes of body (after decompression), `max_headers` bytes of
+// status line and headers. A response over either is an invalid_response naming the limit.
+struct limits {
+  std::size_t max_body = std::size_t{16} << 20;
+  std::size_t max_headers = std::size_t{64} << 10;
+
+  void validate() const {
+    if (max_body == 0) throw std::invalid_argument("failover::http::limits: max_body must be > 0");
+    if (max_headers == 0)
+      throw std::invalid_argument("failover::http::limits: max_headers must be > 0");
+  }
+};
+
+namespace detail {
+inline std::string size_text(std::size_t bytes) {
+  if (bytes % (std::size_t{1} << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+  if (bytes % (std::size_t{1} << 10) == 0) return std::to_string(bytes >> 10) + " KiB";
+  return std::to_string(bytes) + " bytes";
+}
+}  // namespace detail
+
+// The failures for a response over a limit, the same through every adapter.
+inline failure body_over_limit(const limits& l) {
+  return failure::of(error_kind::invalid_response, "response body exceeds the " +
+                                                       detail::size_text(l.max_body) +
+                                                       " limit (http::limits::max_body)");
+}
+inline failure headers_over_limit(const limits& l) {
+  return failure::of(error_kind::invalid_response, "response headers exceed the " +
+                                                       detail::size_text(l.max_headers) +
+                                                       " limit (http::limits::max_headers)");
+}
+
+// A reply that did not start with an HTTP status line: the same kind through every adapter.
+inline failure not_http(const std::string& where) {
+  return failure::of(error_kind::invalid_response,
+                     "the reply had no valid HTTP status line" + where);
+}
 
 // The timeouts for this attempt: each one cut to the time left before the call's deadline. Never
 // below one millisecond, because clients read zero as "wait forever" or round it to "fail now".
