@@ -224,7 +224,7 @@ TEST_CASE("an endless body stops at limits::max_body as an invalid response") {
   }
 }
 
-TEST_CASE("a body of exactly limits::max_body is read; one byte more is not") {
+TEST_CASE("a body of exactly limits::max_body is read, one byte more is not") {
   const std::string body(1000, 'b');
   raw_server exact(
       [&](raw_connection& c) { c.send(ok_head + "Content-Length: 1000\r\n\r\n" + body); });
