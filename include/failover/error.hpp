@@ -109,8 +109,8 @@ struct failure {
   std::string message;        // for people; never read by the classifier
   transport_error transport = transport_error::none;
   std::optional<error_kind> kind;    // set when the reporter already knows the kind
-  std::string retry_after;           // raw `Retry-After` header value ("" = absent)
-  std::string retry_after_ms;        // raw `retry-after-ms` header value ("" = absent)
+  std::string retry_after;           // raw `Retry-After` value(s), one per line ("" = absent)
+  std::string retry_after_ms;        // raw `retry-after-ms` value(s), one per line ("" = absent)
   std::string should_retry;          // raw `x-should-retry` header value ("" = absent)
   std::exception_ptr exception;      // when the failure was an exception
   std::optional<token_usage> usage;  // what the failed request was billed, if the body said
@@ -136,11 +136,18 @@ struct failure {
   }
 
   // Keeps the response headers classification reads (case-insensitive names); drops the rest.
+  // A wait header sent more than once keeps every value, one per line (a field value never
+  // holds a line break), so that server_wait() can honour the longest; x-should-retry keeps the
+  // last.
   failure& header(std::string_view name, std::string_view value) & {
+    auto keep_all = [value](std::string& field) {
+      if (!field.empty()) field += '\n';
+      field.append(value);
+    };
     if (iequals(name, "retry-after")) {
-      retry_after.assign(value);
+      keep_all(retry_after);
     } else if (iequals(name, "retry-after-ms")) {
-      retry_after_ms.assign(value);
+      keep_all(retry_after_ms);
     } else if (iequals(name, "x-should-retry")) {
       should_retry.assign(value);
     }

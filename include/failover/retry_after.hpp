@@ -247,10 +247,24 @@ inline std::optional<duration> parse_retry_after_ms(std::string_view value) noex
 }
 
 // The server's wait from both headers; `retry-after-ms` is more precise and wins when valid.
+// Either may hold several values, one per line (the header came more than once, as
+// failure::header keeps it): the longest valid one counts, because retrying after a shorter one
+// would come before one of the times the server named.
 inline std::optional<duration> server_wait(std::string_view retry_after_ms,
                                            std::string_view retry_after, wall_time now) noexcept {
-  if (auto ms = parse_retry_after_ms(retry_after_ms)) return ms;
-  return parse_retry_after(retry_after, now);
+  auto longest = [](std::string_view values, auto parse) {
+    std::optional<duration> best;
+    for (;;) {
+      const std::size_t end = values.find('\n');
+      const auto wait = parse(values.substr(0, end));
+      if (wait && (!best || *wait > *best)) best = wait;
+      if (end == std::string_view::npos) return best;
+      values.remove_prefix(end + 1);
+    }
+  };
+  if (auto ms = longest(retry_after_ms, [](std::string_view v) { return parse_retry_after_ms(v); }))
+    return ms;
+  return longest(retry_after, [now](std::string_view v) { return parse_retry_after(v, now); });
 }
 
 }  // namespace failover

@@ -105,6 +105,24 @@ TEST_CASE("retry headers of an error response are kept, other headers are not") 
   CHECK(f.message.find("secret") == std::string::npos);
 }
 
+TEST_CASE("a wait header sent twice: the response and the classifier take the longest wait") {
+  response r = reply(429, "{}");
+  r.headers = {{"Retry-After", "1"}, {"Content-Type", "text/plain"}, {"retry-after", "30"}};
+  const auto now = std::chrono::system_clock::now();
+  CHECK(r.header("Retry-After") == "1");  // the first, as documented
+  REQUIRE(r.values("retry-after").size() == 2);
+  CHECK(r.values("RETRY-AFTER")[1] == "30");
+  CHECK(r.server_wait(now) == failover::duration(30s));
+  const auto e = failover::classifier{}.classify(failover::http::status_failure(r), now);
+  CHECK(e.retry_after == failover::duration(30s));
+  CHECK(failover::classifier{}.classify(failover::openai::error_failure(r), now).retry_after ==
+        failover::duration(30s));
+
+  r.headers.emplace_back("retry-after-ms", "soon");
+  r.headers.emplace_back("Retry-After-Ms", "1500");
+  CHECK(r.server_wait(now) == failover::duration(1500ms));
+}
+
 TEST_CASE("read_chat: an answer, a refusal, and bodies that cannot be used") {
   auto ok = failover::openai::read_chat(reply(
       200,
@@ -164,6 +182,32 @@ TEST_CASE("attempt timeouts never run past the call's deadline") {
   REQUIRE_THROWS_AS(failover::http::attempt_timeouts(ctx, {0s, 1s}), std::invalid_argument);
 }
 
+TEST_CASE("response limits: defaults, and bad ones refused by name") {
+  const failover::http::limits l;
+  CHECK(l.max_body == 16u << 20);
+  CHECK(l.max_headers == 64u << 10);
+  auto refusal = [](const failover::http::limits& given) -> std::string {
+    try {
+      given.validate();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  failover::http::limits bad;
+  bad.max_body = 0;
+  CHECK(refusal(bad).find("max_body") != std::string::npos);
+  bad = {};
+  bad.max_headers = 0;
+  CHECK(refusal(bad).find("max_headers") != std::string::npos);
+  CHECK_THROWS_AS(failover::http::httplib_endpoint("http://127.0.0.1:1", {}, bad),
+                  std::invalid_argument);
+#if defined(FAILOVER_TEST_CURL)
+  CHECK_THROWS_AS(failover::http::curl_endpoint("http://127.0.0.1:1", {}, bad),
+                  std::invalid_argument);
+#endif
+}
+
 TEST_CASE("base URLs: parts, defaults, and what is refused") {
   auto u = failover::http::base_url::parse("https://api.example.com/v1/");
   CHECK(u.scheme == "https");
@@ -213,7 +257,19 @@ TEST_CASE("httplib errors map to transport errors, telling alike-reported ones a
   x.cancelled = false;
   x.over_budget = true;
   CHECK(failover::http::httplib_failure(x).transport == transport_error::read_timeout);
+  // The adapter's own findings come first, whatever httplib reported with them.
+  x.error = httplib::Error::Connection;
+  x.unconnected = true;
+  CHECK(failover::http::httplib_failure(x).transport == transport_error::connect_timeout);
+  x.over_budget = false;
+  x.unconnected = false;
+  x.error = httplib::Error::Read;
+  x.not_http = true;
+  CHECK(failover::http::httplib_failure(x).kind == error_kind::invalid_response);
+  x.not_http = false;
 
+  x.error = httplib::Error::BindIPAddress;
+  CHECK(kind_of(failover::http::httplib_failure(x)) == error_kind::unknown);
   x.error = httplib::Error::SSLServerVerification;
   CHECK(kind_of(failover::http::httplib_failure(x)) == error_kind::unknown);
   CHECK_FALSE(failover::classifier{}
@@ -244,5 +300,20 @@ TEST_CASE("curl codes map to transport errors") {
   CHECK(map(CURLE_ABORTED_BY_CALLBACK).kind == error_kind::cancelled);
   CHECK(map(CURLE_WEIRD_SERVER_REPLY).kind == error_kind::invalid_response);
   CHECK(kind_of(map(CURLE_PEER_FAILED_VERIFICATION)) == error_kind::unknown);
+  // Local setup problems are permanent, not connection errors.
+  for (CURLcode local :
+       {CURLE_FAILED_INIT, CURLE_NOT_BUILT_IN, CURLE_UNKNOWN_OPTION, CURLE_BAD_FUNCTION_ARGUMENT,
+        CURLE_INTERFACE_FAILED, CURLE_SSL_ENGINE_NOTFOUND, CURLE_OUT_OF_MEMORY}) {
+    INFO(curl_easy_strerror(local));
+    const auto f = map(local);
+    CHECK(f.transport == transport_error::none);
+    CHECK(kind_of(f) == error_kind::unknown);
+    CHECK_FALSE(failover::classifier{}.classify(f, std::chrono::system_clock::now()).transient);
+  }
+  // HTTP/0.9 refused: a reply without a status line once the request went out, else the scheme.
+  x.request_sent = true;
+  CHECK(map(CURLE_UNSUPPORTED_PROTOCOL).kind == error_kind::invalid_response);
+  x.request_sent = false;
+  CHECK(map(CURLE_UNSUPPORTED_PROTOCOL).kind == error_kind::unknown);
 }
 #endif

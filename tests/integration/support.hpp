@@ -72,18 +72,16 @@ inline call_type caller(client c, const std::string& base_url, const std::string
     };
   }
 #if defined(FAILOVER_TEST_CURL)
-  std::shared_ptr<CURL> easy(curl_easy_init(), curl_easy_cleanup);
-  const std::string url = base_url + "/chat/completions";
-  return
-      [easy, url, model, key, limits](const failover::attempt_context& ctx,
-                                      const std::string& prompt) -> failover::outcome<completion> {
-        std::vector<std::string> headers;
-        if (!key.empty()) headers.push_back("Authorization: Bearer " + key);
-        auto sent = failover::http::curl_post(
-            easy.get(), ctx, url, failover::openai::chat_request(model, prompt), headers, limits);
-        if (!sent) return std::move(sent).failure();
-        return failover::openai::read_chat(sent.value());
-      };
+  auto endpoint = std::make_shared<failover::http::curl_endpoint>(base_url, limits);
+  return [endpoint, model, key](const failover::attempt_context& ctx,
+                                const std::string& prompt) -> failover::outcome<completion> {
+    std::vector<std::string> headers;
+    if (!key.empty()) headers.push_back("Authorization: Bearer " + key);
+    auto sent = endpoint->post(ctx, "/chat/completions",
+                               failover::openai::chat_request(model, prompt), headers);
+    if (!sent) return std::move(sent).failure();
+    return failover::openai::read_chat(sent.value());
+  };
 #else
   throw std::logic_error("curl adapter not built");
 #endif

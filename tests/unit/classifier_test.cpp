@@ -590,13 +590,13 @@ TEST_CASE("failure::header keeps only the headers classification reads", "[class
     CHECK_FALSE(contains(*field, "json"));
   }
 
-  SECTION("the last value of a repeated header wins; rvalue chaining works") {
+  SECTION("a repeated wait header keeps every value, the longest wait counts; rvalue chaining") {
     const failure g = failure::http(503)
-                          .header("retry-after", "1")
-                          .header("Retry-After", "9")
+                          .header("retry-after", "9")
+                          .header("Retry-After", "1")
                           .with_code("api_error")
                           .with_message("m");
-    CHECK(g.retry_after == "9");
+    CHECK(g.retry_after == "9\n1");
     CHECK(g.code == "api_error");
     CHECK(g.message == "m");
     const error e = classify(g);

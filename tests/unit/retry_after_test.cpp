@@ -322,3 +322,38 @@ TEST_CASE("parse_http_date: regressions found by fuzzing", "[retry_after][fuzz]"
     CHECK(epoch_seconds(*d) == 4197052800);  // 2103-01-01
   }
 }
+
+// A header sent twice (a proxy adds its own, or a server repeats itself): the longest valid wait
+// counts, whichever copy came first, so no retry comes before a time the server named.
+TEST_CASE("server_wait: a wait header sent twice gives the longest valid wait", "[retry_after]") {
+  const wall_time date = at(rfc_example);
+  const wall_time now = date - 10s;
+  SECTION("failure::header keeps every value of a wait header") {
+    failover::failure f;
+    f.header("Retry-After", "1").header("retry-after", "30");
+    f.header("retry-after-ms", "100").header("Retry-After-Ms", "250");
+    f.header("x-should-retry", "false").header("x-should-retry", "true");
+    CHECK(f.retry_after == "1\n30");
+    CHECK(f.retry_after_ms == "100\n250");
+    CHECK(f.should_retry == "true");
+    CHECK(failover::server_wait(f.retry_after_ms, f.retry_after, now) == duration(250ms));
+  }
+  SECTION("Retry-After: the longest, in either order and in either form") {
+    CHECK(failover::server_wait("", "1\n30", now) == duration(30s));
+    CHECK(failover::server_wait("", "30\n1", now) == duration(30s));
+    CHECK(failover::server_wait("", "3\nSun, 06 Nov 1994 08:49:37 GMT", now) == duration(10s));
+    CHECK(failover::server_wait("", "Sun, 06 Nov 1994 08:49:37 GMT\n3", now) == duration(10s));
+  }
+  SECTION("an invalid copy is skipped, not taken as no wait") {
+    CHECK(failover::server_wait("", "soon\n4", now) == duration(4s));
+    CHECK(failover::server_wait("", "4\n-1", now) == duration(4s));
+    CHECK(failover::server_wait("", "\n2", now) == duration(2s));
+    CHECK(failover::server_wait("", "99999999999999999999\n2", now) == duration(2s));
+    CHECK(failover::server_wait("", "x\ny", now) == std::nullopt);
+  }
+  SECTION("retry-after-ms wins when one of its values is valid") {
+    CHECK(failover::server_wait("abc\n150", "30", now) == duration(150ms));
+    CHECK(failover::server_wait("100\n2000.5", "1\n3", now) == duration(2000500us));
+    CHECK(failover::server_wait("abc\n-1", "1\n3", now) == duration(3s));
+  }
+}

@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -28,8 +31,11 @@ struct curl_exchange {
   long os_errno = 0;          // CURLINFO_OS_ERRNO: tells a refusal from an unreachable network
   bool request_sent = false;  // CURLINFO_REQUEST_SIZE > 0: a timeout after this is a read timeout
   bool cancelled = false;     // the attempt's cancel token fired
+  bool body_over = false;     // the body passed limits::max_body (the adapter stopped reading)
+  bool headers_over = false;  // the headers passed limits::max_headers
   duration connect_timeout{};
   duration budget{};  // the whole attempt's limit (CURLOPT_TIMEOUT_MS)
+  limits bounds{};
 };
 
 namespace detail {
@@ -41,6 +47,8 @@ inline std::string curl_millis(duration d) {
 // The failure for a failed transfer. Messages use curl's generic texts, never the URL or a header.
 inline failure curl_failure(const curl_exchange& x) {
   const std::string what = std::string(" (curl: ") + curl_easy_strerror(x.code) + ")";
+  if (x.body_over) return body_over_limit(x.bounds);
+  if (x.headers_over) return headers_over_limit(x.bounds);
   switch (x.code) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -66,16 +74,39 @@ inline failure curl_failure(const curl_exchange& x) {
     case CURLE_ABORTED_BY_CALLBACK:
       if (x.cancelled) return failure::of(error_kind::cancelled, "cancelled during the request");
       return failure::of(transport_error::other, "transfer aborted" + what);
+    case CURLE_FILESIZE_EXCEEDED:  // CURLOPT_MAXFILESIZE: the announced length is too long
+      return body_over_limit(x.bounds);
     case CURLE_WEIRD_SERVER_REPLY:
+      return not_http(what);
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      // After the request went out this is curl refusing an HTTP/0.9 reply: bytes without a
+      // status line. Before, it is the URL's scheme: configuration.
+      if (x.request_sent) return not_http(what);
+      return failure::of(error_kind::unknown, "request could not be made" + what);
     case CURLE_BAD_CONTENT_ENCODING:
       return failure::of(error_kind::invalid_response, "the reply was not readable HTTP" + what);
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
-    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_URL_MALFORMAT:
     case CURLE_TOO_MANY_REDIRECTS:
-      // Configuration problems: a retry cannot fix them, another provider may still work.
+    case CURLE_FAILED_INIT:
+    case CURLE_NOT_BUILT_IN:
+    case CURLE_UNKNOWN_OPTION:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+    case CURLE_FUNCTION_NOT_FOUND:
+    case CURLE_INTERFACE_FAILED:
+    case CURLE_OUT_OF_MEMORY:
+      // Configuration or local setup problems: nothing was wrong with the server, so a retry
+      // cannot fix them, and another provider may still work.
       return failure::of(error_kind::unknown, "request could not be made" + what);
     default:
       return failure::of(transport_error::other, "request failed" + what);
@@ -87,21 +118,39 @@ namespace detail {
 struct curl_state {
   response r;
   const attempt_context* ctx = nullptr;
+  limits bounds;
+  std::size_t header_bytes = 0;
   bool cancelled = false;
+  bool body_over = false;
+  bool headers_over = false;
+  bool headers_done = false;  // the blank line after the last response's headers came
 };
 
+// Returning fewer bytes than given makes curl end the transfer (CURLE_WRITE_ERROR).
 inline std::size_t curl_on_body(char* data, std::size_t size, std::size_t n, void* user) {
   auto* s = static_cast<curl_state*>(user);
+  if (size * n > s->bounds.max_body - s->r.body.size()) {
+    s->body_over = true;
+    return 0;
+  }
   s->r.body.append(data, size * n);
   return size * n;
 }
 
 inline std::size_t curl_on_header(char* data, std::size_t size, std::size_t n, void* user) {
   auto* s = static_cast<curl_state*>(user);
+  s->header_bytes += size * n;  // every response's lines, a 100 Continue's too
+  if (s->header_bytes > s->bounds.max_headers) {
+    s->headers_over = true;
+    return 0;
+  }
   std::string_view line(data, size * n);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
   if (line.substr(0, 5) == "HTTP/") {
     s->r.headers.clear();  // a new response (after a 100 Continue): only the last one counts
+    s->headers_done = false;
+  } else if (line.empty()) {
+    s->headers_done = true;
   } else if (const std::size_t colon = line.find(':'); colon != std::string_view::npos) {
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
@@ -128,18 +177,23 @@ struct slist_deleter {
 
 // POSTs `body` to `url` on `easy` (a handle you keep, so connections are reused): the connect
 // timeout and the whole transfer's limit come from this attempt, never past the call's deadline,
-// and cancellation is honoured during the transfer. `headers` are "Name: value" lines.
-// Options this sets are cleared again afterwards, so the handle holds no pointer into this call.
+// cancellation is honoured during the transfer, and the response is held to `bounds`. `headers`
+// are "Name: value" lines. Options this sets are cleared again afterwards, so the handle holds no
+// pointer into this call. One handle serves one transfer at a time: to share across threads, use
+// curl_endpoint below.
 inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const std::string& url,
                                    const std::string& body,
                                    const std::vector<std::string>& headers = {},
                                    const timeouts& wanted = {},
-                                   std::string_view content_type = "application/json") {
+                                   std::string_view content_type = "application/json",
+                                   const limits& bounds = {}) {
   if (easy == nullptr) throw std::invalid_argument("failover::http::curl_post: easy is null");
+  bounds.validate();
   const timeouts t = attempt_timeouts(ctx, wanted);
   curl_exchange x;
   x.connect_timeout = t.connect;
   x.budget = attempt_budget(ctx, wanted);
+  x.bounds = bounds;
 
   std::unique_ptr<curl_slist, detail::slist_deleter> list;
   auto append = [&list](const char* line) {
@@ -162,6 +216,7 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
   };
   detail::curl_state state;
   state.ctx = &ctx;
+  state.bounds = bounds;
   curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
   curl_easy_setopt(easy, CURLOPT_POST, 1L);
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.data());
@@ -177,6 +232,9 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &detail::curl_on_progress);
   curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &state);
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+  // Refuses at once a body whose announced length is over the limit; the write callback
+  // bounds the rest (no length, chunked, or a length that lies).
+  curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(bounds.max_body));
 
   const CURLcode rc = curl_easy_perform(easy);
 
@@ -194,15 +252,125 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, static_cast<curl_xferinfo_callback>(nullptr));
   curl_easy_setopt(easy, CURLOPT_XFERINFODATA, static_cast<void*>(nullptr));
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 1L);
+  curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t{0});
 
   if (rc != CURLE_OK) {
     x.code = rc;
     x.request_sent = request_size > 0;
     x.cancelled = state.cancelled;
+    x.body_over = state.body_over;
+    x.headers_over = state.headers_over;
+    // libcurl keeps one header line in at most CURL_MAX_HTTP_HEADER bytes and reports a longer
+    // one as out of memory, before the header callback could count it.
+    if (rc == CURLE_OUT_OF_MEMORY && x.request_sent && !state.headers_done) {
+      if (bounds.max_headers < CURL_MAX_HTTP_HEADER) return headers_over_limit(bounds);
+      return failure::of(error_kind::invalid_response, "a response header line exceeds libcurl's " +
+                                                           detail::size_text(CURL_MAX_HTTP_HEADER) +
+                                                           " limit (CURL_MAX_HTTP_HEADER)");
+    }
     return curl_failure(x);
   }
   state.r.status = static_cast<int>(status);
   return std::move(state.r);
 }
+
+// A base URL with a pool of easy handles, safe to share between threads: each attempt takes a
+// handle of its own (the one used last, whose connection is the likeliest to be open; a new one
+// when all are busy) and gives it back afterwards, so no two transfers ever touch one handle and
+// connections are reused across attempts. The pool grows to the most attempts ever in flight at
+// once. `setup` (optional) applies your own options (CA path, proxy) to every new handle; call
+// curl_global_init once at start-up, as libcurl asks.
+class curl_endpoint {
+ public:
+  explicit curl_endpoint(std::string_view url, timeouts wanted = {}, limits bounds = {},
+                         std::function<void(CURL*)> setup = {})
+      : url_(base_url::parse(url)),
+        wanted_((wanted.validate(), wanted)),
+        bounds_((bounds.validate(), bounds)),
+        setup_(std::move(setup)) {}
+  curl_endpoint(const curl_endpoint&) = delete;
+  curl_endpoint& operator=(const curl_endpoint&) = delete;
+  ~curl_endpoint() {
+    for (CURL* easy : idle_) curl_easy_cleanup(easy);
+  }
+
+  outcome<response> post(const attempt_context& ctx, std::string_view endpoint,
+                         const std::string& body, const std::vector<std::string>& headers = {},
+                         std::string_view content_type = "application/json") {
+    lease easy(*this);
+    if (easy.get() == nullptr)
+      return failure::of(error_kind::unknown, "request could not be made (curl_easy_init failed)");
+    return curl_post(easy.get(), ctx, url_.url(endpoint), body, headers, wanted_, content_type,
+                     bounds_);
+  }
+
+  // Handles made so far (busy and idle): at most the number of attempts ever in flight at once.
+  std::size_t handles() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return made_;
+  }
+  const base_url& url() const noexcept { return url_; }
+  const timeouts& wanted_timeouts() const noexcept { return wanted_; }
+  const limits& response_limits() const noexcept { return bounds_; }
+
+ private:
+  // One handle checked out for one attempt; back to the pool when the attempt is over.
+  class lease {
+   public:
+    explicit lease(curl_endpoint& e) : e_(e), easy_(e.take()) {}
+    lease(const lease&) = delete;
+    lease& operator=(const lease&) = delete;
+    ~lease() {
+      if (easy_ != nullptr) e_.give_back(easy_);
+    }
+    CURL* get() const noexcept { return easy_; }
+
+   private:
+    curl_endpoint& e_;
+    CURL* easy_;
+  };
+
+  CURL* take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!idle_.empty()) {
+        CURL* easy = idle_.back();
+        idle_.pop_back();
+        return easy;
+      }
+    }
+    CURL* easy = curl_easy_init();  // outside the lock: other attempts need not wait for it
+    if (easy == nullptr) return nullptr;
+    if (setup_) {
+      try {
+        setup_(easy);
+      } catch (...) {
+        curl_easy_cleanup(easy);
+        throw;
+      }
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++made_;
+    return easy;
+  }
+
+  void give_back(CURL* easy) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+      idle_.push_back(easy);
+    } catch (...) {
+      --made_;
+      curl_easy_cleanup(easy);  // no room to keep it: a later attempt makes a new one
+    }
+  }
+
+  base_url url_;
+  timeouts wanted_;
+  limits bounds_;
+  std::function<void(CURL*)> setup_;
+  mutable std::mutex mutex_;
+  std::vector<CURL*> idle_;
+  std::size_t made_ = 0;
+};
 
 }  // namespace failover::http

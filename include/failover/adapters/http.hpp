@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -12,6 +14,7 @@
 
 #include "failover/context.hpp"
 #include "failover/error.hpp"
+#include "failover/retry_after.hpp"
 
 namespace failover::http {
 
@@ -23,11 +26,29 @@ struct response {
 
   bool ok() const noexcept { return status >= 200 && status <= 299; }
 
-  // The first header with this name (case-insensitive), or "" when absent.
+  // The first header with this name (case-insensitive), or "" when absent. A name sent more than
+  // once has more values: values() gives them all, and server_wait() reads the wait headers the
+  // way the classifier does, so neither depends on which copy came first.
   std::string_view header(std::string_view name) const noexcept {
     for (const auto& h : headers)
       if (failure::iequals(h.first, name)) return h.second;
     return {};
+  }
+
+  // Every value of the headers with this name (case-insensitive), in the order received.
+  std::vector<std::string_view> values(std::string_view name) const {
+    std::vector<std::string_view> all;
+    for (const auto& h : headers)
+      if (failure::iequals(h.first, name)) all.emplace_back(h.second);
+    return all;
+  }
+
+  // The wait the server asked for, as the classifier reads it from this response: the longest
+  // valid `retry-after-ms`, else the longest valid `Retry-After` (see failover::server_wait).
+  std::optional<duration> server_wait(wall_time now) const {
+    failure f;
+    for (const auto& h : headers) f.header(h.first, h.second);
+    return failover::server_wait(f.retry_after_ms, f.retry_after, now);
   }
 };
 
@@ -44,6 +65,46 @@ struct timeouts {
       throw std::invalid_argument("failover::http::timeouts: read must be > 0");
   }
 };
+
+// How much of a response one attempt may hold, so that a server sending without end cannot take
+// the process's memory: `max_body` bytes of body (after decompression), `max_headers` bytes of
+// status line and headers. A response over either is an invalid_response naming the limit.
+struct limits {
+  std::size_t max_body = std::size_t{16} << 20;
+  std::size_t max_headers = std::size_t{64} << 10;
+
+  void validate() const {
+    if (max_body == 0) throw std::invalid_argument("failover::http::limits: max_body must be > 0");
+    if (max_headers == 0)
+      throw std::invalid_argument("failover::http::limits: max_headers must be > 0");
+  }
+};
+
+namespace detail {
+inline std::string size_text(std::size_t bytes) {
+  if (bytes % (std::size_t{1} << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+  if (bytes % (std::size_t{1} << 10) == 0) return std::to_string(bytes >> 10) + " KiB";
+  return std::to_string(bytes) + " bytes";
+}
+}  // namespace detail
+
+// The failures for a response over a limit, the same through every adapter.
+inline failure body_over_limit(const limits& l) {
+  return failure::of(error_kind::invalid_response, "response body exceeds the " +
+                                                       detail::size_text(l.max_body) +
+                                                       " limit (http::limits::max_body)");
+}
+inline failure headers_over_limit(const limits& l) {
+  return failure::of(error_kind::invalid_response, "response headers exceed the " +
+                                                       detail::size_text(l.max_headers) +
+                                                       " limit (http::limits::max_headers)");
+}
+
+// A reply that did not start with an HTTP status line: the same kind through every adapter.
+inline failure not_http(const std::string& where) {
+  return failure::of(error_kind::invalid_response,
+                     "the reply had no valid HTTP status line" + where);
+}
 
 // The timeouts for this attempt: each one cut to the time left before the call's deadline. Never
 // below one millisecond, because clients read zero as "wait forever" or round it to "fail now".

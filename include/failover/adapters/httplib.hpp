@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "failover/adapters/http.hpp"
+#include "failover/adapters/socket_watchdog.hpp"
 #include "failover/context.hpp"
 #include "failover/error.hpp"
 #include "failover/outcome.hpp"
@@ -34,6 +35,12 @@ struct httplib_exchange {
   duration read_timeout{};     // as set for this attempt
   bool cancelled = false;      // the attempt's cancel token fired
   bool over_budget = false;    // the attempt ran out of its share of the call's time
+  bool unconnected = false;    // ... before a connection was made (nothing was sent)
+  bool not_http = false;       // bytes came back, but no valid status line
+  bool body_over = false;      // the body passed limits::max_body
+  bool headers_over = false;   // the headers passed limits::max_headers
+  bool line_over = false;      // a header line passed httplib's own limit
+  limits bounds{};             // as set for this attempt
 };
 
 namespace detail {
@@ -67,6 +74,26 @@ inline duration whole_ms(duration d) {
 inline failure httplib_failure(const httplib_exchange& x) {
   using ::httplib::Error;
   const std::string where = x.host.empty() ? std::string() : " (" + x.host + ")";
+  // The adapter's own findings first: httplib reports each of them as a failed read or a
+  // cancelled request.
+  if (x.cancelled) return failure::of(error_kind::cancelled, "cancelled during the request");
+  if (x.body_over) return body_over_limit(x.bounds);
+  if (x.headers_over) return headers_over_limit(x.bounds);
+  if (x.line_over) {
+    if (x.bounds.max_headers <= CPPHTTPLIB_HEADER_MAX_LENGTH) return headers_over_limit(x.bounds);
+    return failure::of(error_kind::invalid_response,
+                       "a response header line exceeds cpp-httplib's " +
+                           detail::size_text(CPPHTTPLIB_HEADER_MAX_LENGTH) +
+                           " limit (CPPHTTPLIB_HEADER_MAX_LENGTH)" + where);
+  }
+  if (x.over_budget && x.unconnected)
+    return failure::of(
+        transport_error::connect_timeout,
+        "no connection within the attempt's share of the deadline" + where + "; nothing was sent");
+  if (x.over_budget)
+    return failure::of(transport_error::read_timeout,
+                       "the attempt's share of the deadline ran out while reading" + where);
+  if (x.not_http) return not_http(where);
   switch (x.error) {
     case Error::Connection:
       if (!x.host.empty() && !detail::host_resolves(x.host))
@@ -88,9 +115,7 @@ inline failure httplib_failure(const httplib_exchange& x) {
       return failure::of(transport_error::connection_reset,
                          "connection closed while sending the request" + where);
     case Error::Canceled:
-      if (x.cancelled) return failure::of(error_kind::cancelled, "cancelled during the request");
-      return failure::of(transport_error::read_timeout,
-                         "the attempt's share of the deadline ran out while reading" + where);
+      return failure::of(transport_error::other, "request cancelled by the client" + where);
     case Error::SSLConnection:
       return failure::of(transport_error::other, "TLS handshake failed" + where);
     case Error::SSLLoadingCerts:
@@ -102,6 +127,10 @@ inline failure httplib_failure(const httplib_exchange& x) {
                          "response could not be decompressed" + where);
     case Error::ExceedRedirectCount:
       return failure::of(error_kind::unknown, "too many redirects" + where);
+    case Error::BindIPAddress:
+    case Error::UnsupportedMultipartBoundaryChars:
+      // Local setup problems (the interface to bind, the request built): permanent here.
+      return failure::of(error_kind::unknown, "request could not be made" + where);
     default:
       return failure::of(transport_error::other,
                          "request failed: " + ::httplib::to_string(x.error) + where);
@@ -109,15 +138,20 @@ inline failure httplib_failure(const httplib_exchange& x) {
 }
 
 // Sends `req` with `client`: timeouts from this attempt (never past the call's deadline), the
-// whole exchange bounded by the attempt's budget, and cancellation honoured while reading.
-// `host` (optional) lets a failed connection be reported as a DNS failure when that is what it was.
+// whole exchange bounded by the attempt's budget and its cancel token in every phase (connecting,
+// status line, headers, body: the shared socket watchdog shuts the socket down when either ends),
+// and the response held to `bounds`. `host` (optional) lets a failed connection be reported as a
+// DNS failure when that is what it was. The client's socket-options hook is this attempt's while
+// it runs (and empty afterwards); the client must not run another request at the same time.
 inline outcome<response> httplib_send(::httplib::Client& client, const attempt_context& ctx,
                                       ::httplib::Request req, const timeouts& wanted = {},
-                                      const std::string& host = {}) {
+                                      const std::string& host = {}, const limits& bounds = {}) {
   using clock = std::chrono::steady_clock;
+  bounds.validate();
   const timeouts t = attempt_timeouts(ctx, wanted);
   httplib_exchange x;
   x.host = host;
+  x.bounds = bounds;
   x.connect_timeout = detail::whole_ms(t.connect);
   x.read_timeout = detail::whole_ms(t.read);
   client.set_connection_timeout(x.connect_timeout);
@@ -125,9 +159,17 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   client.set_write_timeout(x.read_timeout);
 
   // httplib's read timeout applies to each read; the budget bounds the whole exchange.
-  const duration budget = attempt_budget(ctx, wanted);
+  // (Capped at a year, so that the watchdog's expiry cannot overflow.)
+  const duration budget =
+      std::min(attempt_budget(ctx, wanted), duration(std::chrono::hours(24 * 365)));
   const clock::time_point start = clock::now();
   clock::time_point last = start;
+  socket_watchdog& watchdog = shared_socket_watchdog();
+  socket_watch watch;
+  watch.expiry = start + budget;
+  watch.ctx = &ctx;
+  watch.max_header_bytes = bounds.max_headers;
+
   auto alive = [&]() -> bool {
     last = clock::now();
     if (ctx.cancelled()) {
@@ -140,20 +182,69 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
     }
     return true;
   };
-  req.response_handler = [&](const ::httplib::Response&) { return alive(); };
-  req.progress = [&](std::uint64_t, std::uint64_t) { return alive(); };
+  response r;
+  req.response_handler = [&](const ::httplib::Response& head) {
+    watchdog.headers_done(watch);
+    // Status line and header lines as sent, less line-end spacing httplib drops.
+    std::size_t size = head.version.size() + head.reason.size() + 9;
+    for (const auto& h : head.headers) size += h.first.size() + h.second.size() + 4;
+    if (size > bounds.max_headers) {
+      x.headers_over = true;
+      return false;
+    }
+    return alive();
+  };
+  req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+    if (n > bounds.max_body - r.body.size()) {
+      x.body_over = true;
+      return false;
+    }
+    r.body.append(data, n);
+    return alive();
+  };
 
-  ::httplib::Result res = client.send(req);
-  if (!res) {
-    x.error = res.error();
+  ::httplib::Response res;
+  ::httplib::Error error = ::httplib::Error::Success;
+  bool ok = false;
+  if (client.is_socket_open()) {  // a kept-alive connection this attempt may reuse
+    watch.reused_fd = detail::dup_socket(client.socket());
+    const long long read = detail::bytes_read_from(watch.reused_fd);
+    watch.reused_baseline = read > 0 ? static_cast<std::uint64_t>(read) : 0;
+  }
+  watchdog.add(watch);
+  try {
+    client.set_socket_options([&](socket_t fd) { watchdog.opened(watch, fd); });
+    ok = client.send(req, res, error);
+  } catch (...) {
+    client.set_socket_options(nullptr);
+    watchdog.remove(watch);
+    throw;
+  }
+  client.set_socket_options(nullptr);  // the hook points into this call
+  const socket_watchdog::summary seen = watchdog.remove(watch);
+  if (seen.verdict == watch_verdict::cancelled) x.cancelled = true;
+  if (seen.verdict == watch_verdict::over_budget) {
+    x.over_budget = true;
+    x.unconnected = !seen.connected;
+  }
+  if (seen.verdict == watch_verdict::headers_over) x.headers_over = true;
+  // A verdict fails the attempt even when httplib saw success: the shutdown ends a body without
+  // a length the way the server's own close would, and what came is not all there is.
+  if (!ok || seen.verdict != watch_verdict::none) {
+    x.error = error;
     x.idle = clock::now() - last;
+    // The server sent bytes, yet no status line was read from them. (More than one: the
+    // kernel counts the server's closing FIN as a byte received.)
+    x.not_http = error == ::httplib::Error::Read && res.version.empty() && seen.bytes_read > 1;
+    // httplib refuses a header line longer than its limit as a failed read; what it read
+    // tells that from a connection cut short.
+    x.line_over = error == ::httplib::Error::Read && !res.version.empty() && !watch.headers_done &&
+                  seen.bytes_read > static_cast<long long>(CPPHTTPLIB_HEADER_MAX_LENGTH);
     return httplib_failure(x);
   }
-  response r;
-  r.status = res->status;
-  r.body = std::move(res->body);
-  r.headers.reserve(res->headers.size());
-  for (auto& h : res->headers) r.headers.emplace_back(h.first, h.second);
+  r.status = res.status;
+  r.headers.reserve(res.headers.size());
+  for (auto& h : res.headers) r.headers.emplace_back(h.first, h.second);
   return r;
 }
 
@@ -162,9 +253,10 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
 // timeouts are set again by every attempt.
 class httplib_endpoint {
  public:
-  explicit httplib_endpoint(std::string_view url, timeouts wanted = {})
+  explicit httplib_endpoint(std::string_view url, timeouts wanted = {}, limits bounds = {})
       : url_(base_url::parse(url)),
         wanted_((wanted.validate(), wanted)),
+        bounds_((bounds.validate(), bounds)),
         client_(std::make_unique<::httplib::Client>(url_.origin())) {}
 
   outcome<response> post(const attempt_context& ctx, std::string_view endpoint, std::string body,
@@ -176,16 +268,18 @@ class httplib_endpoint {
     req.headers = std::move(headers);
     if (!req.has_header("Content-Type")) req.headers.emplace("Content-Type", content_type);
     req.body = std::move(body);
-    return httplib_send(*client_, ctx, std::move(req), wanted_, url_.host);
+    return httplib_send(*client_, ctx, std::move(req), wanted_, url_.host, bounds_);
   }
 
   ::httplib::Client& client() noexcept { return *client_; }
   const base_url& url() const noexcept { return url_; }
   const timeouts& wanted_timeouts() const noexcept { return wanted_; }
+  const limits& response_limits() const noexcept { return bounds_; }
 
  private:
   base_url url_;
   timeouts wanted_;
+  limits bounds_;
   std::unique_ptr<::httplib::Client> client_;  // httplib::Client is not copyable
 };
 
