@@ -14,6 +14,18 @@ struct my_hooks : failover::no_hooks {  // derived: every hook it does not defin
 struct hooked_policies : failover::default_policies {
   using hooks = my_hooks;
 };
+struct callback_policies : failover::default_policies {
+  using hooks = failover::callback_hooks;
+};
+struct scratch_policies {  // every member named, none inherited
+  using classifier = failover::classifier;
+  using backoff = failover::exponential_backoff<>;
+  using clock = failover::steady_clock;
+  using sleeper = failover::thread_sleeper;
+  using hooks = failover::no_hooks;
+  using breaker = failover::no_breaker;
+  using budget = failover::no_budget;
+};
 int main() {
   failover::fallback_chain<std::string(const std::string&)> chain;
   chain.add("m", [](const std::string& s) { return s; });
@@ -28,6 +40,10 @@ int main() {
   (void)custom;
   failover::basic_retrier<hooked_policies> hooked("m");
   (void)hooked;
+  failover::basic_fallback_chain<std::string(const std::string&), callback_policies> observed;
+  observed.hooks().retry = [](const failover::retry_scheduled&) {};
+  failover::basic_retrier<scratch_policies> scratch("m");
+  (void)scratch.run([] { return 1; });
   failover::classifier c;
   c.on_exception<std::runtime_error>(
       [](const std::runtime_error&) { return failover::failure::http(503); });
