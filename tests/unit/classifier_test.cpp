@@ -710,7 +710,9 @@ TEST_CASE("classifier: redaction masks the credential of any Authorization schem
       {"Authorization: Bearer password = Zq9hidden42", "Zq9hidden42", "Bearer"},
       {"Authorization: Bearer abc123, status 401", "abc123", "status 401"},
       // A credential that ends in a scheme: the scheme's value is masked too (found by fuzzing).
-      {"Authorization: Bretry-af=t\x97" "d,  Bearer Zq9hidden42 ", "Zq9hidden42", "Authorization"},
+      {"Authorization: Bretry-af=t\x97"
+       "d,  Bearer Zq9hidden42 ",
+       "Zq9hidden42", "Authorization"},
       // The Signature of a presigned URL, and a lone AWS Signature= parameter.
       {"GET /o?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=fe5f80f77d5f&x=1", "fe5f80f77d5f",
        "&x=1"},
