@@ -88,6 +88,19 @@ class retry_state {
  public:
   retry_state(failover::retry_options options, const Backoff* prototype)
       : options_(options), prototype_(prototype) {}
+  // A copy starts without a backoff of its own, as a new call would (the simulations copy states
+  // before any failure). Not copying the optional also keeps g++ 12 at -O2 from a false
+  // -Wmaybe-uninitialized in optional's copy of a disengaged Backoff.
+  retry_state(const retry_state& other)
+      : options_(other.options_), prototype_(other.prototype_), counters_(other.counters_) {}
+  retry_state& operator=(const retry_state& other) {
+    options_ = other.options_;
+    prototype_ = other.prototype_;
+    backoff_.reset();
+    counters_ = other.counters_;
+    return *this;
+  }
+  ~retry_state() = default;
 
   failover::retry_decision after_failure(const failover::error& e) {
     ++counters_.attempts;

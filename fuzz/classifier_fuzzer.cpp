@@ -44,9 +44,21 @@ bool is_routing(error_kind k) {
 // A credential in one of the forms the redactor promises to mask, with fuzzed text around it. The
 // secret is made of characters the fuzzer's own text is unlikely to repeat by chance.
 std::string with_credential(FuzzedDataProvider& in, std::string& secret) {
-  static constexpr std::string_view forms[] = {"Bearer ",  "bearer ",     "Basic ",
-                                               "api_key=", "x-api-key: ", "token: ",
-                                               "secret=",  "password = ", "sk-"};
+  static constexpr std::string_view forms[] = {"Bearer ",
+                                               "bearer ",
+                                               "Basic ",
+                                               "api_key=",
+                                               "x-api-key: ",
+                                               "token: ",
+                                               "secret=",
+                                               "password = ",
+                                               "sk-",
+                                               "Authorization: Token ",
+                                               "authorization:\tBot ",
+                                               "Authorization: Digest response=\"",
+                                               "Authorization: AWS4-HMAC-SHA256 Signature=",
+                                               "{\\\"api_key\\\":\\\"",
+                                               "?key="};
   // At least 16 characters: a shorter "sk-" word is not taken for a key ("sk-learn").
   secret = "Zq9" + std::to_string(in.ConsumeIntegral<std::uint32_t>()) + "Xw";
   secret.resize(18, 'k');
@@ -161,7 +173,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(v.kind == expected.kind && v.transient == expected.transient);
 
   // The facts are carried over; the server's wait is the validated one.
-  FUZZ_CHECK(e.status == f.status && e.code == f.code);
+  FUZZ_CHECK(e.status == f.status && e.code == failover::detail::redact(f.code));
   FUZZ_CHECK(e.retry_after == failover::server_wait(f.retry_after_ms, f.retry_after, now));
   FUZZ_CHECK(!e.retry_after || *e.retry_after == failover::duration::max() ||
              (*e.retry_after >= failover::duration::zero() &&
@@ -178,6 +190,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (planted) {
     const std::size_t around = count(f.message, secret) - 1;
     FUZZ_CHECK_SHOW(count(e.message, secret) <= around, "message", f.message);
+    // The provider's code is scrubbed the same way.
+    failover::failure coded = f;
+    coded.code = f.message;
+    FUZZ_CHECK_SHOW(count(classifier.classify(coded, now).code, secret) <= around, "code",
+                    coded.code);
   }
   // Redaction is stable: masking the masked text again changes nothing.
   if (failover::detail::redact(e.message) != e.message) fuzz::show("message", f.message);

@@ -106,6 +106,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(f.code == (parsed ? parsed->code : std::string()));
   FUZZ_CHECK(f.message.size() <= max_message);
   const failover::error e = failover::classifier{}.classify(f, failover::wall_time{});
-  FUZZ_CHECK(e.status == r.status && e.code == f.code);
+  FUZZ_CHECK(e.status == r.status && e.code == failover::detail::redact(f.code));
   return 0;
 }

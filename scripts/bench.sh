@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/setup-debian.sh all gnuplot-nox
 build="${BUILD_DIR:-build-bench}"
 out=docs/bench
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
+  -DFAILOVER_WERROR=ON
 cmake --build "$build" --parallel 2 --target failover_overhead failover_herd failover_rate_limit \
   failover_health_sim
 mkdir -p "$out"

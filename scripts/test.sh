@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh all
 build="${BUILD_DIR:-build/test}"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFAILOVER_WERROR=ON
 cmake --build "$build" --parallel 2
 ctest --test-dir "$build" --output-on-failure --parallel 2

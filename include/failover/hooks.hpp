@@ -54,6 +54,28 @@ struct gave_up {
   stop_reason why;
 };
 
+namespace detail {
+
+template <class>
+constexpr bool no_hook_slot_used = false;
+
+// Stands where callback_hooks has a callback, so that `chain.hooks().retry = f` on a chain of the
+// default policies says how to get callbacks (a compiler's own guess would be `on_retry`).
+struct no_hook_slot {
+  template <class F>
+  const no_hook_slot& operator=(F&&) const {
+    static_assert(no_hook_slot_used<F>,
+                  "failover: this chain or retrier has the default hooks (failover::no_hooks), "
+                  "which take no callbacks. Build it with callback hooks: `struct my_policies : "
+                  "failover::default_policies { using hooks = failover::callback_hooks; };` and "
+                  "failover::basic_fallback_chain<Signature, my_policies> (or "
+                  "failover::basic_retrier<my_policies>)");
+    return *this;
+  }
+};
+
+}  // namespace detail
+
 // The default: every hook is an empty inline function, so unset hooks cost nothing.
 struct no_hooks {
   void on_attempt_start(const attempt_started&) const noexcept {}
@@ -62,6 +84,15 @@ struct no_hooks {
   void on_fallback(const fallback_taken&) const noexcept {}
   void on_skip(const attempt_skipped&) const noexcept {}
   void on_give_up(const gave_up&) const noexcept {}
+
+  // callback_hooks' members, each a compile-time error explaining the fix when assigned to.
+  // Static, so that no_hooks stays empty.
+  static constexpr detail::no_hook_slot attempt_start{};
+  static constexpr detail::no_hook_slot attempt_end{};
+  static constexpr detail::no_hook_slot retry{};
+  static constexpr detail::no_hook_slot fallback{};
+  static constexpr detail::no_hook_slot skip{};
+  static constexpr detail::no_hook_slot give_up{};
 };
 
 // Run-time callbacks. A callback that throws is ignored: observing a call must not change its end.

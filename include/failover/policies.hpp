@@ -119,34 +119,122 @@ struct has_budget<
         std::is_void_v<decltype(std::declval<const B&>().on_success(std::declval<time_point>()))>>>
     : std::true_type {};
 
+// A member of a bundle, or `missing_policy` when the bundle has none: asking never fails, so a
+// bad bundle is reported by its static_assert alone.
+struct missing_policy {};
+template <template <class> class Get, class P, class = void>
+struct member_of {
+  using type = missing_policy;
+};
+template <template <class> class Get, class P>
+struct member_of<Get, P, std::void_t<Get<P>>> {
+  using type = Get<P>;
+};
+template <class P>
+using classifier_of = typename P::classifier;
+template <class P>
+using backoff_of = typename P::backoff;
+template <class P>
+using clock_of = typename P::clock;
+template <class P>
+using sleeper_of = typename P::sleeper;
+template <class P>
+using hooks_of = typename P::hooks;
+template <class P>
+using breaker_of = typename P::breaker;
+template <class P>
+using budget_of = typename P::budget;
+
+// Each check as a one-parameter template, the shape checked_member takes.
+template <class C>
+using fits_classifier = has_classify<C>;
+template <class B>
+using fits_backoff = std::bool_constant<has_next<B>::value && std::is_copy_constructible_v<B>>;
+template <class C>
+using fits_clock = has_now<C>;
+template <class S>
+using fits_sleeper = has_sleep_for<S>;
+template <class H>
+using fits_hooks = has_hooks<H>;
+template <class B>
+using fits_breaker = has_breaker<B>;
+template <class B>
+using fits_budget = has_budget<B>;
+
+// The member if it is there and fits, else the default's. After a failed static_assert the
+// holder is built from the substitutes, so no later use of the bad member is instantiated.
+template <template <class> class Get, class P, template <class> class Fits, class Default>
+using checked_member = std::conditional_t<Fits<typename member_of<Get, P>::type>::value,
+                                          typename member_of<Get, P>::type, Default>;
+
+template <class P>
+struct checked_policies {
+  using classifier =
+      checked_member<classifier_of, P, fits_classifier, default_policies::classifier>;
+  using backoff = checked_member<backoff_of, P, fits_backoff, default_policies::backoff>;
+  using clock = checked_member<clock_of, P, fits_clock, default_policies::clock>;
+  using sleeper = checked_member<sleeper_of, P, fits_sleeper, default_policies::sleeper>;
+  using hooks = checked_member<hooks_of, P, fits_hooks, default_policies::hooks>;
+  using breaker = checked_member<breaker_of, P, fits_breaker, default_policies::breaker>;
+  using budget = checked_member<budget_of, P, fits_budget, default_policies::budget>;
+};
+
+template <template <class> class Get, class P>
+constexpr bool has_member = !std::is_same_v<typename member_of<Get, P>::type, missing_policy>;
+
 template <class P>
 constexpr bool check_policies() {
-  static_assert(has_classify<typename P::classifier>::value,
+  static_assert(has_member<classifier_of, P>,
+                "failover policies: Policies::classifier is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(has_member<backoff_of, P>,
+                "failover policies: Policies::backoff is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(has_member<clock_of, P>,
+                "failover policies: Policies::clock is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(has_member<sleeper_of, P>,
+                "failover policies: Policies::sleeper is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(has_member<hooks_of, P>,
+                "failover policies: Policies::hooks is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(has_member<breaker_of, P>,
+                "failover policies: Policies::breaker is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(has_member<budget_of, P>,
+                "failover policies: Policies::budget is missing: derive the bundle from "
+                "failover::default_policies and replace only what you need");
+  static_assert(!has_member<classifier_of, P> ||
+                    has_classify<typename member_of<classifier_of, P>::type>::value,
                 "failover policies: Policies::classifier must provide `error classify(const "
                 "failure&, wall_time) const` and `error classify(std::exception_ptr, wall_time) "
                 "const` (see failover::classifier)");
   static_assert(
-      has_next<typename P::backoff>::value && std::is_copy_constructible_v<typename P::backoff>,
+      !has_member<backoff_of, P> || fits_backoff<typename member_of<backoff_of, P>::type>::value,
       "failover policies: Policies::backoff must be copyable and provide `duration "
       "next(int attempt)` (see failover::exponential_backoff)");
-  static_assert(has_now<typename P::clock>::value,
+  static_assert(!has_member<clock_of, P> || has_now<typename member_of<clock_of, P>::type>::value,
                 "failover policies: Policies::clock must provide `time_point now() const` and "
                 "`wall_time wall_now() const` (see failover::steady_clock)");
-  static_assert(has_sleep_for<typename P::sleeper>::value,
-                "failover policies: Policies::sleeper must provide `bool sleep_for(duration, const "
-                "cancel_token&) const` (see failover::thread_sleeper)");
-  static_assert(has_hooks<typename P::hooks>::value,
+  static_assert(
+      !has_member<sleeper_of, P> || has_sleep_for<typename member_of<sleeper_of, P>::type>::value,
+      "failover policies: Policies::sleeper must provide `bool sleep_for(duration, const "
+      "cancel_token&) const` (see failover::thread_sleeper)");
+  static_assert(!has_member<hooks_of, P> || has_hooks<typename member_of<hooks_of, P>::type>::value,
                 "failover policies: Policies::hooks must provide on_attempt_start, on_attempt_end, "
                 "on_retry, on_fallback, on_skip and on_give_up (derive from failover::no_hooks)");
-  static_assert(has_breaker<typename P::breaker>::value,
-                "failover policies: Policies::breaker must provide `handle resolve(string_view)`, "
-                "`admission admit(handle, time_point)`, `void on_success(handle, time_point, "
-                "bool)`, `void on_failure(handle, time_point, const error&, bool)` and `bool "
-                "would_refuse(handle, time_point)` (see failover::no_breaker)");
-  static_assert(has_budget<typename P::budget>::value,
-                "failover policies: Policies::budget must provide `void "
-                "on_first_attempt(time_point)`, `void on_success(time_point)` and `bool "
-                "try_retry(time_point)` (see failover::no_budget)");
+  static_assert(
+      !has_member<breaker_of, P> || has_breaker<typename member_of<breaker_of, P>::type>::value,
+      "failover policies: Policies::breaker must provide `handle resolve(string_view)`, "
+      "`admission admit(handle, time_point)`, `void on_success(handle, time_point, "
+      "bool)`, `void on_failure(handle, time_point, const error&, bool)` and `bool "
+      "would_refuse(handle, time_point)` (see failover::no_breaker)");
+  static_assert(
+      !has_member<budget_of, P> || has_budget<typename member_of<budget_of, P>::type>::value,
+      "failover policies: Policies::budget must provide `void "
+      "on_first_attempt(time_point)`, `void on_success(time_point)` and `bool "
+      "try_retry(time_point)` (see failover::no_budget)");
   return true;
 }
 
@@ -154,15 +242,16 @@ constexpr bool check_policies() {
 template <class P>
 class policy_holder {
   static_assert(check_policies<P>());
+  using checked = checked_policies<P>;  // P itself when it passes the checks above
 
  public:
-  using classifier_type = typename P::classifier;
-  using backoff_type = typename P::backoff;
-  using clock_type = typename P::clock;
-  using sleeper_type = typename P::sleeper;
-  using hooks_type = typename P::hooks;
-  using breaker_type = typename P::breaker;
-  using budget_type = typename P::budget;
+  using classifier_type = typename checked::classifier;
+  using backoff_type = typename checked::backoff;
+  using clock_type = typename checked::clock;
+  using sleeper_type = typename checked::sleeper;
+  using hooks_type = typename checked::hooks;
+  using breaker_type = typename checked::breaker;
+  using budget_type = typename checked::budget;
 
   // Configure before sharing the object between threads; calls only read these.
   classifier_type& classifier() noexcept { return classifier_; }

@@ -30,6 +30,18 @@ struct gated_policies : failover::default_policies {
   using breaker = my_breaker;
   using budget = my_budget;
 };
+struct callback_policies : failover::default_policies {
+  using hooks = failover::callback_hooks;
+};
+struct scratch_policies {  // every member named, none inherited
+  using classifier = failover::classifier;
+  using backoff = failover::exponential_backoff<>;
+  using clock = failover::steady_clock;
+  using sleeper = failover::thread_sleeper;
+  using hooks = failover::no_hooks;
+  using breaker = failover::no_breaker;
+  using budget = failover::no_budget;
+};
 int main() {
   failover::fallback_chain<std::string(const std::string&)> chain;
   chain.add("m", [](const std::string& s) { return s; });
@@ -46,6 +58,10 @@ int main() {
   (void)hooked;
   failover::basic_retrier<gated_policies> gated("m");
   (void)gated.run([] { return 1; });
+  failover::basic_fallback_chain<std::string(const std::string&), callback_policies> observed;
+  observed.hooks().retry = [](const failover::retry_scheduled&) {};
+  failover::basic_retrier<scratch_policies> scratch("m");
+  (void)scratch.run([] { return 1; });
   failover::classifier c;
   c.on_exception<std::runtime_error>(
       [](const std::runtime_error&) { return failover::failure::http(503); });

@@ -715,4 +715,105 @@ TEST_CASE("classifier: Gemini status names are provider codes", "[classifier]") 
   CHECK_FALSE(failover::classify_code("insufficient_quota")->transient);
   CHECK(failover::classify_code("invalid_request_error")->kind == error_kind::bad_request);
   CHECK(failover::classify_code("overloaded_error")->kind == error_kind::overloaded);
+// Every Authorization scheme, escaped JSON, header and URL forms, and the provider's code: a
+// credential in any of them is masked, and the ordinary text around it is kept.
+TEST_CASE("classifier: redaction masks the credential of any Authorization scheme",
+          "[classifier][redact]") {
+  struct row {
+    const char* text;
+    const char* secret;  // must not survive
+    const char* kept;    // must survive
+  };
+  const row rows[] = {
+      {"Authorization: Token Zq9hidden42 rejected", "Zq9hidden42", "Authorization: Token"},
+      {"Authorization: Key Zq9hidden42", "Zq9hidden42", "Authorization: Key"},
+      {"Authorization: ApiKey Zq9hidden42", "Zq9hidden42", "ApiKey"},
+      {"Authorization: Bot Zq9hidden42", "Zq9hidden42", "Bot"},
+      {"authorization:\tbearer\tZq9hidden42", "Zq9hidden42", "bearer"},
+      {"Proxy-Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "Proxy-Authorization: Basic"},
+      {"Authorization: Zq9hidden42", "Zq9hidden42", "Authorization"},
+      {"Authorization: AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20240101/us-east-1/bedrock/"
+       "aws4_request, SignedHeaders=host;x-amz-date, Signature=fe5f80f77d5fa3beca038a248ff027d0",
+       "fe5f80f77d5fa3beca038a248ff027d0", "AWS4-HMAC-SHA256"},
+      {"Authorization: Digest username=\"ann\", realm=\"api\", nonce=\"dcd98b\", uri=\"/v1\", "
+       "response=\"6629fae49393a05397450978507c4ef1\", opaque=\"5ccc\"",
+       "6629fae49393a05397450978507c4ef1", "Digest"},
+      {"{\"headers\": {\"Authorization\": \"Token Zq9hidden42\"}, \"status\": 401}", "Zq9hidden42",
+       "\"status\": 401}"},
+      {"sent {'Authorization': 'Bot Zq9hidden42'} and failed", "Zq9hidden42", "and failed"},
+      {"\"Authorization: Digest response=\\\"6629fae49393\\\"\" was refused", "6629fae49393",
+       "was refused"},
+      {"line one\r\nAuthorization: Token Zq9hidden42\r\nHost: api", "Zq9hidden42", "Host: api"},
+      {"header authorization: bearer tok.en/with+chars= end", "tok.en/with+chars=", "end"},
+      {"Authorization: Bearer password = Zq9hidden42", "Zq9hidden42", "Bearer"},
+      {"Authorization: Bearer abc123, status 401", "abc123", "status 401"},
+      // A credential that ends in a scheme: the scheme's value is masked too (found by fuzzing).
+      {"Authorization: Bretry-af=t\x97"
+       "d,  Bearer Zq9hidden42 ",
+       "Zq9hidden42", "Authorization"},
+      // The Signature of a presigned URL, and a lone AWS Signature= parameter.
+      {"GET /o?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=fe5f80f77d5f&x=1", "fe5f80f77d5f",
+       "&x=1"},
+      {"Signature=fe5f80f77d5f mismatch", "fe5f80f77d5f", "mismatch"},
+  };
+  for (const row& r : rows) {
+    CAPTURE(r.text);
+    const std::string out = failover::detail::redact(r.text);
+    CAPTURE(out);
+    CHECK_FALSE(contains(out, r.secret));
+    CHECK(contains(out, r.kept));
+    CHECK(failover::detail::redact(out) == out);  // masking again changes nothing
+  }
+}
+
+TEST_CASE("classifier: redaction masks escaped JSON, header and URL key forms",
+          "[classifier][redact]") {
+  struct row {
+    const char* text;
+    const char* secret;
+    const char* kept;
+  };
+  const row rows[] = {
+      {"upstream: {\\\"api_key\\\":\\\"Zq9hidden42\\\"} bad", "Zq9hidden42", "bad"},
+      {"{\"error\": \"sent {\\\"api_key\\\": \\\"Zq9hidden42\\\", \\\"model\\\": \\\"m\\\"}\"}",
+       "Zq9hidden42", "model"},
+      {"x-api-key: Zq9hidden42", "Zq9hidden42", "x-api-key"},
+      {"X-Api-Key:\tZq9hidden42\tnext", "Zq9hidden42", "next"},
+      {"POST /v1beta/models/g:generateContent?key=AIzaSyD-abc_123&alt=sse", "AIzaSyD", "&alt=sse"},
+      {"invalid_api_key sk-proj-Ab_cD-0123456789_xyz-QRS", "0123456789", "invalid_api_key"},
+      {"bearer Zq9hidden42", "Zq9hidden42", "bearer"},
+  };
+  for (const row& r : rows) {
+    CAPTURE(r.text);
+    const std::string out = failover::detail::redact(r.text);
+    CAPTURE(out);
+    CHECK_FALSE(contains(out, r.secret));
+    CHECK(contains(out, r.kept));
+    CHECK(failover::detail::redact(out) == out);
+  }
+}
+
+TEST_CASE("classifier: redaction keeps ordinary words that merely look like markers",
+          "[classifier][redact]") {
+  for (const std::string plain : {"Basic tier does not include this model",
+                                  "the bearer of bad news", "Authorization failed for this request",
+                                  "The request signature we calculated does not "
+                                  "match the signature you provided",
+                                  "Incorrect API key provided.", "token limit reached"}) {
+    CAPTURE(plain);
+    CHECK(failover::detail::redact(plain) == plain);
+  }
+}
+
+TEST_CASE("classifier: the provider's error code is redacted too", "[classifier][redact]") {
+  const error e = classify(failure::http(401, "invalid_api_key sk-proj-Ab_cD-0123456789_xyz"));
+  CAPTURE(e.code);
+  CHECK_FALSE(contains(e.code, "0123456789"));
+  CHECK(contains(e.code, "invalid_api_key"));
+  // An ordinary code is kept exactly, and still classifies.
+  const error plain = classify(failure::http(401, "invalid_api_key"));
+  CHECK(plain.code == "invalid_api_key");
+  CHECK(plain.kind == error_kind::unauthorized);
+  const error token = classify(failure::http(400, "bad_token: Zq9hidden42"));
+  CHECK_FALSE(contains(token.code, "Zq9hidden42"));
 }
