@@ -715,6 +715,8 @@ TEST_CASE("classifier: Gemini status names are provider codes", "[classifier]") 
   CHECK_FALSE(failover::classify_code("insufficient_quota")->transient);
   CHECK(failover::classify_code("invalid_request_error")->kind == error_kind::bad_request);
   CHECK(failover::classify_code("overloaded_error")->kind == error_kind::overloaded);
+}
+
 // Every Authorization scheme, escaped JSON, header and URL forms, and the provider's code: a
 // credential in any of them is masked, and the ordinary text around it is kept.
 TEST_CASE("classifier: redaction masks the credential of any Authorization scheme",
