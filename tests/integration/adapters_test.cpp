@@ -231,6 +231,20 @@ TEST_CASE("base URLs: parts, defaults, and what is refused") {
     INFO(bad);
     REQUIRE_THROWS_AS(failover::http::base_url::parse(bad), std::invalid_argument);
   }
+  // The message says what is wrong without quoting the text: a mistyped URL may hold a secret.
+  for (const char* secret :
+       {"https:/user:SECRETKEY123@api.example.com/v1", "https://api.example.com:SECRETKEY123/v1",
+        "htps://host/v1/SECRETKEY123", "http://h/v1?key=SECRETKEY123",
+        "http://user:SECRETKEY123@h/v1"}) {
+    INFO(secret);
+    try {
+      (void)failover::http::base_url::parse(secret);
+      FAIL("accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("SECRETKEY123") == std::string::npos);
+      CHECK(std::string(e.what()).rfind("failover::http::base_url: ", 0) == 0);
+    }
+  }
 }
 
 TEST_CASE("httplib errors map to transport errors, telling alike-reported ones apart") {

@@ -364,3 +364,49 @@ TEST_CASE("one curl_endpoint serves eight threads at once, reusing its handles")
   CHECK(endpoint.handles() <= static_cast<std::size_t>(threads));
 }
 #endif
+
+TEST_CASE("a request header holding a line break is not sent, and its value is not quoted") {
+  raw_server server([](raw_connection& c) {
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  });
+  const std::string key = "sk-line-break-key-0123456789\r\nX-Injected: yes";
+  for (client c : clients()) {
+    INFO(name_of(c));
+    const failover::attempt_context ctx;
+    failover::outcome<response> sent = failover::failure{};
+    if (c == client::httplib) {
+      failover::http::httplib_endpoint e(server.base_url());
+      sent = e.post(ctx, "/chat/completions", "{}", {{"Authorization", "Bearer " + key}});
+    } else {
+#if defined(FAILOVER_TEST_CURL)
+      failover::http::curl_endpoint e(server.base_url());
+      sent = e.post(ctx, "/chat/completions", "{}", {"Authorization: Bearer " + key});
+#endif
+    }
+    REQUIRE_FALSE(sent);
+    const failover::error e = classify(sent.failure());
+    CHECK(e.kind == error_kind::unknown);
+    CHECK_FALSE(e.transient);
+    CHECK(e.message.find("Authorization") != std::string::npos);
+    CHECK(e.message.find("line-break-key") == std::string::npos);
+  }
+  CHECK(server.connections() == 0);  // nothing went out
+}
+
+TEST_CASE("timeouts of duration::max() wait as long as a client can, not at all") {
+  raw_server server([](raw_connection& c) {
+    std::this_thread::sleep_for(50ms);
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  });
+  const timeouts forever{failover::duration::max(), failover::duration::max()};
+  REQUIRE_NOTHROW(forever.validate());
+  for (client c : clients()) {
+    INFO(name_of(c));
+    const failover::attempt_context ctx;
+    const auto sent = send_once(c, server.base_url(), ctx, forever);
+    REQUIRE(sent);
+    CHECK(sent.value().status == 200);
+    // The whole-attempt budget is connect + read, a sum that saturates.
+    CHECK(failover::http::attempt_budget(ctx, forever) == failover::http::max_client_timeout);
+  }
+}

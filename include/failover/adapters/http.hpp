@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "failover/context.hpp"
+#include "failover/detail/saturate.hpp"
 #include "failover/error.hpp"
 #include "failover/retry_after.hpp"
 
@@ -100,6 +101,19 @@ inline failure headers_over_limit(const limits& l) {
                                                        " limit (http::limits::max_headers)");
 }
 
+// Whether a request header line is safe to send: no CR, LF or NUL, which would end the line early
+// and let the rest (a key read from a file with its newline, say) become a header of its own.
+inline bool header_safe(std::string_view text) noexcept {
+  return text.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+// The failure for a request header that is not safe to send. It names the header, never its value
+// (the value is usually a key). Permanent, and another entry (another key) may still work.
+inline failure unsafe_header(std::string_view name) {
+  return failure::of(error_kind::unknown, "request header '" + std::string(name.substr(0, 64)) +
+                                              "' holds a line break or NUL; not sent");
+}
+
 // A reply that did not start with an HTTP status line: the same kind through every adapter.
 inline failure not_http(const std::string& where) {
   return failure::of(error_kind::invalid_response,
@@ -108,21 +122,25 @@ inline failure not_http(const std::string& where) {
 
 // The timeouts for this attempt: each one cut to the time left before the call's deadline. Never
 // below one millisecond, because clients read zero as "wait forever" or round it to "fail now".
+// And never above 24 days (max_client_timeout): clients wait in milliseconds held in an int
+// (poll(2)), so a longer timeout, duration::max() included, would wrap to "no time" or "forever".
+inline constexpr duration max_client_timeout = std::chrono::hours(24 * 24);
+
 inline timeouts attempt_timeouts(const attempt_context& ctx, const timeouts& wanted) {
   wanted.validate();
   constexpr duration floor = std::chrono::milliseconds(1);
   timeouts t;
-  t.connect = std::max(ctx.timeout(wanted.connect), floor);
-  t.read = std::max(ctx.timeout(wanted.read), floor);
+  t.connect = std::clamp(ctx.timeout(wanted.connect), floor, max_client_timeout);
+  t.read = std::clamp(ctx.timeout(wanted.read), floor, max_client_timeout);
   return t;
 }
 
 // The longest a whole attempt may take (connect, send and read together): the wanted connect plus
-// read time, cut to the time left before the call's deadline.
+// read time (a sum that saturates), cut to the time left before the call's deadline.
 inline duration attempt_budget(const attempt_context& ctx, const timeouts& wanted) {
   wanted.validate();
-  return std::max(ctx.timeout(wanted.connect + wanted.read),
-                  duration(std::chrono::milliseconds(1)));
+  return std::clamp(ctx.timeout(failover::detail::sat_add(wanted.connect, wanted.read)),
+                    duration(std::chrono::milliseconds(1)), max_client_timeout);
 }
 
 // A non-2xx response as a failure: the status and the headers the classifier reads. Provider error
@@ -151,9 +169,10 @@ struct base_url {
   }
 
   static base_url parse(std::string_view text) {
-    auto bad = [&](const char* why) {
-      return std::invalid_argument(std::string("failover::http::base_url: ") + why + " in '" +
-                                   std::string(text) + "'");
+    // The text is not quoted: a mistyped URL may still hold a password or a key ("https:/user:
+    // key@host", "https://host:key/v1"), and messages end up in logs.
+    auto bad = [](const char* why) {
+      return std::invalid_argument(std::string("failover::http::base_url: ") + why);
     };
     base_url u;
     const std::size_t sep = text.find("://");

@@ -148,6 +148,8 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
                                       const std::string& host = {}, const limits& bounds = {}) {
   using clock = std::chrono::steady_clock;
   bounds.validate();
+  for (const auto& h : req.headers)  // cpp-httplib sends header values as they are
+    if (!header_safe(h.first) || !header_safe(h.second)) return unsafe_header(h.first);
   const timeouts t = attempt_timeouts(ctx, wanted);
   httplib_exchange x;
   x.host = host;
