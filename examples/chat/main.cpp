@@ -336,6 +336,8 @@ std::string hint(const result_type& r, const session& s, const chat::options& o)
     }
     case failover::remedy::raise_max_hops:
       return fmt::format("raise --max-hops (now {})", o.max_hops);
+    case failover::remedy::raise_read_timeout:
+      return fmt::format("raise --read-timeout-ms (now {})", o.read_timeout_ms);
   }
   return {};
 }

@@ -802,6 +802,11 @@ TEST_CASE("hints: a failed call names the setting that would help, where one is 
        {"--model", "backup", "--max-hops", "1"},
        {},
        "raise --max-hops (now 1)"},
+      {"read timeouts, no fallback",
+       {mock_reply::answer("too late").after(2000ms)},
+       {"--read-timeout-ms", "100", "--max-read-timeout-retries", "0"},
+       {},
+       "raise --read-timeout-ms (now 100)"},
       {"a server that stays down", {mock_reply::error(503)}, {}, {}, ""},
       {"a bad request", {mock_reply::error(400, "", "bad field")}, {}, {}, ""},
   };
