@@ -79,24 +79,12 @@ struct json_limits {
   }
 };
 
-namespace detail {
-
-// Messages are for people and may be long; a few hundred characters carry the meaning. The cut
-// never splits a UTF-8 sequence, so what is kept stays printable and serialisable.
-inline std::string shorten(std::string text, std::size_t limit = 400) {
-  if (text.size() > limit) {
-    std::size_t cut = limit;
-    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-    text.resize(cut);
-    text += "...";
-  }
-  return text;
-}
-
 // Text a server chose, made safe to print: control characters (C0, DEL, and C1 as UTF-8 encodes
 // them) become spaces, so a message cannot move a terminal's cursor, recolour it or fake a line
-// of output. Parsed JSON strings are valid UTF-8, so C1 only comes as 0xC2 0x80-0x9F.
-inline std::string printable(const std::string& text) {
+// of output. Everything else is kept as sent (C1 is read in its UTF-8 form, 0xC2 0x80-0x9F,
+// which is how parsed JSON strings hold it). The adapter applies it to every message, code, type
+// and model it takes from a body; callers can apply it to anything else they print.
+inline std::string printable(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -112,6 +100,20 @@ inline std::string printable(const std::string& text) {
     }
   }
   return out;
+}
+
+namespace detail {
+
+// Messages are for people and may be long; a few hundred characters carry the meaning. The cut
+// never splits a UTF-8 sequence, so what is kept stays printable and serialisable.
+inline std::string shorten(std::string text, std::size_t limit = 400) {
+  if (text.size() > limit) {
+    std::size_t cut = limit;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text.resize(cut);
+    text += "...";
+  }
+  return text;
 }
 
 // A diagnostic string from a body: bounded, then made printable.
@@ -451,7 +453,7 @@ inline outcome<chat_completion> read_chat(const http::response& r, const json_li
   if (!text && c.tool_calls.empty())
     return invalid("first choice has neither text content nor a tool call");
   if (text) c.content = *text;
-  c.model = detail::printable(detail::string_at(j, "model"));
+  c.model = printable(detail::string_at(j, "model"));
   c.id = detail::string_at(j, "id");
   c.usage = usage;
   c.status = r.status;
