@@ -698,7 +698,7 @@ TEST_CASE("secrets: keys are masked in the unescaped message, and never in the a
   };
   std::string escaped = key;
   escaped.replace(escaped.find('/'), 1, "\\/");
-  for (std::size_t at : {372, 390, 398}) {
+  for (std::size_t at : {std::size_t{372}, std::size_t{390}, std::size_t{398}}) {
     INFO("key at " << at);
     mock_provider mock;
     mock.script("gpt", {mock_reply::raw(401,
