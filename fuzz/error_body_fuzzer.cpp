@@ -85,11 +85,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (parsed && j.contains("error") && j["error"].is_object()) {
       const std::string code = field(j, "error", "code");
       const std::string type = field(j, "error", "type");
-      FUZZ_CHECK(parsed->type == failover::openai::detail::shorten(type, max_code));
+      // Bounded, with control characters replaced (detail::diagnostic).
+      FUZZ_CHECK(parsed->type == failover::openai::detail::diagnostic(type, max_code));
       FUZZ_CHECK(parsed->code ==
-                 failover::openai::detail::shorten(code.empty() ? type : code, max_code));
+                 failover::openai::detail::diagnostic(code.empty() ? type : code, max_code));
       FUZZ_CHECK(parsed->message ==
-                 failover::openai::detail::shorten(field(j, "error", "message")));
+                 failover::openai::detail::diagnostic(field(j, "error", "message"), 400));
     }
   }
 

@@ -59,8 +59,9 @@ A failed call's last line ends with "; hint: ..." when a flag is known to help.
 Exit status: 0 answered, 1 the chain failed, 2 bad usage or a bad config file.
 )";
 
-// Every key this process holds is masked in everything it prints: a provider may echo a key in
-// an error message, and the library's own redaction only knows the common key shapes.
+// Every key this process holds is masked in every diagnostic it prints (never in the answer): a
+// provider may echo a key in an error message, and the library's own redaction only knows the
+// common key shapes.
 class scrubber {
  public:
   void add(std::string secret) {
@@ -77,6 +78,51 @@ class scrubber {
  private:
   std::vector<std::string> secrets_;
 };
+
+// The longest message and code printed. read_chat is asked to keep far longer ones, so that a key
+// is masked whole, in the unescaped text, before the cut.
+constexpr std::size_t shown_message = 400;
+constexpr std::size_t shown_code = 100;
+
+// Cuts text to `limit` bytes without splitting a UTF-8 sequence, marking the cut with "...".
+std::string clip(std::string text, std::size_t limit) {
+  if (text.size() <= limit) return text;
+  std::size_t cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  text.resize(cut);
+  return text + "...";
+}
+
+// A failure as this program shows it: the keys masked in the whole message and code, then each
+// cut, with control characters replaced (a transport message may quote a server as well).
+failover::failure shown(failover::failure f, const scrubber& mask) {
+  f.message = failover::openai::printable(clip(mask(std::move(f.message)), shown_message));
+  f.code = failover::openai::printable(clip(mask(std::move(f.code)), shown_code));
+  return f;
+}
+
+// a + b for token counts (never negative): a server may send counts near LLONG_MAX.
+long long saturating_add(long long a, long long b) {
+  return a > std::numeric_limits<long long>::max() - b ? std::numeric_limits<long long>::max()
+                                                       : a + b;
+}
+
+// A key as read from the environment: surrounding whitespace (a secret file's newline) removed.
+// Nothing else is changed; a key that still holds a control character is refused by the caller,
+// since a CR or LF in a header value would start a header of the server's choosing.
+std::string trimmed_key(std::string_view value) {
+  constexpr std::string_view space = " \t\r\n\v\f";
+  const std::size_t first = value.find_first_not_of(space);
+  if (first == std::string_view::npos) return {};
+  const std::size_t last = value.find_last_not_of(space);
+  return std::string(value.substr(first, last - first + 1));
+}
+
+bool has_control(std::string_view text) {
+  for (char c : text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) return true;
+  return false;
+}
 
 // An environment variable's name. Anything else given as --api-key-env is likelier to be the key
 // itself, pasted where its variable's name belongs.
@@ -110,7 +156,7 @@ std::string shown_variable(const std::string& name) {
 }
 
 // A base URL with a user, a password, a query or a fragment may hold a key, so its rejection
-// must not quote it (the URL parser's message does); other faults are quoted as the parser says.
+// must not quote it.
 std::string unsafe_url_part(std::string_view url) {
   const std::size_t scheme = url.find("://");
   const std::size_t from = scheme == std::string_view::npos ? 0 : scheme + 3;
@@ -120,6 +166,32 @@ std::string unsafe_url_part(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) return "a user or password";
   if (url.find_first_of("?#", from) != std::string_view::npos) return "a query or fragment";
   return {};
+}
+
+// Why the URL parser refused a base URL, in words that never quote it: a mistyped URL may hold a
+// key anywhere (https:/user:KEY@host, https://host:KEY/v1, htps://host/v1/KEY), and the parser's
+// own message quotes the text.
+std::string url_fault(std::string_view url) {
+  std::string_view rest;
+  if (url.rfind("https://", 0) == 0) {
+    rest = url.substr(8);
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else {
+    return "it must start with http:// or https://";
+  }
+  const std::string_view authority = rest.substr(0, rest.find('/'));
+  if (authority.empty()) return "it names no host after the scheme";
+  const std::size_t bracket = authority.rfind(']');
+  const std::size_t colon = authority.rfind(':');
+  if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
+    const std::string_view port = authority.substr(colon + 1);
+    const bool digits = !port.empty() && port.size() <= 5 &&
+                        port.find_first_not_of("0123456789") == std::string_view::npos;
+    if (!digits || std::stoi(std::string(port)) < 1 || std::stoi(std::string(port)) > 65535)
+      return "its port is not a number from 1 to 65535";
+  }
+  return "it is not of the form http(s)://host[:port][/path]";
 }
 
 double to_ms(failover::duration d) {
@@ -133,7 +205,8 @@ struct entry_plan {
   failover::role role = failover::role::standard;
   std::string upstream;  // sent as "model"
   std::string base_url;
-  std::string key_env;  // "" = send no key
+  std::string base_url_where;  // the flag or config key it came from, for errors
+  std::string key_env;         // "" = send no key
 };
 
 std::vector<entry_plan> plan_entries(const chat::options& o) {
@@ -147,10 +220,14 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
     p.role = role;
     p.upstream = name;
     p.base_url = o.base_url;
+    p.base_url_where = o.base_url_where;
     p.key_env = o.api_key_env;
     if (auto it = o.routes.find(name); it != o.routes.end()) {
       if (!it->second.upstream.empty()) p.upstream = it->second.upstream;
-      if (!it->second.base_url.empty()) p.base_url = it->second.base_url;
+      if (!it->second.base_url.empty()) {
+        p.base_url = it->second.base_url;
+        p.base_url_where = it->second.base_url_where;
+      }
       if (!it->second.api_key_env.empty()) p.key_env = it->second.api_key_env;
     }
     if (!p.key_env.empty() && !is_variable_name(p.key_env))
@@ -162,14 +239,17 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
       throw chat::usage_error("model '" + name +
                               "' has no base URL: give --base-url, or base_url in the config "
                               "file (at the top or in its model_list entry)");
+    const std::string which = "base URL of model '" + name + "' (" + p.base_url_where + ")";
     if (const std::string part = unsafe_url_part(p.base_url); !part.empty())
-      throw chat::usage_error("base URL of model '" + name + "': it holds " + part +
+      throw chat::usage_error(which + ": it holds " + part +
                               ", which is not allowed and not shown (it may hold a key: give "
                               "the key through --api-key-env)");
     try {
       static_cast<void>(failover::http::base_url::parse(p.base_url));
-    } catch (const std::invalid_argument& e) {
-      throw chat::usage_error("base URL of model '" + name + "': " + e.what());
+    } catch (const std::invalid_argument&) {
+      // Never the parser's message: it quotes the URL.
+      throw chat::usage_error(which + ": " + url_fault(p.base_url) +
+                              " (the URL is not shown: it may hold a key)");
     }
     plans.push_back(std::move(p));
   };
@@ -181,7 +261,7 @@ std::vector<entry_plan> plan_entries(const chat::options& o) {
 
 struct session {
   std::unique_ptr<chain_type> chain;
-  // Shared with the entries' callables, which mask each response body before reading it.
+  // Shared with the entries' callables, which mask each failure's message before cutting it.
   std::shared_ptr<scrubber> masks = std::make_shared<scrubber>();
   std::vector<std::string> notes;  // said once on stderr before the call
   struct key_source {
@@ -215,14 +295,23 @@ session build_session(const chat::options& o) {
   failover::http::timeouts limits;
   limits.connect = std::chrono::milliseconds(o.connect_timeout_ms);
   limits.read = std::chrono::milliseconds(o.read_timeout_ms);
+  // Messages and codes are kept long by read_chat and cut by shown() once the keys are masked in
+  // them: masked after the cut, a key across it would leave its first characters.
+  failover::openai::json_limits read_limits;
+  read_limits.max_message = 64 * 1024;
+  read_limits.max_code = 64 * 1024;
 
   for (const auto& p : plans) {
     std::string key;
     s.keys[p.name] = {p.key_env, false};
     if (!p.key_env.empty()) {
       const char* value = std::getenv(p.key_env.c_str());
-      if (value != nullptr && *value != '\0') {
-        key = value;
+      key = trimmed_key(value != nullptr ? value : "");
+      if (has_control(key))
+        throw chat::usage_error("the key in " + shown_variable(p.key_env) +
+                                " holds a control character (a line break or tab inside it); "
+                                "it is not used and not shown: set the variable to the key alone");
+      if (!key.empty()) {
         s.masks->add(key);
         s.keys[p.name].set = true;
       } else if (looks_like_key(p.key_env)) {
@@ -238,7 +327,7 @@ session build_session(const chat::options& o) {
     auto endpoint = std::make_shared<failover::http::httplib_endpoint>(p.base_url, limits);
     s.chain->add(
         p.name,
-        [endpoint, upstream = p.upstream, key = std::move(key),
+        [endpoint, upstream = p.upstream, key = std::move(key), read_limits,
          masks = std::shared_ptr<const scrubber>(s.masks)](
             const failover::attempt_context& ctx,
             const std::string& prompt) -> failover::outcome<completion> {
@@ -247,23 +336,26 @@ session build_session(const chat::options& o) {
           auto sent =
               endpoint->post(ctx, "/chat/completions",
                              failover::openai::chat_request(upstream, prompt), std::move(headers));
-          if (!sent) return std::move(sent).failure();
-          // Masked before reading: read_chat shortens a long message, and a key cut in two
-          // would no longer match the mask.
-          failover::http::response answer = std::move(sent).value();
-          answer.body = (*masks)(std::move(answer.body));
-          return failover::openai::read_chat(answer);
+          if (!sent) return shown(std::move(sent).failure(), *masks);
+          // The body itself is never masked: a key that is a common word would corrupt the
+          // answer, and a JSON-escaped one would not match.
+          auto read = failover::openai::read_chat(sent.value(), read_limits);
+          if (!read) return shown(std::move(read).failure(), *masks);
+          return read;
         },
         p.role, retry, failover::exponential_backoff<>(backoff));
   }
   return s;
 }
 
+// Prints diagnostics line by line, each cleaned of control characters: whatever reached the text
+// from a server cannot move the cursor or add a line of its own.
 void print_lines(std::FILE* out, const std::string& text, std::string_view indent) {
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t end = text.find('\n', start);
-    fmt::print(out, "{}{}\n", indent, text.substr(start, end - start));
+    fmt::print(out, "{}{}\n", indent,
+               failover::openai::printable(std::string_view(text).substr(start, end - start)));
     if (end == std::string::npos) break;
     start = end + 1;
   }
@@ -275,9 +367,9 @@ std::optional<failover::token_usage> failed_usage(const result_type& r) {
   for (const auto& a : r.trace().attempts()) {
     if (a.ok || !a.error().usage) continue;
     if (!sum) sum.emplace();
-    sum->prompt += a.error().usage->prompt;
-    sum->completion += a.error().usage->completion;
-    sum->total += a.error().usage->total;
+    sum->prompt = saturating_add(sum->prompt, a.error().usage->prompt);
+    sum->completion = saturating_add(sum->completion, a.error().usage->completion);
+    sum->total = saturating_add(sum->total, a.error().usage->total);
   }
   return sum;
 }
@@ -336,6 +428,8 @@ std::string hint(const result_type& r, const session& s, const chat::options& o)
     }
     case failover::remedy::raise_max_hops:
       return fmt::format("raise --max-hops (now {})", o.max_hops);
+    case failover::remedy::raise_read_timeout:
+      return fmt::format("raise --read-timeout-ms (now {})", o.read_timeout_ms);
   }
   return {};
 }
@@ -355,7 +449,7 @@ nlohmann::json to_json(const result_type& r, const scrubber& scrub, const std::s
   j["usage"] = r ? usage_json(r->usage) : json(nullptr);
   j["fallback_used"] = r.fallback_used();
   j["policy_rerouted"] = r.trace().policy_rerouted();
-  j["answer"] = r ? json(scrub(r->content)) : json(nullptr);
+  j["answer"] = r ? json(r->content) : json(nullptr);  // the answer as sent, never masked
   j["stop"] = std::string(failover::to_string(r.stop()));
   j["elapsed_ms"] = to_ms(r.trace().elapsed());
   json attempts = json::array();
@@ -416,15 +510,16 @@ int run_prompt(const chat::options& o, const chat::command_line& cl) {
   } else {
     print_lines(stderr, (*s.masks)(fmt::format("{}", r.trace())), "");
     if (r) {
-      fmt::print(stderr, "{}\n", summary(r, *s.masks));
-      fmt::print("{}\n", (*s.masks)(r->content));
+      print_lines(stderr, summary(r, *s.masks), "");
+      fmt::print("{}\n", r->content);
     }
   }
   std::fflush(stdout);
   if (!r) {
     const std::string remedy = hint(r, s, o);
-    fmt::print(stderr, "failover-chat: {}{}\n", summary(r, *s.masks),
-               remedy.empty() ? "" : "; hint: " + remedy);
+    print_lines(
+        stderr,
+        "failover-chat: " + summary(r, *s.masks) + (remedy.empty() ? "" : "; hint: " + remedy), "");
     return 1;
   }
   return 0;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstddef>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -31,14 +33,21 @@ struct usage_error : std::runtime_error {
 
 // Where one model is served, from the config file's model_list.
 struct route {
-  std::string upstream;     // the model name sent to the provider ("" = the entry's name)
-  std::string base_url;     // "" = the global base URL
-  std::string api_key_env;  // "" = the global key variable
-  std::string where;        // "FILE: $.model_list[i]", for errors found once the flags are in
+  std::string upstream;        // the model name sent to the provider ("" = the entry's name)
+  std::string base_url;        // "" = the global base URL
+  std::string api_key_env;     // "" = the global key variable
+  std::string where;           // "FILE: $.model_list[i]", for errors found once the flags are in
+  std::string base_url_where;  // "FILE: $.model_list[i].base_url"
 };
 
+// The most models a chain takes here, per list and in all: far above any routing list (a call
+// tries --max-hops of them), and low enough that a file of tens of thousands of names is refused
+// before a chain is built from it.
+inline constexpr std::size_t max_models = 256;
+
 struct options {
-  std::string base_url;  // "" = none given
+  std::string base_url;                       // "" = none given
+  std::string base_url_where = "--base-url";  // where it was given, for errors (never the URL)
   std::string api_key_env = "OPENAI_API_KEY";
   std::vector<std::string> models;             // standard entries, in order
   std::vector<std::string> context_fallbacks;  // context-window entries
@@ -272,6 +281,12 @@ inline void apply_text(options& x, const setting& s, const std::string& v,
   if (v.empty()) throw usage_error(where + ": must not be empty");
   if (s.kind == value_kind::jitter) return apply_jitter(x, v, where);
   s.set_text(x, v);
+  if (s.key == "base_url") x.base_url_where = where;
+}
+
+inline usage_error too_many(const std::string& where) {
+  return usage_error(where + ": more than " + std::to_string(max_models) + " models (at most " +
+                     std::to_string(max_models) + " per list and in all)");
 }
 
 }  // namespace detail
@@ -344,6 +359,8 @@ inline void apply_flags(options& x, const command_line& cl) {
         detail::list_of(x, s.flag).clear();
         cleared.push_back(s.flag);
       }
+      if (s.kind == detail::value_kind::list && detail::list_of(x, s.flag).size() >= max_models)
+        throw detail::too_many(where);
       detail::apply_text(x, s, value, where);
     }
   }
@@ -353,24 +370,26 @@ inline void apply_flags(options& x, const command_line& cl) {
 // model is named once across the three lists, and every model_list entry is for a model that
 // the file's lists or the flags name (a misspelt model_name would otherwise be ignored, and its
 // model called at the wrong address).
+// Linear: the names go into sets, so even a long list costs no quadratic search.
 inline void check_models(const options& x) {
-  std::vector<std::string> seen;
+  if (x.models.size() + x.context_fallbacks.size() + x.policy_fallbacks.size() > max_models)
+    throw detail::too_many(
+        "models, context_fallbacks and policy_fallbacks (or --model, --context-fallback and "
+        "--policy-fallback) together");
+  std::set<std::string_view> seen;
   for (const auto* list : {&x.models, &x.context_fallbacks, &x.policy_fallbacks}) {
     for (const auto& m : *list) {
-      if (std::find(seen.begin(), seen.end(), m) != seen.end())
+      if (!seen.insert(m).second)
         throw usage_error("model '" + m +
                           "' is listed twice (--model, --context-fallback and "
                           "--policy-fallback, or models, context_fallbacks and policy_fallbacks, "
                           "name each model once)");
-      seen.push_back(m);
     }
   }
+  const std::set<std::string_view> in_file(x.config_names.begin(), x.config_names.end());
   for (const auto& route_of : x.routes) {
     const std::string& name = route_of.first;
-    const auto named = [&](const std::vector<std::string>& v) {
-      return std::find(v.begin(), v.end(), name) != v.end();
-    };
-    if (!named(seen) && !named(x.config_names))
+    if (seen.count(name) == 0 && in_file.count(name) == 0)
       throw usage_error(route_of.second.where + ": '" + name +
                         "' is not a model of the chain (not in models, context_fallbacks or "
                         "policy_fallbacks, nor given by a flag)");
@@ -391,6 +410,9 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
     const std::string path = "$." + key;
     if (key == "model_list") {
       if (!v.is_array()) throw fail(path, "expected an array of models");
+      if (v.size() > max_models)
+        throw fail(path, "more than " + std::to_string(max_models) + " entries (at most " +
+                             std::to_string(max_models) + ")");
       for (std::size_t i = 0; i < v.size(); ++i) {
         const std::string at = path + "[" + std::to_string(i) + "]";
         const nlohmann::json& m = v[i];
@@ -417,6 +439,7 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
         if (name.empty()) throw fail(at, "missing model_name");
         if (x.routes.count(name)) throw fail(at + ".model_name", "'" + name + "' is listed twice");
         r.where = file + ": " + at + ".model_name";
+        r.base_url_where = file + ": " + at + ".base_url";
         x.routes[name] = r;
       }
       continue;
@@ -438,6 +461,7 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
         break;
       case detail::value_kind::list:
         if (!v.is_array()) throw fail(path, "expected an array of model names");
+        if (v.size() > max_models) throw detail::too_many(file + ": " + path);
         {
           std::vector<std::string>& list = detail::list_of(x, s->flag);
           list.clear();
@@ -456,6 +480,29 @@ inline void apply_config(options& x, const nlohmann::json& j, const std::string&
         break;
     }
   }
+}
+
+// Whether a file that is not JSON reads as YAML: its first line that is not blank or a comment
+// is "key:" or "key: value" (a LiteLLM config starts "model_list:"), or a "- " list item.
+inline bool looks_like_yaml(std::string_view body) {
+  std::size_t at = 0;
+  while (at < body.size()) {
+    std::size_t end = body.find('\n', at);
+    if (end == std::string_view::npos) end = body.size();
+    std::string_view line = body.substr(at, end - at);
+    at = end + 1;
+    const std::size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos || line[first] == '#') continue;
+    line.remove_prefix(first);
+    if (line == "---" || line.rfind("- ", 0) == 0) return true;
+    std::size_t n = 0;
+    while (n < line.size() && (std::isalnum(static_cast<unsigned char>(line[n])) != 0 ||
+                               line[n] == '_' || line[n] == '-'))
+      ++n;
+    return n > 0 && n < line.size() && line[n] == ':' &&
+           (n + 1 == line.size() || line[n + 1] == ' ' || line[n + 1] == '\r');
+  }
+  return false;
 }
 
 // A config file is a few kilobytes; anything near this size is the wrong file.
@@ -495,8 +542,15 @@ inline nlohmann::json read_config_file(const std::string& file) {
         ++column;
       }
     }
-    throw fail("not valid JSON (line " + std::to_string(line) + ", column " +
-               std::to_string(column) + ")");
+    std::string why = "not valid JSON (line " + std::to_string(line) + ", column " +
+                      std::to_string(column) + "): the config file must be JSON";
+    if (looks_like_yaml(body))
+      why +=
+          "; it looks like YAML (a LiteLLM config?): write the same settings as a JSON "
+          "object, e.g. {\"models\": [\"gpt-4o\"], \"model_list\": [{\"model_name\": "
+          "\"gpt-4o\", \"model\": \"gpt-4o-2024-08-06\", \"base_url\": \"...\", "
+          "\"api_key_env\": \"OPENAI_API_KEY\"}]} (see docs/cli.md)";
+    throw fail(why);
   }
 }
 

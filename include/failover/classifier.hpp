@@ -81,6 +81,9 @@ inline std::optional<classification> classify_code(std::string_view code) noexce
       {"context_length_exceeded", {error_kind::context_window, false}},
       {"content_policy_violation", {error_kind::content_policy, false}},
       {"content_filter", {error_kind::content_policy, false}},
+      // Not sent by a provider as such: openai::read_chat's code for a structured refusal
+      // (message.refusal), so that it routes as a refusal and is not retried.
+      {"refusal", {error_kind::content_policy, false}},
       // A 429 that will not pass by waiting: the account is out of credit.
       {"insufficient_quota", {error_kind::rate_limited, false}},
       {"rate_limit_exceeded", {error_kind::rate_limited, true}},

@@ -18,9 +18,11 @@ enum class remedy : std::uint8_t {
   add_context_window_entry,  // the input is too long, and no context-window entry took it
   add_content_policy_entry,  // refused on policy grounds, and no content-policy entry took it
   raise_deadline,            // the call's deadline ran out (or the next wait would cross it)
-  check_credentials,         // the provider rejected the credentials (HTTP 401)
+  check_credentials,         // the provider rejected the credentials (kind unauthorized: a 401, or
+                             // a provider's code for a bad key such as Gemini's API_KEY_INVALID)
   raise_max_server_wait,     // the server asked for a wait above retry_options::max_server_wait
   raise_max_hops,            // a later entry would have taken over, but chain_options::max_hops
+  raise_read_timeout,        // the last model read-timed out and no other entry could take over
 };
 
 // A neutral sentence for people, in the library's terms; "" for remedy::none, so a front end can
@@ -42,6 +44,8 @@ constexpr std::string_view to_string(remedy r) noexcept {
       return "allow longer server-requested waits (retry_options::max_server_wait)";
     case remedy::raise_max_hops:
       return "allow more models per call (chain_options::max_hops)";
+    case remedy::raise_read_timeout:
+      return "allow each attempt longer to answer (its read timeout)";
   }
   return "";
 }
@@ -64,6 +68,9 @@ constexpr remedy remedy_for(const error& e, stop_reason why, fallback_roles reac
     return remedy::raise_deadline;
   if (why == stop_reason::hop_limit) return remedy::raise_max_hops;
   if (why == stop_reason::server_wait_too_long) return remedy::raise_max_server_wait;
+  // A model that may still have been working when its read timeout fired, and nothing else could
+  // answer: a longer timeout is the one setting that can help.
+  if (why == stop_reason::read_timeouts_exhausted) return remedy::raise_read_timeout;
   switch (e.kind) {
     case error_kind::context_window:
       return reached.context_window ? remedy::none : remedy::add_context_window_entry;
@@ -71,6 +78,8 @@ constexpr remedy remedy_for(const error& e, stop_reason why, fallback_roles reac
       return reached.content_policy ? remedy::none : remedy::add_content_policy_entry;
     case error_kind::unauthorized:
       return remedy::check_credentials;
+    case error_kind::read_timeout:  // e.g. its attempts ran out on read timeouts
+      return remedy::raise_read_timeout;
     default:
       return remedy::none;
   }

@@ -321,6 +321,199 @@ TEST_CASE("JSON nesting is bounded before the body is parsed") {
   CHECK(openai::read_chat(reply(200, nested(64))).value().content == R"([[[{{{"[\"])");
 }
 
+TEST_CASE("the number of JSON values and the body's size are bounded before parsing") {
+  // A flat body costs a parser about 100 bytes per value: 30 MB of {} took 975 MB.
+  std::string flat = "[";
+  for (int i = 0; i < 1'000'000; ++i) flat += "{},";
+  flat += "{}]";
+  auto r = openai::read_chat(reply(200, flat));
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().kind == error_kind::invalid_response);
+  CHECK(r.failure().message.find("1000000 values (json_limits::max_values)") != std::string::npos);
+  auto f = openai::error_failure(reply(503, R"({"error":)" + flat + "}"));
+  CHECK(f.code.empty());
+  CHECK(f.message.find("max_values") != std::string::npos);
+  CHECK(classify(f).kind == error_kind::server_error);  // the status decides
+  CHECK_FALSE(openai::parse_error_body(flat));
+
+  // What counts: arrays, objects and commas, outside strings. This answer holds 4 containers
+  // and 4 commas, whatever its strings hold.
+  const std::string body = completion_with(R"({"content":"a,b,[c{,"})");
+  openai::json_limits limits;
+  limits.max_values = 8;
+  CHECK(openai::read_chat(reply(200, body), limits));
+  limits.max_values = 7;
+  r = openai::read_chat(reply(200, body), limits);
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().message.find("more than 7 values") != std::string::npos);
+
+  // The size: exactly the bound is read, one byte more is not.
+  limits = {};
+  limits.max_body = body.size();
+  CHECK(openai::read_chat(reply(200, body), limits));
+  limits.max_body = body.size() - 1;
+  r = openai::read_chat(reply(200, body), limits);
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().kind == error_kind::invalid_response);
+  CHECK(r.failure().message.find("json_limits::max_body") != std::string::npos);
+  f = openai::error_failure(reply(429, R"({"error":{"code":"insufficient_quota","message":")" +
+                                           std::string(body.size(), 'x') + R"("}})"),
+                            limits);
+  CHECK(f.code.empty());
+  CHECK(f.message.find("max_body") != std::string::npos);
+  CHECK(classify(f).kind == error_kind::rate_limited);
+
+  // The default is the HTTP adapters' own: 16 MiB.
+  r = openai::read_chat(reply(200, std::string(std::size_t{16} << 20, ' ') + body));
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().message.find("16777216 bytes") != std::string::npos);
+}
+
+TEST_CASE("control characters in a body's message, code, type and model are replaced") {
+  // A server could otherwise move a terminal's cursor, recolour it, or print a fake line.
+  const std::string hostile = R"(ok\nFAKE: served\r\u001b[31mred\u009b2J\u007f\u0000\tend)";
+  const auto clean = [](const std::string& text) {
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      if (c < 0x20 || c == 0x7F) return false;
+      if (c == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+          static_cast<unsigned char>(text[i + 1]) <= 0x9F)
+        return false;
+    }
+    return true;
+  };
+  auto f = openai::error_failure(
+      reply(400, R"({"error":{"message":")" + hostile + R"(","code":")" + hostile + R"("}})"));
+  CHECK(clean(f.message));
+  CHECK(f.message == "ok FAKE: served  [31mred 2J   end");
+  CHECK(clean(f.code));
+  auto e = openai::parse_error_body(R"({"error":{"type":")" + hostile + R"("}})");
+  REQUIRE(e);
+  CHECK(clean(e->type));
+  CHECK(clean(e->code));
+  for (const std::string& gateway :
+       {R"({"error":")" + hostile + R"("})", R"({"message":")" + hostile + R"("})",
+        R"({"detail":")" + hostile + R"("})"}) {
+    INFO(gateway);
+    f = openai::error_failure(reply(502, gateway));
+    CHECK(f.message.find("FAKE") != std::string::npos);
+    CHECK(clean(f.message));
+  }
+  // Printable text is kept as sent, UTF-8 included (U+00A0 and U+00E9 are not controls).
+  f = openai::error_failure(reply(400, R"({"error":{"message":"caf\u00e9\u00a0x"}})"));
+  CHECK(f.message == "caf\xc3\xa9\xc2\xa0x");
+
+  // The model id is cleaned; the answer and the tool call's arguments are the caller's, as sent.
+  const auto r = openai::read_chat(reply(
+      200,
+      R"({"model":"gpt\u001b[2J\nFAKE","choices":[{"message":{"content":"a\u001bb\nc","tool_calls":[)"
+      R"({"id":"x","function":{"name":"f","arguments":"{\"k\":\"\\u001b\"}"}}]},"finish_reason":"stop"}]})"));
+  REQUIRE(r);
+  CHECK(r.value().model == "gpt [2J FAKE");
+  CHECK(r.value().content ==
+        "a\x1b"
+        "b\nc");
+  CHECK(r.value().tool_calls.at(0).arguments == R"({"k":"\u001b"})");
+}
+
+TEST_CASE("a structured refusal (message.refusal) is a content-policy failure") {
+  const std::string usage =
+      R"("usage":{"prompt_tokens":40,"completion_tokens":5,"total_tokens":45})";
+  auto r = openai::read_chat(reply(
+      200,
+      R"({"choices":[{"message":{"content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}],)" +
+          usage + "}"));
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().code == "refusal");
+  CHECK(r.failure().message == "I can't help with that.");
+  CHECK(same(r.failure().usage, 40, 5, 45));
+  const auto e = classify(r.failure());
+  CHECK(e.kind == error_kind::content_policy);  // routed only to an opted-in policy entry
+  CHECK_FALSE(e.transient);                     // never retried on the same model
+
+  // Empty text beside the refusal, or the refusal as a content part: the same.
+  for (const char* message : {R"({"content":"","refusal":"No."})",
+                              R"({"content":[{"type":"refusal","refusal":"No."}]})"}) {
+    INFO(message);
+    r = openai::read_chat(reply(200, completion_with(message)));
+    REQUIRE_FALSE(r);
+    CHECK(r.failure().code == "refusal");
+    CHECK(r.failure().message == "No.");
+  }
+  // The refusal's text is bounded and cleaned like any message.
+  r = openai::read_chat(reply(200, completion_with(R"({"content":null,"refusal":"\u001b[2J)" +
+                                                   std::string(100'000, 'x') + R"("})")));
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().message.size() <= 403);
+  CHECK(r.failure().message.rfind(" [2J", 0) == 0);
+  // Text or a tool call beside a refusal is an answer; an empty refusal is no refusal.
+  r = openai::read_chat(reply(200, completion_with(R"({"content":"Partly: yes.","refusal":"x"})")));
+  REQUIRE(r);
+  CHECK(r.value().content == "Partly: yes.");
+  r = openai::read_chat(reply(
+      200,
+      completion_with(
+          R"({"content":null,"refusal":"x","tool_calls":[{"id":"c","function":{"name":"f"}}]})")));
+  REQUIRE(r);
+  r = openai::read_chat(reply(200, completion_with(R"({"content":null,"refusal":""})")));
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().kind == error_kind::invalid_response);
+}
+
+TEST_CASE(
+    "content as an array of text parts is joined, and an empty answer cut by length is kept") {
+  auto r = openai::read_chat(reply(
+      200,
+      completion_with(
+          R"({"content":[{"type":"text","text":"Hello, "},{"type":"image_url","image_url":{"url":"x"}},)"
+          R"({"type":"text","text":5},"text",null,{"text":"untyped"},{"type":"text","text":"world"}]})")));
+  REQUIRE(r);
+  CHECK(r.value().content == "Hello, world");
+  // No text part at all is no text.
+  for (const char* message : {R"({"content":[]})", R"({"content":[{"type":"image_url"}]})"}) {
+    INFO(message);
+    CHECK(openai::read_chat(reply(200, completion_with(message))).failure().kind ==
+          error_kind::invalid_response);
+  }
+  // An empty text with finish_reason "length" is an answer the token limit cut: the caller sees
+  // the finish_reason and decides.
+  r = openai::read_chat(
+      reply(200, R"({"choices":[{"message":{"content":""},"finish_reason":"length"}]})"));
+  REQUIRE(r);
+  CHECK(r.value().content.empty());
+  CHECK(r.value().finish_reason == "length");
+}
+
+TEST_CASE("Gemini's array-wrapped error body is read, and JSON without an error object says so") {
+  const std::string wrapped =
+      R"([{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"},)"
+      R"("usageMetadata":{"promptTokenCount":3}}])";
+  auto f = openai::error_failure(reply(429, wrapped));
+  CHECK(f.code == "RESOURCE_EXHAUSTED");
+  CHECK(f.message == "Quota exceeded");
+  CHECK(same(f.usage, 3, 0, 3));
+  CHECK(classify(openai::error_failure(reply(502, wrapped))).kind == error_kind::rate_limited);
+  REQUIRE(openai::parse_error_body(wrapped));
+  CHECK(openai::parse_error_body(wrapped)->code == "RESOURCE_EXHAUSTED");
+
+  // FastAPI-style {"detail": "..."} gives the message; the status decides.
+  f = openai::error_failure(reply(404, R"({"detail":"Not Found"})"));
+  CHECK(f.message == "Not Found");
+  CHECK(f.code.empty());
+  CHECK(classify(f).kind == error_kind::not_found);
+  // Valid JSON with no error in it is not called "not JSON".
+  for (const char* body : {R"({"detail":[{"loc":["body"],"msg":"field required"}]})",
+                           R"({"status":"down"})", "[]", "[1]", "null"}) {
+    INFO(body);
+    f = openai::error_failure(reply(500, body));
+    CHECK(f.message == "the error body holds no error object");
+    CHECK(classify(f).kind == error_kind::server_error);
+  }
+  CHECK(openai::error_failure(reply(500, "<html>oops</html>")).message ==
+        "the error body is not JSON");
+  CHECK(openai::error_failure(reply(500, "")).message.empty());
+}
+
 TEST_CASE("messages, codes and types taken from a body are bounded") {
   const std::string long_text(100'000, 'x');
   auto f =
@@ -377,6 +570,12 @@ TEST_CASE("json_limits: bad bounds throw std::invalid_argument naming the bound"
   l = {};
   l.max_code = 0;
   CHECK(throws_naming(l, "max_code"));
+  l = {};
+  l.max_values = 0;
+  CHECK(throws_naming(l, "max_values"));
+  l = {};
+  l.max_body = 0;
+  CHECK(throws_naming(l, "max_body"));
   CHECK_THROWS_AS(openai::read_chat(reply(200, "{}"), l), std::invalid_argument);
   CHECK_NOTHROW(openai::json_limits{}.validate());
 }

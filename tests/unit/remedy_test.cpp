@@ -3,6 +3,7 @@
 #include "catch.hpp"
 #include "support.hpp"
 
+#include <failover/circuit_breaker.hpp>
 #include <failover/fallback_chain.hpp>
 #include <failover/remedy.hpp>
 #include <failover/testing.hpp>
@@ -46,6 +47,10 @@ failover::failure refused() {
   return failover::failure::http(400, "content_policy_violation", "refused");
 }
 
+struct breaker_policies : failover::testing::fake_policies {
+  using breaker = failover::circuit_breaker;
+};
+
 struct fake_chain {
   explicit fake_chain(failover::chain_options o = {}) : chain(o) {
     failover::testing::use_fake_time(chain, clock);
@@ -81,6 +86,7 @@ TEST_CASE("remedy: a context-window entry that fails too leaves no remedy") {
   auto r = c.chain.run("q");
   REQUIRE(r.trace().size() == 2);
   CHECK(r.trace().attempts()[1].role == role::context_window);
+  CHECK(r.error().kind == error_kind::context_window);  // the input was too long
   CHECK(failover::remedy_for(r) == remedy::none);
 }
 
@@ -168,6 +174,91 @@ TEST_CASE("remedy: the hop limit stopped a fallback that was ready: raise it") {
   CHECK(failover::remedy_for(r) == remedy::raise_max_hops);
 }
 
+TEST_CASE("remedy: read timeouts with no fallback to take over: raise the read timeout") {
+  const auto timed_out = failover::failure::of(failover::transport_error::read_timeout);
+  failover::retry_options o = attempts(5);
+  o.max_read_timeout_retries = 1;
+  fake_chain c;
+  c.chain.add("a", failing(timed_out), role::standard, o, exact(1ms));
+  auto r = c.chain.run("q");
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.trace().size() == 2);
+  CHECK(r.stop() == stop_reason::read_timeouts_exhausted);
+  CHECK(failover::remedy_for(r) == remedy::raise_read_timeout);
+
+  // Its attempts ran out on read timeouts: the same remedy.
+  fake_chain one;
+  one.chain.add("a", failing(timed_out), role::standard, attempts(1));
+  r = one.chain.run("q");
+  CHECK(r.stop() == stop_reason::attempts_exhausted);
+  CHECK(failover::remedy_for(r) == remedy::raise_read_timeout);
+
+  // A fallback took over and answered: nothing to change.
+  fake_chain two;
+  two.chain.add("a", failing(timed_out), role::standard, o, exact(1ms));
+  two.chain.add("b", answering());
+  r = two.chain.run("q");
+  REQUIRE(r.has_value());
+  CHECK(r.trace().attempts()[0].stop == stop_reason::read_timeout_fallback);
+  CHECK(failover::remedy_for(r) == remedy::none);
+}
+
+TEST_CASE("remedy: a deadline stop that came from a wait past the deadline: raise it") {
+  failover::chain_options o;
+  o.deadline = 5s;
+  fake_chain c(o);
+  // The first backoff (10 s) would cross the deadline: the model gives up at once, and with no
+  // entry to take over the call ends at the deadline.
+  c.chain.add("a", failing(failover::failure::http(503)), role::standard, attempts(5),
+              exact(10s, 10s));
+  auto r = c.chain.run("q");
+  REQUIRE_FALSE(r.has_value());
+  REQUIRE(r.trace().size() == 1);
+  CHECK(r.trace().attempts()[0].stop == stop_reason::wait_past_deadline);
+  CHECK(r.stop() == stop_reason::deadline);
+  CHECK(failover::remedy_for(r) == remedy::raise_deadline);
+}
+
+TEST_CASE("remedy: a context-window entry skipped by an open circuit was there: no remedy") {
+  // The pure rule: an entry that was reached is no missing entry, whatever happened to it.
+  failover::error e;
+  e.kind = error_kind::context_window;
+  CHECK(failover::remedy_for(e, stop_reason::circuit_open, {true, false}) == remedy::none);
+
+  // From a trace: the skipped entry's record carries its role.
+  failover::testing::fake_clock clock;
+  failover::circuit_breaker b;
+  failover::basic_fallback_chain<std::string(const std::string&), breaker_policies> chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("a", failing(context_too_long()));
+  chain.add("long", answering(), role::context_window);
+  chain.set_breaker(b);
+  failover::error tripped;
+  tripped.kind = error_kind::server_error;
+  tripped.transient = true;
+  for (int i = 0; i < 10; ++i) b.on_failure(b.resolve("long"), clock.now(), tripped, false);
+  auto r = chain.run("q");
+  REQUIRE_FALSE(r.has_value());
+  REQUIRE(r.trace().size() == 2);
+  CHECK(r.trace().attempts()[1].skipped);
+  CHECK(r.trace().attempts()[1].role == role::context_window);
+  CHECK(r.error().kind == error_kind::context_window);  // the input was too long
+  CHECK(failover::remedy_for(r) == remedy::none);
+}
+
+TEST_CASE("remedy: Gemini's invalid key (a 400 the adapter marks unauthorized): check it") {
+  // openai::error_failure reads INVALID_ARGUMENT with reason API_KEY_INVALID as this failure.
+  failover::failure bad_key = failover::failure::http(400, "INVALID_ARGUMENT", "API key not valid");
+  bad_key.kind = error_kind::unauthorized;
+  fake_chain c;
+  c.chain.add("gemini", failing(bad_key));
+  auto r = c.chain.run("q");
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().status == 400);
+  CHECK(r.error().kind == error_kind::unauthorized);
+  CHECK(failover::remedy_for(r) == remedy::check_credentials);
+}
+
 TEST_CASE("remedy: none where no setting is known to help") {
   SECTION("a success, also after a fallback") {
     fake_chain c;
@@ -240,9 +331,9 @@ TEST_CASE("remedy: the rule's order when several could apply") {
 
 TEST_CASE("remedy: every remedy has a sentence, none has none") {
   CHECK(name(remedy::none).empty());
-  for (remedy r :
-       {remedy::add_context_window_entry, remedy::add_content_policy_entry, remedy::raise_deadline,
-        remedy::check_credentials, remedy::raise_max_server_wait, remedy::raise_max_hops}) {
+  for (remedy r : {remedy::add_context_window_entry, remedy::add_content_policy_entry,
+                   remedy::raise_deadline, remedy::check_credentials, remedy::raise_max_server_wait,
+                   remedy::raise_max_hops, remedy::raise_read_timeout}) {
     INFO(static_cast<int>(r));
     CHECK_FALSE(name(r).empty());
   }

@@ -29,10 +29,12 @@ struct tool_call {
 
 // A successful chat completion.
 struct chat_completion {
-  std::string content;                // the first choice's message text ("" when it has none)
+  // The first choice's message text, as sent (text parts joined); "" when it has none. An empty
+  // or short text with finish_reason "length" is an answer cut by the token limit.
+  std::string content;
   std::vector<tool_call> tool_calls;  // the first choice's tool calls, in order
-  std::string model;                  // the model the provider says answered
-  std::string finish_reason;          // "stop", "length", "tool_calls", ...
+  std::string model;          // the model the provider says answered (control characters replaced)
+  std::string finish_reason;  // "stop", "length", "tool_calls", ...
   std::string id;
   std::optional<token_usage> usage;  // the provider's token counts, when it sent them
   int status = 200;
@@ -51,10 +53,17 @@ struct error_body {
 
 // How much of a provider's body is read. Bodies come from the network, so each bound holds
 // whatever a server sends; the defaults are far above what any provider's real bodies need.
+// Lengths are in bytes (of UTF-8), not characters.
 struct json_limits {
   int max_depth = 64;             // nesting of arrays and objects (a chat answer needs 7)
-  std::size_t max_message = 400;  // characters of a provider's message kept in a failure
-  std::size_t max_code = 100;     // characters of a provider's code or type kept
+  std::size_t max_message = 400;  // bytes of a provider's message kept in a failure
+  std::size_t max_code = 100;     // bytes of a provider's code or type kept
+  // Values in the body, counted before parsing as arrays, objects and commas outside strings.
+  // A parser spends about 100 bytes per value, so the default bounds the parse near 100 MB; an
+  // answer with log-probabilities for 4k tokens holds about 30 thousand values.
+  std::size_t max_values = 1'000'000;
+  // The body's size, checked before anything else: the HTTP adapters' own default bound.
+  std::size_t max_body = std::size_t{16} << 20;
 
   void validate() const {
     if (max_depth < 1)
@@ -63,8 +72,35 @@ struct json_limits {
       throw std::invalid_argument("failover::openai::json_limits: max_message must be >= 1");
     if (max_code < 1)
       throw std::invalid_argument("failover::openai::json_limits: max_code must be >= 1");
+    if (max_values < 1)
+      throw std::invalid_argument("failover::openai::json_limits: max_values must be >= 1");
+    if (max_body < 1)
+      throw std::invalid_argument("failover::openai::json_limits: max_body must be >= 1");
   }
 };
+
+// Text a server chose, made safe to print: control characters (C0, DEL, and C1 as UTF-8 encodes
+// them) become spaces, so a message cannot move a terminal's cursor, recolour it or fake a line
+// of output. Everything else is kept as sent (C1 is read in its UTF-8 form, 0xC2 0x80-0x9F,
+// which is how parsed JSON strings hold it). The adapter applies it to every message, code, type
+// and model it takes from a body; callers can apply it to anything else they print.
+inline std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) {
+      out += ' ';
+    } else if (c == 0xC2 && i + 1 < text.size() &&
+               (static_cast<unsigned char>(text[i + 1]) & 0xE0) == 0x80) {
+      out += ' ';
+      ++i;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
 
 namespace detail {
 
@@ -80,17 +116,27 @@ inline std::string shorten(std::string text, std::size_t limit = 400) {
   return text;
 }
 
+// A diagnostic string from a body: bounded, then made printable.
+inline std::string diagnostic(std::string text, std::size_t limit) {
+  return printable(shorten(std::move(text), limit));
+}
+
 inline std::string string_at(const nlohmann::json& j, const char* key) {
   if (!j.is_object()) return {};
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-// Whether the arrays and objects in `body` nest deeper than `max_depth`. Brackets inside strings
-// do not count. Linear and allocation-free, so a hostile body is refused before a parser builds
-// millions of nested values; malformed text is left for the parser to reject.
-inline bool nests_deeper_than(std::string_view body, int max_depth) noexcept {
+// Which bound a body exceeds, found without parsing it: its size, the nesting of its arrays and
+// objects, or its number of values (arrays, objects and commas). Brackets and commas inside
+// strings do not count. Linear and allocation-free, so a hostile body is refused before a parser
+// builds millions of values; malformed text is left for the parser to reject.
+enum class bound { none, body, depth, values };
+
+inline bound exceeded(std::string_view body, const json_limits& limits) noexcept {
+  if (body.size() > limits.max_body) return bound::body;
   int depth = 0;
+  std::size_t values = 0;
   bool in_string = false;
   for (std::size_t i = 0; i < body.size(); ++i) {
     const char c = body[i];
@@ -103,20 +149,38 @@ inline bool nests_deeper_than(std::string_view body, int max_depth) noexcept {
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return true;
+      if (++depth > limits.max_depth) return bound::depth;
+      if (++values > limits.max_values) return bound::values;
+    } else if (c == ',') {
+      if (++values > limits.max_values) return bound::values;
     } else if ((c == ']' || c == '}') && depth > 0) {
       --depth;
     }
   }
-  return false;
+  return bound::none;
 }
 
-inline std::string too_deep(const char* what, int max_depth) {
-  return std::string(what) + " nests deeper than " + std::to_string(max_depth) +
-         " levels (json_limits::max_depth); not read";
+inline std::string too_large(const char* what, bound b, const json_limits& limits) {
+  switch (b) {
+    case bound::body:
+      return std::string(what) + " is larger than " + std::to_string(limits.max_body) +
+             " bytes (json_limits::max_body); not read";
+    case bound::values:
+      return std::string(what) + " holds more than " + std::to_string(limits.max_values) +
+             " values (json_limits::max_values); not read";
+    default:
+      return std::string(what) + " nests deeper than " + std::to_string(limits.max_depth) +
+             " levels (json_limits::max_depth); not read";
+  }
 }
 
-// Parses a body (after the depth check); discarded, never a throw, when it is not JSON.
+// Google's APIs may wrap an error body in an array ([{"error": {...}}]): its first element is
+// the body.
+inline const nlohmann::json& unwrapped(const nlohmann::json& j) {
+  return j.is_array() && !j.empty() && j.front().is_object() ? j.front() : j;
+}
+
+// Parses a body (after the bounds are checked); discarded, never a throw, when it is not JSON.
 inline nlohmann::json parse(std::string_view body) {
   return nlohmann::json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
 }
@@ -208,20 +272,25 @@ inline std::optional<error_body> read_error(const nlohmann::json& j, const json_
     std::string code = string_at(*it, "code");
     std::string type = string_at(*it, "type");
     if (code.empty()) code = type.empty() ? string_at(*it, "status") : type;
-    e.code = shorten(std::move(code), limits.max_code);
-    e.type = shorten(std::move(type), limits.max_code);
-    e.message = shorten(string_at(*it, "message"), limits.max_message);
+    e.code = diagnostic(std::move(code), limits.max_code);
+    e.type = diagnostic(std::move(type), limits.max_code);
+    e.message = diagnostic(string_at(*it, "message"), limits.max_message);
     if (anthropic_prompt_too_long(j, *it)) e.kind = error_kind::context_window;
     if (gemini_key_invalid(*it)) e.kind = error_kind::unauthorized;
     return e;
   }
   if (it != j.end() && it->is_string()) {
-    e.message = shorten(it->get<std::string>(), limits.max_message);
+    e.message = diagnostic(it->get<std::string>(), limits.max_message);
     return e;
   }
   if (j.contains("message")) {
-    e.message = shorten(string_at(j, "message"), limits.max_message);
-    e.code = shorten(string_at(j, "code"), limits.max_code);
+    e.message = diagnostic(string_at(j, "message"), limits.max_message);
+    e.code = diagnostic(string_at(j, "code"), limits.max_code);
+    return e;
+  }
+  // FastAPI-style servers (many self-hosted gateways) answer {"detail": "Not Found"}.
+  if (auto d = j.find("detail"); d != j.end() && d->is_string()) {
+    e.message = diagnostic(d->get<std::string>(), limits.max_message);
     return e;
   }
   return std::nullopt;
@@ -236,34 +305,38 @@ inline void keep_headers(failure& f, const http::response& r) {
 // Reads an error body. Recognised shapes:
 //   OpenAI-compatible and Azure  {"error": {"message", "type", "param", "code"}}
 //   Anthropic                    {"type": "error", "error": {"type", "message"}}
-//   Gemini                       {"error": {"code": 429, "message", "status", "details"}}
-//   gateways                     {"error": "text"} or {"message": "text"}
-// Nothing when the body is not JSON, nests deeper than the limit, or holds no error. Never throws
-// on what the body holds.
+//   Gemini                       {"error": {"code": 429, "message", "status", "details"}},
+//                                also as the first element of an array
+//   gateways                     {"error": "text"}, {"message": "text"}, {"detail": "text"}
+// Nothing when the body is not JSON, exceeds a bound, or holds no error. Strings are bounded and
+// their control characters replaced. Never throws on what the body holds.
 inline std::optional<error_body> parse_error_body(std::string_view body,
                                                   const json_limits& limits = {}) {
   limits.validate();
-  if (detail::nests_deeper_than(body, limits.max_depth)) return std::nullopt;
-  return detail::read_error(detail::parse(body), limits);
+  if (detail::exceeded(body, limits) != detail::bound::none) return std::nullopt;
+  return detail::read_error(detail::unwrapped(detail::parse(body)), limits);
 }
 
 // A non-2xx response as a failure: status, the provider's code and message, the tokens the body
-// says were used, and the retry headers. A body that is not JSON (a proxy's error page) or nests
-// too deep leaves the status to decide.
+// says were used, and the retry headers. A body that is not JSON (a proxy's error page), holds no
+// error, or exceeds a bound leaves the status to decide.
 inline failure error_failure(const http::response& r, const json_limits& limits = {}) {
   limits.validate();
   failure f = http::status_failure(r);
-  if (detail::nests_deeper_than(r.body, limits.max_depth)) {
-    f.message = detail::too_deep("the error body", limits.max_depth);
+  if (const auto b = detail::exceeded(r.body, limits); b != detail::bound::none) {
+    f.message = detail::too_large("the error body", b, limits);
     return f;
   }
-  const nlohmann::json j = detail::parse(r.body);
+  const nlohmann::json parsed = detail::parse(r.body);
+  const nlohmann::json& j = detail::unwrapped(parsed);
   if (auto e = detail::read_error(j, limits)) {
     f.code = std::move(e->code);
     f.message = std::move(e->message);
     f.kind = e->kind;
-  } else if (!r.body.empty()) {
-    f.message = "the error body is not JSON";
+  } else if (parsed.is_discarded()) {
+    if (!r.body.empty()) f.message = "the error body is not JSON";
+  } else {
+    f.message = "the error body holds no error object";
   }
   f.usage = detail::usage_at(j);
   return f;
@@ -305,27 +378,54 @@ inline std::vector<tool_call> tool_calls_at(const nlohmann::json& message) {
   return calls;
 }
 
+// The first choice's text: `content` as a string, or joined from an array of parts (only
+// {"type": "text", "text": "..."} parts count). Nothing when the message has no text; a refusal
+// part sets `refusal` when the message has none of its own.
+inline std::optional<std::string> text_at(const nlohmann::json& message, std::string& refusal) {
+  auto content = message.find("content");
+  if (content == message.end()) return std::nullopt;
+  if (content->is_string()) return content->get<std::string>();
+  if (!content->is_array()) return std::nullopt;
+  std::optional<std::string> text;
+  for (const auto& part : *content) {
+    const std::string type = string_at(part, "type");
+    auto field = part.is_object() ? part.find(type) : part.end();
+    if (field == part.end() || !field->is_string()) continue;
+    if (type == "text") {
+      if (!text) text.emplace();
+      *text += field->get<std::string>();
+    } else if (type == "refusal" && refusal.empty()) {
+      refusal = field->get<std::string>();
+    }
+  }
+  return text;
+}
+
 }  // namespace detail
 
 // Reads a chat completion: the first choice's text and tool calls, finish_reason, the model the
-// provider names, and its token counts. A 200 whose first choice ended with finish_reason
-// "content_filter" is a refusal, not an answer: a failure with code content_filter (a
-// content_policy error). A body that is not JSON, nests deeper than the limit, or whose first
-// choice has neither text nor a tool call, is an invalid_response failure. Failures keep the
-// token counts the body reported. Never throws on what the body holds.
+// provider names, and its token counts. Refusals are not answers: a 200 whose first choice ended
+// with finish_reason "content_filter" is a failure with code content_filter, and one whose
+// message carries only a `refusal` (OpenAI's structured refusal) a failure with code refusal
+// and the refusal as its message; both are content_policy errors. A body that is not JSON,
+// exceeds a bound, or whose first choice has neither text nor a tool call, is an
+// invalid_response failure. Failures keep the token counts the body reported. Never throws on
+// what the body holds.
 inline outcome<chat_completion> read_chat(const http::response& r, const json_limits& limits = {}) {
   if (!r.ok()) return error_failure(r, limits);
   limits.validate();
   std::optional<token_usage> usage;
-  auto invalid = [&](std::string why) {
-    failure f = failure::of(error_kind::invalid_response, std::move(why));
+  auto failed = [&](failure f) {
     f.status = r.status;
     f.usage = usage;
     detail::keep_headers(f, r);
     return f;
   };
-  if (detail::nests_deeper_than(r.body, limits.max_depth))
-    return invalid(detail::too_deep("response body", limits.max_depth));
+  auto invalid = [&](std::string why) {
+    return failed(failure::of(error_kind::invalid_response, std::move(why)));
+  };
+  if (const auto b = detail::exceeded(r.body, limits); b != detail::bound::none)
+    return invalid(detail::too_large("response body", b, limits));
   const nlohmann::json j = detail::parse(r.body);
   if (j.is_discarded()) return invalid("response body is not JSON");
   if (!j.is_object()) return invalid("response body is not a JSON object");
@@ -337,23 +437,23 @@ inline outcome<chat_completion> read_chat(const http::response& r, const json_li
   chat_completion c;
   c.finish_reason = detail::string_at(choice, "finish_reason");
   if (c.finish_reason == "content_filter") {
-    failure f = failure::http(r.status, "content_filter",
-                              "the provider's content filter withheld the answer "
-                              "(finish_reason content_filter)");
-    f.usage = usage;
-    detail::keep_headers(f, r);
-    return f;
+    return failed(failure::http(r.status, "content_filter",
+                                "the provider's content filter withheld the answer "
+                                "(finish_reason content_filter)"));
   }
   auto message = choice.is_object() ? choice.find("message") : choice.end();
   if (!choice.is_object() || message == choice.end() || !message->is_object())
     return invalid("first choice has no message");
   c.tool_calls = detail::tool_calls_at(*message);
-  auto content = message->find("content");
-  const bool has_text = content != message->end() && content->is_string();
-  if (!has_text && c.tool_calls.empty())
+  std::string refusal = detail::string_at(*message, "refusal");
+  const std::optional<std::string> text = detail::text_at(*message, refusal);
+  if (c.tool_calls.empty() && (!text || text->empty()) && !refusal.empty())
+    return failed(failure::http(r.status, "refusal",
+                                detail::diagnostic(std::move(refusal), limits.max_message)));
+  if (!text && c.tool_calls.empty())
     return invalid("first choice has neither text content nor a tool call");
-  if (has_text) c.content = content->get<std::string>();
-  c.model = detail::string_at(j, "model");
+  if (text) c.content = *text;
+  c.model = printable(detail::string_at(j, "model"));
   c.id = detail::string_at(j, "id");
   c.usage = usage;
   c.status = r.status;
