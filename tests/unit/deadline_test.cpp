@@ -53,6 +53,17 @@ auto answering(failover::testing::fake_clock clock, std::string text, model_log&
   };
 }
 
+// Runs out exactly when its context says its time is up, then reports a read timeout: a model
+// that hangs, bounded only by what the chain tells it.
+auto hanging(failover::testing::fake_clock clock, model_log& log) {
+  return [clock, &log](const failover::attempt_context& ctx, const std::string&) -> answer {
+    ++log.calls;
+    log.remaining.push_back(ctx.remaining);
+    clock.advance(*ctx.remaining);
+    return failover::failure::of(failover::transport_error::read_timeout, "stalled");
+  };
+}
+
 failover::failure status_with_wait(int status, std::string retry_after) {
   failover::failure f = failover::failure::http(status);
   f.header("Retry-After", retry_after);
@@ -130,13 +141,7 @@ TEST_CASE("deadline: a primary that hangs uses at most its share, the backup get
   failover::testing::fake_clock clock;
   chain_t chain = chain_with_deadline(60s, clock);
   model_log primary, backup;
-  // A callable that honours its context's time: it runs out exactly when told to.
-  chain.add("primary", [&](const failover::attempt_context& ctx, const std::string&) -> answer {
-    ++primary.calls;
-    primary.remaining.push_back(ctx.remaining);
-    clock.advance(*ctx.remaining);
-    return failover::failure::of(failover::transport_error::read_timeout, "stalled");
-  });
+  chain.add("primary", hanging(clock, primary));
   chain.add("backup", answering(clock, "ok", backup));
   const auto r = chain.run("q");
   REQUIRE(r.has_value());
@@ -152,12 +157,7 @@ TEST_CASE("deadline: a primary that hangs uses at most its share, the backup get
     failover::testing::fake_clock c2;
     failover::testing::use_fake_time(greedy, c2);
     model_log p2, b2;
-    greedy.add("primary", [&](const failover::attempt_context& ctx, const std::string&) -> answer {
-      ++p2.calls;
-      p2.remaining.push_back(ctx.remaining);
-      c2.advance(*ctx.remaining);
-      return failover::failure::of(failover::transport_error::read_timeout, "stalled");
-    });
+    greedy.add("primary", hanging(c2, p2));
     greedy.add("backup", answering(c2, "ok", b2));
     const auto g = greedy.run("q");
     CHECK_FALSE(g.has_value());
