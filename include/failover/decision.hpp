@@ -3,6 +3,7 @@
 // every input is an argument, so the blocking driver, tests and simulations share one set of rules.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -308,10 +309,17 @@ constexpr bool fallback_exists(const Roles& roles, std::size_t current, error_ki
 // The time a model may use, from the moment it starts, out of `left` before the call's deadline:
 // all of it, or, when a later entry could take over, all but chain_options::fallback_reserve's
 // share, so that a model that hangs or keeps failing still leaves its fallback time to answer.
+// Never zero while time is left: a share that rounds to nothing is the smallest there is.
 constexpr duration model_time(duration left, bool has_fallback, const chain_options& o) noexcept {
-  if (!has_fallback || o.fallback_reserve <= 0.0 || left <= duration::zero()) return left;
-  const double kept = static_cast<double>(left.count()) * (1.0 - o.fallback_reserve);
-  return duration(static_cast<duration::rep>(kept));  // below `left`, so in range
+  if (!has_fallback || !(o.fallback_reserve > 0.0) || left <= duration(1)) return left;
+  // The reserved part, in [0, left - 1]: computed as a part of `left`, never converted back
+  // from a double that could round up past the representable range.
+  const double reserved = static_cast<double>(left.count()) * o.fallback_reserve;
+  const duration::rep most = left.count() - 1;
+  const duration::rep r = reserved >= static_cast<double>(most)
+                              ? most
+                              : static_cast<duration::rep>(std::max(reserved, 0.0));
+  return duration(left.count() - r);
 }
 
 // When every model a call considered was skipped because its circuit was open: wait for the

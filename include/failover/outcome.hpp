@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "failover/decision.hpp"
+#include "failover/detail/saturate.hpp"
 #include "failover/detail/small_vector.hpp"
 #include "failover/error.hpp"
 
@@ -242,7 +243,8 @@ class trace {
   }
   // Time from the start of the call to the end of the last attempt.
   duration elapsed() const noexcept {
-    return attempts_.empty() ? duration::zero() : attempts_.back().start + attempts_.back().elapsed;
+    return attempts_.empty() ? duration::zero()
+                             : detail::sat_add(attempts_.back().start, attempts_.back().elapsed);
   }
   // Attempts that called a model (skips excluded).
   std::size_t calls() const noexcept {
@@ -253,7 +255,7 @@ class trace {
   // Sum of all waits between attempts.
   duration total_wait() const noexcept {
     duration w{};
-    for (const auto& a : attempts_) w += a.wait;
+    for (const auto& a : attempts_) w = detail::sat_add(w, a.wait);  // a wait may be max()
     return w;
   }
   std::string_view name(std::size_t entry) const noexcept {

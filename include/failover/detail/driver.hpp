@@ -290,19 +290,15 @@ class call_machine {
   // A machine dropped while its attempt is out (an async caller gave up on it) must not keep a
   // half-open probe slot: the attempt is reported as cancelled, which frees it and counts nothing.
   ~call_machine() {
-    if (outstanding_ != action::attempt || !admission_.probe) return;
-    try {
-      error abandoned;
-      abandoned.kind = error_kind::cancelled;
-      p_.breaker().on_failure(entry().health, p_.clock().now(), abandoned, true);
-    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
-    }
+    if (outstanding_ == action::attempt) release_probe();
   }
 
   // The first action. Call once.
   // No step throws: what a policy or an allocation throws ends the call with an `unknown` error
   // that names it (end_with_exception), so every call ends with exactly one outcome.
   action start() noexcept {
+    if (started_) return misuse();  // twice would count, admit and record the call twice
+    started_ = true;
     return guarded([&] {
       return begin(plan_first(p_, entries_, opts_, call_.token.cancelled(), start_, deadline_));
     });
@@ -323,13 +319,13 @@ class call_machine {
     first_plan f;
     const std::optional<std::size_t> first = p.start_entry();  // first_entry(), kept by add()
     if (!first) return f;
-    p.budget().on_first_attempt(start);
     f.index = static_cast<std::uint16_t>(*first);
     f.why = decide_start(opts, cancelled, 0, deadline);
-    if (f.why != stop_reason::none) {
+    if (f.why != stop_reason::none) {  // a call that never starts is no first attempt
       f.what = first_plan::kind::stopped;
       return f;
     }
+    p.budget().on_first_attempt(start);
     const admission a = p.breaker().admit(entries[f.index].health, start);
     f.allowed = a.allowed;
     f.probe = a.probe;
@@ -340,27 +336,45 @@ class call_machine {
 
   // The planned first attempt's context. With a deadline, the first model may use all of it, or
   // all but the fallback's reserve when a later entry could take over (model_time()).
-  static attempt_context first_context(const Entries& entries, trace::names_ptr names,
-                                       const first_plan& f, std::optional<duration> deadline,
-                                       const chain_options& opts,
-                                       const call_options& call) noexcept {
+  static attempt_context first_context(const Holder& p, const Entries& entries,
+                                       trace::names_ptr names, const first_plan& f,
+                                       std::optional<duration> deadline, const chain_options& opts,
+                                       const call_options& call, time_point start) noexcept {
     std::optional<duration> share = deadline;
-    if (deadline) share = first_share(entries, f.index, *deadline, opts);
+    if (deadline) share = first_share(p, entries, f.index, *deadline, opts, start);
     return attempt_context{(*names)[f.index], 1, 1, share, &call.token};
   }
-  static FAILOVER_COLD duration first_share(const Entries& entries, std::size_t index,
-                                            duration deadline, const chain_options& opts) noexcept {
-    const roles_view<Entries> r{entries};
-    return model_time(deadline, fallback_exists(r, index, error_kind::unknown, 1, opts), opts);
+  static FAILOVER_COLD duration first_share(const Holder& p, const Entries& entries,
+                                            std::size_t index, duration deadline,
+                                            const chain_options& opts, time_point now) noexcept {
+    return model_time(
+        deadline, can_answer_after(p, entries, index, error_kind::unknown, 1, opts, now, 1), opts);
+  }
+
+  // Whether a later entry could take over a failure of kind `kind` from entry `index` at `now`:
+  // one the walk would reach (roles and hops: fallback_exists), whose circuit would let it be
+  // called, while the call's attempt cap leaves room for it (`attempts_after` made by then). Only
+  // then is time kept back for it, or a read timeout handed over to it.
+  static bool can_answer_after(const Holder& p, const Entries& entries, std::size_t index,
+                               error_kind kind, int models_tried, const chain_options& opts,
+                               time_point now, int attempts_after) noexcept {
+    if (attempts_after >= opts.max_total_attempts) return false;
+    if (!fallback_exists(roles_view<Entries>{entries}, index, kind, models_tried, opts))
+      return false;
+    for (std::size_t j = index + 1; j < entries.size(); ++j)
+      if (accepts(entries[j].role, kind, opts) && !p.breaker().would_refuse(entries[j].health, now))
+        return true;
+    return false;
   }
 
   // Issues the planned first attempt: tells the hooks and adds its record.
   static FAILOVER_HOT_INLINE attempt_record& issue_first(const Holder& p, const Entries& entries,
                                                          trace::names_ptr names, result<R>& res,
                                                          const first_plan& f,
-                                                         std::optional<duration> deadline) {
+                                                         std::optional<duration> remaining) {
     // The first record lives inline and its constructor is noexcept: nothing here throws.
-    notify(p, &hooks_type::on_attempt_start, attempt_started{(*names)[f.index], 1, 1, deadline});
+    // The hook is told the time the attempt itself is told (its share of the deadline).
+    notify(p, &hooks_type::on_attempt_start, attempt_started{(*names)[f.index], 1, 1, remaining});
     // The first attempt starts when the call does.
     return res.mutable_trace().add((*names)[f.index], f.index, entries[f.index].role, 1,
                                    duration::zero());
@@ -447,7 +461,11 @@ class call_machine {
   // Ends the call at once with an `unknown` error holding `cause`, saying that `what` threw (a
   // driver calls this when its Sleeper or timer throws; the machine, when one of its own steps
   // does). Its stop reason is permanent_error.
+  // After done it changes nothing: the call has its one outcome already. With an attempt out, a
+  // half-open probe slot it held is given back first, as when a machine is dropped.
   action end_with_exception(const char* what, std::exception_ptr cause) noexcept {
+    if (outstanding_ == action::done) return action::done;
+    if (outstanding_ == action::attempt) release_probe();
     error e;
     e.kind = error_kind::unknown;
     e.exception = std::move(cause);
@@ -475,6 +493,20 @@ class call_machine {
 
  private:
   using backoff_type = typename Holder::backoff_type;
+
+  // An attempt that will never report (its machine dropped, its call ended by an exception) gives
+  // back the half-open probe slot it held: reported as cancelled, which frees it and counts
+  // nothing.
+  void release_probe() noexcept {
+    if (!admission_.probe) return;
+    admission_.probe = false;
+    try {
+      error abandoned;
+      abandoned.kind = error_kind::cancelled;
+      p_.breaker().on_failure(entry().health, p_.clock().now(), abandoned, true);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): called where nothing may throw
+    }
+  }
 
   // Runs one step; what it throws ends the call (see end_with_exception).
   template <class Step>
@@ -541,8 +573,8 @@ class call_machine {
   action begin(const first_plan& f) {
     if (f.what == first_plan::kind::no_start) return no_start();
     if (f.what == first_plan::kind::go) {
-      adopt_first(f, first_context(entries_, names_, f, deadline_, opts_, call_));
-      issue_first(p_, entries_, names_, res_, f, deadline_);
+      adopt_first(f, first_context(p_, entries_, names_, f, deadline_, opts_, call_, start_));
+      issue_first(p_, entries_, names_, res_, f, ctx_.remaining);
       return action::attempt;
     }
     index_ = f.index;
@@ -581,7 +613,8 @@ class call_machine {
   attempt_record& current() noexcept { return res_.mutable_trace().back(); }
   std::optional<duration> time_left(time_point at) const noexcept {
     if (!deadline_) return std::nullopt;
-    return detail::sat_sub(*deadline_, detail::sat_diff(at, start_));  // a clock may step back
+    // A clock that steps back gives no more time than the deadline itself.
+    return detail::sat_sub(*deadline_, std::max(detail::sat_diff(at, start_), duration::zero()));
   }
   // What the current model may still use: the time left, cut to its share (model_time()), which
   // is fixed when its first attempt starts.
@@ -614,8 +647,8 @@ class call_machine {
     const stop_reason why = decide_start(opts_, call_.token.cancelled(), total_, left);
     if (why != stop_reason::none) return model_done(why);
     if (left && counters_.attempts == 0) {  // the model's first attempt: fix its share
-      const bool later =
-          fallback_exists(roles(), index_, error_kind::unknown, models_tried_, opts_);
+      const bool later = can_answer_after(p_, entries_, index_, error_kind::unknown, models_tried_,
+                                          opts_, now, total_ + 1);
       share_end_ = detail::sat_add(now, model_time(*left, later, opts_));
     }
     ctx_.remaining = model_left(now);
@@ -681,7 +714,8 @@ class call_machine {
       if (!backoff_) backoff_.emplace(entry().backoff);
       delay = backoff_->next(counters_.attempts);
     }
-    const bool can_fall_back = fallback_exists(roles(), index_, e.kind, models_tried_, opts_);
+    const bool can_fall_back =
+        can_answer_after(p_, entries_, index_, e.kind, models_tried_, opts_, end, total_);
     retry_decision d = decide_retry(entry().retry, opts_.max_total_attempts, e, counters_, delay,
                                     model_left(end), can_fall_back);
     // Shared health can veto a retry the model's own rules allow: no point waiting for a circuit
@@ -704,15 +738,23 @@ class call_machine {
 
   // The current model is done for `why`: end the call, or walk to the next entry.
   FAILOVER_COLD action model_done(stop_reason why) {
+    // The model's last record says why it gave up, whichever step found it (a late wake-up, the
+    // deadline or the cap found before a retry): the trace's "gave up on X" reads it.
+    if (res_.trace().size() > 0) {
+      attempt_record& last = current();
+      if (last.entry == index_ && !last.ok && last.stop == stop_reason::none) last.stop = why;
+    }
+    if (why == stop_reason::wait_past_deadline) out_of_time_ = true;
     if (why == stop_reason::cancelled || why == stop_reason::deadline) {
       const error_kind k =
           why == stop_reason::cancelled ? error_kind::cancelled : error_kind::deadline_exceeded;
       return finish(stop_error(k, last_error(), model()), why);
     }
-    // A model skipped before any attempt passes on the failure that led to it, and is no hop.
-    const bool skipped_untried = why == stop_reason::circuit_open && counters_.attempts == 0;
-    if (skipped_untried) --models_tried_;
-    const error_kind walk_kind = skipped_untried ? routing_ : last_error()->kind;
+    // A model given up before any attempt passes on the failure that led to it (none for the
+    // first model), and a skipped one is no hop.
+    const bool untried = counters_.attempts == 0;
+    if (untried && why == stop_reason::circuit_open) --models_tried_;
+    const error_kind walk_kind = untried || !last_error() ? routing_ : last_error()->kind;
     const walk_decision w = next_entry(roles(), index_, walk_kind, why, models_tried_, opts_);
     if (!w.next) {
       if (!last_call_ && earliest_reopen_) {  // every model considered is open
@@ -727,10 +769,15 @@ class call_machine {
         return finish(all_open_error((*names_)[earliest_reopen_->second], until),
                       stop_reason::circuit_open);
       }
-      // A model that gave up because its next wait would cross the deadline, with nothing to
-      // take over: the call ends at the deadline, as if it had waited.
-      if (why == stop_reason::wait_past_deadline && w.stop == stop_reason::no_fallback)
+      // The last model called gave up because its next wait would cross the deadline, and
+      // nothing after it answered or even ran (no entry, or only open circuits): the call ends at
+      // the deadline, as if it had waited.
+      if (out_of_time_ && (why == stop_reason::wait_past_deadline || untried) &&
+          (w.stop == stop_reason::no_fallback || why == stop_reason::circuit_open))
         return finish(stop_error(error_kind::deadline_exceeded, last_error(), model()),
+                      stop_reason::deadline);
+      if (!last_error())
+        return finish(stop_error(error_kind::deadline_exceeded, nullptr, model()),
                       stop_reason::deadline);
       return finish(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
     }
@@ -768,6 +815,8 @@ class call_machine {
   attempt_context ctx_;
   time_point attempt_start_{};
   std::optional<time_point> share_end_;  // when the current model's share of the time ends
+  bool out_of_time_ = false;  // a model gave up because its next wait would cross the deadline
+  bool started_ = false;      // start() was called
   duration wait_{};
   std::optional<std::size_t> last_call_;  // trace index of the latest attempt that called a model
   error_kind routing_ = error_kind::unknown;  // the failure that led to the current entry
@@ -911,8 +960,9 @@ FAILOVER_HOT_INLINE result<R> drive(const Holder& p, const Entries& entries, tra
     drive_on(res, p, entries, names, opts, call, invoke, start, plan, nullptr, nullptr, start);
     return res;
   }
-  const attempt_context ctx = machine::first_context(entries, names, plan, deadline, opts, call);
-  attempt_record& rec = machine::issue_first(p, entries, names, res, plan, deadline);
+  const attempt_context ctx =
+      machine::first_context(p, entries, names, plan, deadline, opts, call, start);
+  attempt_record& rec = machine::issue_first(p, entries, names, res, plan, ctx.remaining);
   // The value goes into the result before anyone is told of a success: when its move throws, the
   // attempt failed and nothing counted it. Nothing else in the try throws but the callable
   // (drive_on and succeeded are noexcept).
