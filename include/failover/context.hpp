@@ -14,10 +14,12 @@ namespace failover {
 // Passed to the user callable for each attempt. Valid during that attempt only: `model` and
 // `cancel` refer to the chain and the call, so copy what you need to keep.
 struct attempt_context {
-  std::string_view model;             // the chain entry's name
-  int attempt = 1;                    // on this model, from 1
-  int total_attempt = 1;              // in this call, from 1
-  std::optional<duration> remaining;  // time left before the call's deadline (none = no deadline)
+  std::string_view model;  // the chain entry's name
+  int attempt = 1;         // on this model, from 1
+  int total_attempt = 1;   // in this call, from 1
+  // The time this attempt may use (none = no deadline): what is left before the call's deadline,
+  // or less when a later entry could take over (chain_options::fallback_reserve, model_time()).
+  std::optional<duration> remaining;
   const cancel_token* cancel = nullptr;
 
   // A timeout for this attempt's own I/O: `wanted`, shrunk so it never runs past the deadline.

@@ -17,7 +17,7 @@ struct attempt_started {
   std::string_view model;
   int attempt;                        // on this model
   int total_attempt;                  // in this call
-  std::optional<duration> remaining;  // before the deadline
+  std::optional<duration> remaining;  // what the attempt is told (attempt_context::remaining)
 };
 
 struct attempt_ended {

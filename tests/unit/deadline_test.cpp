@@ -373,3 +373,194 @@ TEST_CASE("durations at their limits saturate: every duration option at max() an
     }
   }
 }
+
+namespace {
+
+struct breaker_policies : failover::testing::fake_policies {
+  using breaker = failover::circuit_breaker;
+  using budget = failover::retry_budget;
+  using hooks = failover::callback_hooks;
+};
+using breaker_chain =
+    failover::basic_fallback_chain<std::string(const std::string&), breaker_policies>;
+
+failover::error unauthorized() {
+  failover::error e;
+  e.kind = error_kind::unauthorized;
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("deadline review: time held back only for a fallback that can answer") {
+  failover::testing::fake_clock clock;
+  failover::chain_options o;
+  o.deadline = 10s;
+  SECTION("the only fallback's circuit is open: the primary may use all the time") {
+    breaker_chain chain(o);
+    failover::testing::use_fake_time(chain, clock);
+    failover::circuit_breaker b;
+    model_log primary, backup;
+    int calls = 0;
+    chain.add(
+        "primary",
+        [&](const failover::attempt_context& ctx, const std::string&) -> answer {
+          primary.remaining.push_back(ctx.remaining);
+          clock.advance(5ms);
+          return ++calls <= 3 ? answer(failover::failure::http(503)) : answer("ok");
+        },
+        role::standard, attempts(5), exact(1s));
+    chain.add("backup", answering(clock, "b", backup));
+    chain.set_breaker(b);
+    b.on_failure(b.resolve("backup"), clock.now(), unauthorized(), false);  // opens at once
+    const auto r = chain.run("q");
+    REQUIRE(r.has_value());
+    CHECK(r.served_by() == "primary");  // at about 7s; with half the time kept back it failed
+    REQUIRE_FALSE(primary.remaining.empty());
+    CHECK(primary.remaining[0] == std::optional<duration>(10s));
+  }
+  SECTION("the attempt cap leaves no room for a fallback: nothing is held back") {
+    o.max_total_attempts = 1;
+    chain_t chain(o);
+    failover::testing::use_fake_time(chain, clock);
+    model_log primary, backup;
+    chain.add("primary", hanging(clock, primary));
+    chain.add("backup", answering(clock, "b", backup));
+    (void)chain.run("q");
+    CHECK(primary.remaining == std::vector<std::optional<duration>>{10s});
+  }
+  SECTION("a first model skipped, the next one's share rounds to nothing: one outcome, no crash") {
+    breaker_chain chain;
+    failover::testing::use_fake_time(chain, clock);
+    failover::circuit_breaker b;
+    model_log a, bb, c;
+    chain.add("a", answering(clock, "a", a));
+    chain.add("b", answering(clock, "b", bb));
+    chain.add("c", answering(clock, "c", c));
+    chain.set_breaker(b);
+    b.on_failure(b.resolve("a"), clock.now(), unauthorized(), false);
+    failover::call_options call;
+    call.deadline = duration(1);  // 1 ns
+    const auto r = chain.run_with(call, "q");
+    CHECK(r.stop() != stop_reason::none);
+    CHECK(r.has_value() == (r.stop() == stop_reason::succeeded));
+  }
+  SECTION("a share of a huge deadline never overflows") {
+    o.deadline = duration::max();
+    o.fallback_reserve = 1e-20;
+    chain_t chain(o);
+    failover::testing::use_fake_time(chain, clock);
+    model_log primary, backup;
+    chain.add("primary", answering(clock, "p", primary));
+    chain.add("backup", answering(clock, "b", backup));
+    REQUIRE(chain.run("q").has_value());
+    REQUIRE(primary.remaining[0].has_value());
+    CHECK(*primary.remaining[0] > duration::zero());
+  }
+}
+
+TEST_CASE("deadline review: the hooks, the budget and the trace agree with what happened") {
+  failover::testing::fake_clock clock;
+  failover::chain_options o;
+  o.deadline = 10s;
+  breaker_chain chain(o);
+  failover::testing::use_fake_time(chain, clock);
+  failover::retry_budget budget;
+  chain.budget() = budget;
+  std::vector<std::optional<duration>> hook_saw;
+  chain.hooks().attempt_start = [&](const failover::attempt_started& e) {
+    hook_saw.push_back(e.remaining);
+  };
+  model_log primary, backup;
+  chain.add("primary", answering(clock, "p", primary));
+  chain.add("backup", answering(clock, "b", backup));
+
+  SECTION("the first attempt's hook is told the attempt's own share") {
+    REQUIRE(chain.run("q").has_value());
+    CHECK(hook_saw == primary.remaining);
+  }
+  SECTION("a call cancelled before it starts is no first attempt") {
+    failover::cancel_source cancel;
+    cancel.cancel();
+    failover::call_options call;
+    call.token = cancel.token();
+    CHECK(chain.run_with(call, "q").stop() == stop_reason::cancelled);
+    CHECK(budget.snapshot().first_attempts == 0);
+  }
+  SECTION("start() twice and end_with_exception() after done change nothing") {
+    failover::call_options call;
+    auto m = chain.begin_call(call);
+    using action = decltype(m)::action;
+    REQUIRE(m.start() == action::attempt);
+    CHECK(m.start() == action::attempt);  // misuse: the same turn, nothing added
+    REQUIRE(m.attempted(answer("x")) == action::done);
+    CHECK(m.end_with_exception("a timer", nullptr) == action::done);
+    const auto r = std::move(m).take();
+    REQUIRE(r.has_value());
+    CHECK(r.trace().size() == 1);
+    CHECK(budget.snapshot().first_attempts == 1);
+  }
+}
+
+TEST_CASE("deadline review: a clock stepping back gives no more time than the deadline") {
+  failover::testing::fake_clock clock;
+  failover::chain_options o;
+  o.deadline = 10s;
+  chain_t chain(o);
+  failover::testing::use_fake_time(chain, clock);
+  std::vector<std::optional<duration>> seen;
+  int calls = 0;
+  chain.add(
+      "only",
+      [&](const failover::attempt_context& ctx, const std::string&) -> answer {
+        seen.push_back(ctx.remaining);
+        clock.advance(-std::chrono::minutes(55));
+        return ++calls < 3 ? answer(failover::failure::http(503)) : answer("ok");
+      },
+      role::standard, attempts(5), exact(1ms));
+  REQUIRE(chain.run("q").has_value());
+  for (const auto& s : seen) CHECK((s && *s <= 10s));
+}
+
+TEST_CASE("deadline review: a late wake-up is recorded as the reason the model gave up") {
+  // A sleeper that oversleeps: each wait takes five times as long as asked.
+  struct late_sleeper {
+    failover::testing::fake_clock clock;
+    bool sleep_for(duration d, const failover::cancel_token&) const {
+      clock.advance(5 * d);
+      return true;
+    }
+  };
+  struct late_policies : failover::testing::fake_policies {
+    using sleeper = late_sleeper;
+  };
+  failover::testing::fake_clock clock;
+  failover::chain_options o;
+  o.deadline = 10s;
+  failover::basic_fallback_chain<std::string(const std::string&), late_policies> chain(o);
+  chain.clock() = clock;
+  chain.sleeper() = late_sleeper{clock};
+  model_log primary, backup;
+  chain.add("primary", failing_after(clock, failover::failure::http(503), 5ms, primary),
+            role::standard, attempts(10), exact(1s));
+  chain.add("backup", answering(clock, "ok", backup));
+  const auto r = chain.run("q");
+  REQUIRE(r.has_value());
+  CHECK(r.served_by() == "backup");
+  // The primary's last record waited 1s (slept 5s, past its 5s share): it says why it gave up.
+  const auto& a = r.trace().attempts();
+  REQUIRE(a.size() == 2);
+  CHECK(a[0].stop == stop_reason::wait_past_deadline);
+  CHECK(fmt::format("{}", r.trace()).find("gave up on primary") != std::string::npos);
+}
+
+TEST_CASE("deadline review: a trace's sums saturate") {
+  failover::trace t;
+  for (int i = 0; i < 3; ++i) {
+    auto& rec = t.add("m", std::uint16_t{0}, role::standard, i + 1, duration::max());
+    rec.wait = duration::max();
+    rec.elapsed = duration::max();
+  }
+  CHECK(t.total_wait() == duration::max());
+  CHECK(t.elapsed() == duration::max());
+}
