@@ -481,7 +481,13 @@ TEST_CASE("the chain deadline: no request after it, and a slow attempt is cut to
     const result_type r = make_chain(s)->run("q");
     REQUIRE_FALSE(r);
     CHECK(r.error().kind == error_kind::deadline_exceeded);
-    CHECK(r.error().status == 503);  // the last error's facts are kept
+    // The last attempt's facts are kept: its 503, or nothing when the deadline cut that attempt
+    // short (on a loaded machine the last one may start with milliseconds left).
+    const auto& last = r.trace().attempts().back().error();
+    CHECK(r.error().status == last.status);
+    CHECK(r.error().code == last.code);
+    CHECK((last.status == std::optional<int>(503) || last.kind == error_kind::read_timeout ||
+           last.kind == error_kind::connect_timeout || last.kind == error_kind::connection_error));
     const auto seen = mock.requests();
     REQUIRE(seen.size() >= 2);
     // No attempt starts after the deadline by the library's clock; the server saw none long after.
