@@ -819,3 +819,24 @@ TEST_CASE("classifier: the provider's error code is redacted too", "[classifier]
   const error token = classify(failure::http(400, "bad_token: Zq9hidden42"));
   CHECK_FALSE(contains(token.code, "Zq9hidden42"));
 }
+
+// Found by fuzz/classifier_fuzzer: an Authorization value with no scheme kept its key as "the
+// scheme" and masked only what followed it.
+TEST_CASE("classifier: an Authorization value without a scheme is masked whole",
+          "[classifier][redact]") {
+  for (const char* text : {"Authorization:  sk-Zq94130720009Xwkkk Be",
+                           "AAuthorization: sk-proj-Zq94130720009Xwkkk-more tail",
+                           "Authorization: 0123456789abcdef0123456789abcdef0123456789abcdef"}) {
+    INFO(text);
+    const std::string out = failover::detail::redact(text);
+    CHECK_FALSE(contains(out, "Zq94130720009Xwkkk"));
+    CHECK_FALSE(contains(out, "0123456789abcdef0123"));
+    CHECK(contains(out, "[redacted]"));
+  }
+  // A marker where the scheme would be masks what is assigned to it (also found by fuzzing).
+  CHECK(failover::detail::redact("Authorization: password = Zq9537013550Xwkkkk") ==
+        "Authorization: password = [redacted]");
+  // A real scheme is still kept, and only its credential masked.
+  CHECK(failover::detail::redact("Authorization: Token abcdef0123456789xyz") ==
+        "Authorization: Token [redacted]");
+}
