@@ -66,6 +66,14 @@ class raw_connection {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
   }
 
+  // Waits (up to `limit`, or until the server stops) without reading a byte: a server that takes
+  // a connection and never reads the request, so a large upload fills the socket's buffers.
+  void stall(std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!stopping_.load() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
   // Waits (up to `limit`) for the client to close, so a script can hold the connection open.
   void hold(std::chrono::milliseconds limit) {
     const auto until = std::chrono::steady_clock::now() + limit;
@@ -82,12 +90,15 @@ class raw_connection {
 };
 
 // Listens on 127.0.0.1 (an ephemeral port) and runs `script` for each connection, one at a time,
-// on its own thread, after reading the request (its headers and a Content-Length body).
+// on its own thread, after reading the request (its headers and a Content-Length body), or at
+// once when the server is made `unread`.
 class raw_server {
  public:
   using script = std::function<void(raw_connection&)>;
+  enum request_reading { read_request_first, unread };
 
-  explicit raw_server(script s) : script_(std::move(s)) {
+  explicit raw_server(script s, request_reading reading = read_request_first)
+      : script_(std::move(s)), reads_request_(reading == read_request_first) {
     fd_ = failover::testing::detail::bound_loopback_socket(port_);
     if (::listen(fd_, 16) != 0) {
       ::close(fd_);
@@ -114,7 +125,7 @@ class raw_server {
       const int c = ::accept(fd_, nullptr, nullptr);
       if (c < 0) continue;
       ++connections_;
-      if (read_request(c)) {
+      if (!reads_request_ || read_request(c)) {
         raw_connection conn(c, stopping_);
         script_(conn);
       }
@@ -151,6 +162,7 @@ class raw_server {
   }
 
   script script_;
+  bool reads_request_ = true;
   int port_ = 0;
   int fd_ = -1;
   std::atomic<bool> stopping_{false};

@@ -6,10 +6,14 @@
 
 #ifndef _WIN32
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #endif
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -67,6 +71,48 @@ inline duration whole_ms(duration d) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d);
   return std::max(duration(ms), duration(std::chrono::milliseconds(1)));
 }
+
+// Keeps SIGPIPE from the calling thread while it lives. cpp-httplib writes without MSG_NOSIGNAL
+// (and OpenSSL's close_notify too), so a write to a socket the watchdog shut down, or the server
+// reset, would end a process that keeps SIGPIPE's default: the signal is blocked for the thread,
+// and one that became pending meanwhile is taken before the old mask returns. One that was
+// pending before is left for the application. The process's disposition is never touched, so
+// other threads are not affected.
+class sigpipe_held {
+ public:
+#ifndef _WIN32
+  sigpipe_held() noexcept {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    was_pending_ = pending();
+    held_ = ::pthread_sigmask(SIG_BLOCK, &pipe_, &old_) == 0;
+  }
+  ~sigpipe_held() {
+    if (!held_) return;
+    if (!was_pending_ && pending()) {
+      const timespec now{0, 0};
+      while (::sigtimedwait(&pipe_, nullptr, &now) < 0 && errno == EINTR) {
+      }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+#endif
+  sigpipe_held(const sigpipe_held&) = delete;
+  sigpipe_held& operator=(const sigpipe_held&) = delete;
+
+ private:
+#ifndef _WIN32
+  static bool pending() noexcept {
+    sigset_t set;
+    sigemptyset(&set);
+    return ::sigpending(&set) == 0 && sigismember(&set, SIGPIPE) == 1;
+  }
+  sigset_t pipe_{};
+  sigset_t old_{};
+  bool was_pending_ = false;
+  bool held_ = false;
+#endif
+};
 
 }  // namespace detail
 
@@ -216,6 +262,7 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   watchdog.add(watch);
   try {
     client.set_socket_options([&](socket_t fd) { watchdog.opened(watch, fd); });
+    const detail::sigpipe_held held;
     ok = client.send(req, res, error);
   } catch (...) {
     client.set_socket_options(nullptr);
