@@ -60,7 +60,7 @@ std::string in_child(std::chrono::milliseconds limit, const std::function<int()>
   return "ended oddly";
 }
 
-[[maybe_unused]] long long ms_since(steady::time_point t) {
+long long ms_since(steady::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
 }
 
@@ -92,4 +92,75 @@ TEST_CASE("an upload the watchdog cuts short does not kill the process with SIGP
     return 0;
   });
   CHECK(ended == "exit 0");
+}
+
+namespace {
+
+// A server that answers at once, and one that drips the status line a byte every 20 ms for far
+// longer than any test waits.
+raw_server::script answers() {
+  return [](raw_connection& c) {
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  };
+}
+raw_server::script drips() {
+  return [](raw_connection& c) { c.drip("HTTP/1.1 200 " + std::string(5000, 'a'), 20ms); };
+}
+
+bool answered(const std::string& base_url) {
+  failover::http::httplib_endpoint endpoint(base_url, {500ms, 3s});
+  const failover::attempt_context ctx;
+  const auto sent = endpoint.post(ctx, "/chat/completions", "{}");
+  return sent && sent.value().status == 200;
+}
+
+// 0 when an attempt against a dripping server ends on its 300 ms deadline, as a read timeout,
+// within a second more; else a code saying what went wrong.
+int ends_on_deadline(const std::string& base_url) {
+  failover::http::httplib_endpoint endpoint(base_url, {500ms, 10s});
+  failover::attempt_context ctx;
+  ctx.remaining = 300ms;
+  const auto start = steady::now();
+  const auto sent = endpoint.post(ctx, "/chat/completions", "{}");
+  if (sent) return 1;
+  if (sent.failure().transport != failover::transport_error::read_timeout) return 2;
+  return ms_since(start) < 300 + 1000 ? 0 : 3;
+}
+
+std::string dripping_url;                 // for the atexit handler below
+constexpr int exited_after_attempt = 20;  // the handler ran, and its attempt ended in time
+void attempt_while_exiting() {
+  const int code = ends_on_deadline(dripping_url);
+  ::_exit(code == 0 ? exited_after_attempt : 10 + code);
+}
+
+}  // namespace
+
+TEST_CASE("a forked child's attempts are watched, and the child exits") {
+  raw_server quick(answers());
+  raw_server slow(drips());
+  REQUIRE(answered(quick.base_url()));  // the parent's watchdog thread runs now
+  // The child has the parent's watchdog in memory but not its thread: it needs its own.
+  CHECK(in_child(
+            5s, [&] { return ends_on_deadline(slow.base_url()); },
+            /*run_exit_handlers=*/true) == "exit 0");
+  CHECK(answered(quick.base_url()));  // and the parent's still serves it
+}
+
+TEST_CASE("the shared watchdog outlives the process's static destructors") {
+  raw_server quick(answers());
+  raw_server slow(drips());
+  dripping_url = slow.base_url();
+  // cpp-httplib's own function-local statics (the URL parser's regex) are made here, before
+  // the child registers its handler, so they outlive it; the watchdog is first used after.
+  { const ::httplib::Client warm(quick.base_url()); }
+  CHECK(in_child(
+            5s,
+            [&] {
+              // Registered before the watchdog exists, so it runs after any static made later
+              // is destroyed: an attempt made there must still end on its deadline.
+              std::atexit(attempt_while_exiting);
+              return answered(quick.base_url()) ? 0 : 1;
+            },
+            /*run_exit_handlers=*/true) == "exit " + std::to_string(exited_after_attempt));
 }

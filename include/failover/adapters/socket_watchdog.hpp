@@ -11,6 +11,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -236,10 +237,45 @@ class socket_watchdog {
   std::thread thread_;
 };
 
-// The watchdog the adapters share: one thread for the whole process, started when needed.
+namespace detail {
+
+inline long process_id() noexcept {
+#ifndef _WIN32
+  return static_cast<long>(::getpid());
+#else
+  return 0;
+#endif
+}
+
+// The shared watchdog of one process. Never destroyed: an attempt on another thread, or in an
+// atexit handler, may still use it while the process exits, and joining its thread there would
+// wait for nothing useful. A forked child makes its own (the parent's thread does not exist in
+// the child, and its mutex may have been held at the fork); the parent's copy is kept reachable
+// through `before` and never touched.
+struct shared_watchdog {
+  shared_watchdog(shared_watchdog* parents, long pid) : before(parents), owner(pid) {}
+  shared_watchdog* before;
+  long owner;
+  socket_watchdog watchdog;
+};
+
+}  // namespace detail
+
+// The watchdog the adapters share: one thread for the whole process (a forked child gets its
+// own), started when needed, left running at exit.
 inline socket_watchdog& shared_socket_watchdog() {
-  static socket_watchdog watchdog;
-  return watchdog;
+  // Constant-initialized: no guard that a fork could leave locked.
+  static std::atomic<detail::shared_watchdog*> current{nullptr};
+  const long self = detail::process_id();
+  detail::shared_watchdog* seen = current.load(std::memory_order_acquire);
+  while (seen == nullptr || seen->owner != self) {
+    auto* fresh = new detail::shared_watchdog(seen, self);  // leaked on purpose, see above
+    if (current.compare_exchange_strong(seen, fresh, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      return fresh->watchdog;
+    delete fresh;  // never used (no thread); another thread was first and `seen` is its one
+  }
+  return seen->watchdog;
 }
 
 }  // namespace failover::http
