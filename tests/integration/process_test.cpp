@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <new>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "catch.hpp"
@@ -22,6 +24,26 @@ using namespace std::chrono_literals;
 using itest::raw_connection;
 using itest::raw_server;
 using steady = std::chrono::steady_clock;
+
+namespace {
+
+// The calling thread's n-th allocation from now fails (0: none fails): see operator new below.
+thread_local int failing_allocation = 0;
+
+}  // namespace
+
+// Counts down `failing_allocation`; array and nothrow forms come through here too.
+void* operator new(std::size_t size) {
+  if (failing_allocation > 0 && --failing_allocation == 0) throw std::bad_alloc();
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
 
 namespace {
 
@@ -163,4 +185,40 @@ TEST_CASE("the shared watchdog outlives the process's static destructors") {
               return answered(quick.base_url()) ? 0 : 1;
             },
             /*run_exit_handlers=*/true) == "exit " + std::to_string(exited_after_attempt));
+}
+
+TEST_CASE("a watch whose add() throws is not left in the watchdog's list") {
+  using failover::http::socket_watch;
+  using failover::http::watch_verdict;
+  // Each allocation add() makes (starting the thread, growing the list) fails in turn.
+  for (int n = 1; n <= 4; ++n) {
+    INFO("allocation " << n << " fails");
+    failover::http::socket_watchdog watchdog;
+    socket_watch w;
+    w.expiry = steady::now() - 1s;  // were it watched, the first look would give it a verdict
+    bool threw = false;
+    failing_allocation = n;
+    try {
+      watchdog.add(w);
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    } catch (const std::system_error&) {
+      threw = true;
+    }
+    failing_allocation = 0;
+    if (!threw) {
+      watchdog.remove(w);
+      continue;
+    }
+    // Another watch, added as it should be, shows when the watchdog has looked at its list.
+    socket_watch probe;
+    probe.expiry = steady::now() - 1s;
+    watchdog.add(probe);
+    const auto until = steady::now() + 5s;
+    while (watchdog.remove(probe).verdict == watch_verdict::none && steady::now() < until) {
+      std::this_thread::sleep_for(5ms);
+      watchdog.add(probe);
+    }
+    CHECK(watchdog.remove(w).verdict == watch_verdict::none);
+  }
 }

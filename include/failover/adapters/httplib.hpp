@@ -259,8 +259,8 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
     const long long read = detail::bytes_read_from(watch.reused_fd);
     watch.reused_baseline = read > 0 ? static_cast<std::uint64_t>(read) : 0;
   }
-  watchdog.add(watch);
   try {
+    watchdog.add(watch);  // inside: remove() below closes the dup when add() throws
     client.set_socket_options([&](socket_t fd) { watchdog.opened(watch, fd); });
     const detail::sigpipe_held held;
     ok = client.send(req, res, error);

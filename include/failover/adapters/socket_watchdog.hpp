@@ -127,12 +127,15 @@ class socket_watchdog {
     if (thread_.joinable()) thread_.join();
   }
 
-  // Starts watching `w` (its expiry, ctx and header limit set, `reused_fd` already a dup).
+  // Starts watching `w` (its expiry, ctx and header limit set, `reused_fd` already a dup). When
+  // it throws (no thread, no memory), `w` is not watched, and the caller still owns its dups.
   void add(socket_watch& w) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      watches_.push_back(&w);
+      // The thread first: were it to fail after the insert, the list would keep a pointer into
+      // the caller's frame after the caller has gone.
       if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      watches_.push_back(&w);
     }
     wake_.notify_all();
   }
