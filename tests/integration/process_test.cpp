@@ -2,6 +2,9 @@
 // binary never makes an httplib::Server (which ignores SIGPIPE for the whole process), and each
 // case runs its attempts in a forked child whose exit status the parent judges.
 #include <failover/adapters/httplib.hpp>
+#if defined(FAILOVER_TEST_CURL)
+#include <failover/adapters/curl.hpp>
+#endif
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -27,13 +30,16 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-// The calling thread's n-th allocation from now fails (0: none fails): see operator new below.
+// The calling thread's n-th allocation from now fails (0: none fails), and how many it made:
+// see operator new below.
 thread_local int failing_allocation = 0;
+thread_local long allocations = 0;
 
 }  // namespace
 
 // Counts down `failing_allocation`; array and nothrow forms come through here too.
 void* operator new(std::size_t size) {
+  ++allocations;
   if (failing_allocation > 0 && --failing_allocation == 0) throw std::bad_alloc();
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
@@ -222,3 +228,48 @@ TEST_CASE("a watch whose add() throws is not left in the watchdog's list") {
     CHECK(watchdog.remove(w).verdict == watch_verdict::none);
   }
 }
+
+#if defined(FAILOVER_TEST_CURL)
+TEST_CASE("curl: an allocation failing in a callback is rethrown, and the handle is not reused") {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  // Headers and a 256 KiB body in pieces: the header and body callbacks run many times, and
+  // the body grows (allocates) as it comes.
+  raw_server server([](raw_connection& c) {
+    if (!c.send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-One: 1\r\n"
+                "Content-Length: 262144\r\nConnection: close\r\n\r\n"))
+      return;
+    for (int i = 0; i < 16 && c.send(std::string(16 << 10, 'b'));) ++i;
+  });
+  auto post = [&](failover::http::curl_endpoint& endpoint) {
+    const failover::attempt_context ctx;
+    return endpoint.post(ctx, "/chat/completions", "{}");
+  };
+  long needed = 0;  // allocations of one whole attempt
+  {
+    failover::http::curl_endpoint endpoint(server.base_url(), {500ms, 5s});
+    const long before = allocations;
+    REQUIRE(post(endpoint));
+    needed = allocations - before;
+  }
+  int thrown = 0;
+  for (long n = 1; n <= needed; ++n) {
+    INFO("allocation " << n << " of " << needed << " fails");
+    failover::http::curl_endpoint endpoint(server.base_url(), {500ms, 5s});
+    failing_allocation = static_cast<int>(n);
+    bool threw = false;
+    try {
+      static_cast<void>(post(endpoint));
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+    failing_allocation = 0;
+    if (!threw) continue;
+    ++thrown;
+    CHECK(endpoint.handles() == 0);  // the handle of the broken transfer was not kept
+    const auto again = post(endpoint);
+    REQUIRE(again);
+    CHECK(again.value().body.size() == std::size_t{262144});
+  }
+  CHECK(thrown > 0);
+}
+#endif
