@@ -410,3 +410,31 @@ TEST_CASE("timeouts of duration::max() wait as long as a client can, not at all"
     CHECK(failover::http::attempt_budget(ctx, forever) == failover::http::max_client_timeout);
   }
 }
+
+TEST_CASE("an endless chunk-size line stops at the body's bound, not at the deadline") {
+  // After the headers, digits without a line end: cpp-httplib keeps the line in a buffer of its
+  // own that the content receiver never sees. (A short deadline keeps a client that does not
+  // bound it from taking much memory before it ends.)
+  raw_server server([](raw_connection& c) {
+    if (c.send(ok_head + "Transfer-Encoding: chunked\r\n\r\n"))
+      c.repeat(std::string(64 << 10, '1'));
+  });
+  limits small;
+  small.max_body = 1 << 20;
+  for (client c : clients()) {
+    INFO(name_of(c));
+    failover::attempt_context ctx;
+    ctx.remaining = 3s;
+    const auto start = steady::now();
+    const auto sent = send_once(c, server.base_url(), ctx, {500ms, 20s}, small);
+    REQUIRE_FALSE(sent);
+    // libcurl refuses a chunk size of more than 16 hex digits itself (a failed receive).
+    if (c == client::httplib) {
+      CHECK(sent.failure().kind == error_kind::invalid_response);
+      CHECK(sent.failure().message ==
+            "response body exceeds the 1 MiB limit (http::limits::max_body)");
+    }
+    INFO(sent.failure().message);
+    CHECK(ms_since(start) < 3000);
+  }
+}

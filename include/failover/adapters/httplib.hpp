@@ -116,6 +116,19 @@ class sigpipe_held {
 
 }  // namespace detail
 
+// The most one httplib attempt may read from its socket, after which the watchdog ends it as a
+// body over the limit: the headers, the body, and as much again as the body for its framing (a
+// chunk-size line per chunk; an event stream of small chunks carries a few bytes for each),
+// plus the read-ahead slack. A sum that saturates.
+inline std::uint64_t response_ceiling(const limits& bounds) noexcept {
+  const std::uint64_t most = ~std::uint64_t{0};
+  const std::uint64_t parts[] = {bounds.max_headers, bounds.max_body, bounds.max_body,
+                                 socket_watchdog::header_slack};
+  std::uint64_t sum = 0;
+  for (const std::uint64_t p : parts) sum = p > most - sum ? most : sum + p;
+  return sum;
+}
+
 // The failure for a failed exchange. Messages name the host at most, never a header or a URL.
 inline failure httplib_failure(const httplib_exchange& x) {
   using ::httplib::Error;
@@ -217,6 +230,7 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   watch.expiry = start + budget;
   watch.ctx = &ctx;
   watch.max_header_bytes = bounds.max_headers;
+  watch.max_response_bytes = response_ceiling(bounds);
 
   auto alive = [&]() -> bool {
     last = clock::now();
@@ -277,6 +291,7 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
     x.unconnected = !seen.connected;
   }
   if (seen.verdict == watch_verdict::headers_over) x.headers_over = true;
+  if (seen.verdict == watch_verdict::body_over) x.body_over = true;
   // A verdict fails the attempt even when httplib saw success: the shutdown ends a body without
   // a length the way the server's own close would, and what came is not all there is.
   if (!ok || seen.verdict != watch_verdict::none) {

@@ -25,7 +25,7 @@
 namespace failover::http {
 
 // Why the watchdog ended an attempt.
-enum class watch_verdict : std::uint8_t { none, cancelled, over_budget, headers_over };
+enum class watch_verdict : std::uint8_t { none, cancelled, over_budget, headers_over, body_over };
 
 // One attempt under watch: filled in by the attempt, read by the watchdog under its lock. The
 // attempt adds it before it sends and removes it before it returns, so every pointer stays good.
@@ -33,7 +33,11 @@ struct socket_watch {
   std::chrono::steady_clock::time_point expiry;  // the attempt's budget ends here
   const attempt_context* ctx = nullptr;          // for its cancel token
   std::uint64_t max_header_bytes = 0;            // 0: headers are not counted
-  // Set by the attempt when the response headers are in (the count stops there).
+  // 0: not counted. Else the most the whole response may read from the socket, framing and
+  // all: after the headers, bytes the client keeps out of the body's sight (an endless
+  // chunk-size line) are bounded only here.
+  std::uint64_t max_response_bytes = 0;
+  // Set by the attempt when the response headers are in (the header count stops there).
   bool headers_done = false;
   // Set by the watchdog, final once not none.
   watch_verdict verdict = watch_verdict::none;
@@ -195,6 +199,10 @@ class socket_watchdog {
         const long long n = read_so_far(w);
         if (n > 0 && static_cast<std::uint64_t>(n) > w.max_header_bytes + header_slack)
           w.verdict = watch_verdict::headers_over;
+      } else if (w.max_response_bytes > 0 && w.headers_done) {
+        const long long n = read_so_far(w);
+        if (n > 0 && static_cast<std::uint64_t>(n) > w.max_response_bytes)
+          w.verdict = watch_verdict::body_over;
       }
       if (w.verdict != watch_verdict::none)
         w.connected = detail::is_connected(w.fresh_fd >= 0 ? w.fresh_fd : w.reused_fd);
@@ -209,7 +217,7 @@ class socket_watchdog {
   static bool needs_ticks(const socket_watch& w) noexcept {
     return w.verdict != watch_verdict::none ||
            (w.ctx != nullptr && w.ctx->cancel != nullptr && w.ctx->cancel->can_be_cancelled()) ||
-           (w.max_header_bytes > 0 && !w.headers_done);
+           (w.max_header_bytes > 0 && !w.headers_done) || w.max_response_bytes > 0;
   }
 
   void run() {
