@@ -6,7 +6,9 @@
 #include <failover/adapters/curl.hpp>
 #endif
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -273,3 +275,32 @@ TEST_CASE("curl: an allocation failing in a callback is rethrown, and the handle
   CHECK(thrown > 0);
 }
 #endif
+
+TEST_CASE("an attempt whose socket cannot be watched fails at once, naming the cause") {
+  raw_server slow(drips());
+  const std::string ended = in_child(5s, [&] {
+    // Every descriptor but one taken: the client's socket gets the last, its dup none.
+    rlimit few{64, 64};
+    if (::setrlimit(RLIMIT_NOFILE, &few) != 0) return 1;
+    int last = -1;
+    while (true) {
+      const int fd = ::open("/dev/null", O_RDONLY);
+      if (fd < 0) break;
+      last = fd;
+    }
+    if (last < 0) return 1;
+    ::close(last);
+    failover::http::httplib_endpoint endpoint(slow.base_url(), {500ms, 10s});
+    failover::attempt_context ctx;
+    ctx.remaining = 300ms;
+    const auto start = steady::now();
+    const auto sent = endpoint.post(ctx, "/chat/completions", "{}");
+    if (sent) return 2;
+    if (sent.failure().transport != failover::transport_error::other) return 3;
+    if (sent.failure().message.find("could not be watched (dup: Too many open files)") ==
+        std::string::npos)
+      return 4;
+    return ms_since(start) < 300 ? 0 : 5;  // at once: not at the deadline, nor past it
+  });
+  CHECK(ended == "exit 0");
+}

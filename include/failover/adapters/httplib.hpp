@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 
 #include "failover/adapters/http.hpp"
@@ -127,6 +128,15 @@ inline std::uint64_t response_ceiling(const limits& bounds) noexcept {
   std::uint64_t sum = 0;
   for (const std::uint64_t p : parts) sum = p > most - sum ? most : sum + p;
   return sum;
+}
+
+// The failure for an attempt the watchdog could not watch: no descriptor for its dup. Nothing
+// was sent; transient, as descriptors may come free.
+inline failure httplib_unwatched(int error, const std::string& host) {
+  return failure::of(
+      transport_error::other,
+      "the connection could not be watched (dup: " + std::generic_category().message(error) + ")" +
+          (host.empty() ? std::string() : " (" + host + ")") + "; nothing was sent");
 }
 
 // The failure for a failed exchange. Messages name the host at most, never a header or a URL.
@@ -270,6 +280,8 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   bool ok = false;
   if (client.is_socket_open()) {  // a kept-alive connection this attempt may reuse
     watch.reused_fd = detail::dup_socket(client.socket());
+    // Fail closed: an attempt the watchdog cannot end could outlive the call's deadline.
+    if (watch.reused_fd < 0) return httplib_unwatched(errno != 0 ? errno : EBADF, host);
     const long long read = detail::bytes_read_from(watch.reused_fd);
     watch.reused_baseline = read > 0 ? static_cast<std::uint64_t>(read) : 0;
   }
@@ -285,6 +297,7 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   }
   client.set_socket_options(nullptr);  // the hook points into this call
   const socket_watchdog::summary seen = watchdog.remove(watch);
+  if (seen.dup_error != 0) return httplib_unwatched(seen.dup_error, host);
   if (seen.verdict == watch_verdict::cancelled) x.cancelled = true;
   if (seen.verdict == watch_verdict::over_budget) {
     x.over_budget = true;

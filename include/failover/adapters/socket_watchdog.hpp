@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -42,6 +43,9 @@ struct socket_watch {
   // Set by the watchdog, final once not none.
   watch_verdict verdict = watch_verdict::none;
   bool connected = false;  // when the verdict came: was the connection made?
+  // errno of a dup of the attempt's socket that failed (too many open files): the socket was
+  // shut down at once, since the watchdog could not end it later.
+  int dup_error = 0;
 
   // Our own descriptors (dups) of the attempt's sockets: the one it opened, and a kept-alive one
   // it may reuse. A dup stays valid until we close it, so a shutdown can never reach a socket
@@ -146,9 +150,17 @@ class socket_watchdog {
 
   // The attempt opened a socket (the client's socket-options hook, before it connects): keeps a
   // dup of it; one opened earlier in the same attempt (another address) is let go.
+  // When no dup can be made, the attempt fails closed: the client's socket is shut down before
+  // it connects (nothing is sent) and `dup_error` says why.
   void opened(socket_watch& w, int client_fd) noexcept {
     int fd = detail::dup_socket(client_fd);
+    const int error = fd < 0 ? errno : 0;
     std::lock_guard<std::mutex> lock(mutex_);
+    if (fd < 0 && client_fd >= 0) {
+      w.dup_error = error != 0 ? error : EBADF;
+      detail::shut(client_fd);  // still the client's own socket: this runs inside its hook
+      return;
+    }
     std::swap(fd, w.fresh_fd);
     detail::close_socket(fd);
     if (w.verdict != watch_verdict::none) detail::shut(w.fresh_fd);
@@ -164,6 +176,7 @@ class socket_watchdog {
   struct summary {
     watch_verdict verdict = watch_verdict::none;
     bool connected = false;     // at the verdict (when there was one)
+    int dup_error = 0;          // see socket_watch::dup_error
     long long bytes_read = -1;  // from this attempt's connection; -1 when unknown
   };
 
@@ -174,6 +187,7 @@ class socket_watchdog {
     summary s;
     s.verdict = w.verdict;
     s.connected = w.connected;
+    s.dup_error = w.dup_error;
     s.bytes_read = read_so_far(w);
     detail::close_socket(w.fresh_fd);
     detail::close_socket(w.reused_fd);
