@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <functional>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -116,6 +117,11 @@ class raw_server {
 
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
   int connections() const { return connections_.load(); }
+  // The request line and headers last read (when the server reads requests).
+  std::string last_request() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_request_;
+  }
 
  private:
   void serve() {
@@ -152,6 +158,10 @@ class raw_server {
         if (end == std::string::npos) continue;
         body_start = end + 4;
         std::string head = in.substr(0, end);
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          last_request_ = head;
+        }
         for (auto& ch : head)
           if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
         const std::size_t at = head.find("content-length:");
@@ -167,6 +177,8 @@ class raw_server {
   int fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
+  mutable std::mutex mutex_;
+  std::string last_request_;
   std::thread thread_;
 };
 

@@ -438,3 +438,34 @@ TEST_CASE("an endless chunk-size line stops at the body's bound, not at the dead
     CHECK(ms_since(start) < 3000);
   }
 }
+
+#if defined(FAILOVER_TEST_CURL)
+TEST_CASE("curl_post leaves the handle a GET without a body, for the caller's next transfer") {
+  raw_server server([](raw_connection& c) {
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  });
+  CURL* easy = curl_easy_init();
+  REQUIRE(easy != nullptr);
+  const failover::attempt_context ctx;
+  const std::string url = server.base_url() + "/chat/completions";
+  REQUIRE(failover::http::curl_post(easy, ctx, url, R"({"model":"m"})"));
+  CHECK(server.last_request().rfind("POST ", 0) == 0);
+  // The caller's own transfer on the same handle: only what it sets, and no leftover body.
+  std::string got;
+  curl_easy_setopt(easy, CURLOPT_URL, (server.base_url() + "/models").c_str());
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 3000L);
+  curl_easy_setopt(
+      easy, CURLOPT_WRITEFUNCTION,
+      +[](char* data, std::size_t size, std::size_t n, void* user) -> std::size_t {
+        static_cast<std::string*>(user)->append(data, size * n);
+        return size * n;
+      });
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &got);
+  CHECK(curl_easy_perform(easy) == CURLE_OK);
+  CHECK(got == "{}");
+  const std::string head = server.last_request();
+  CHECK(head.rfind("GET /v1/models ", 0) == 0);
+  CHECK(head.find("Content-Length") == std::string::npos);
+  curl_easy_cleanup(easy);
+}
+#endif

@@ -203,10 +203,12 @@ struct slist_deleter {
 // POSTs `body` to `url` on `easy` (a handle you keep, so connections are reused): the connect
 // timeout and the whole transfer's limit come from this attempt, never past the call's deadline,
 // cancellation is honoured during the transfer, and the response is held to `bounds`. `headers`
-// are "Name: value" lines. Options this sets are cleared again afterwards, so the handle holds no
-// pointer into this call. An exception in a callback (no memory for the body) aborts the transfer
-// and is rethrown once the options are cleared; it never passes through libcurl. One handle
-// serves one transfer at a time: to share across threads, use curl_endpoint below.
+// are "Name: value" lines. Afterwards the handle holds no pointer into this call: the headers,
+// the body and the callbacks are cleared (to libcurl's defaults, not to options you had set) and
+// the method is GET again; the URL, the timeouts and NOSIGNAL stay as this call set them. An
+// exception in a callback (no memory for the body) aborts the transfer and is rethrown once the
+// options are cleared; it never passes through libcurl. One handle serves one transfer at a time:
+// to share across threads, use curl_endpoint below.
 inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const std::string& url,
                                    const std::string& body,
                                    const std::vector<std::string>& headers = {},
@@ -273,6 +275,8 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
   curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &x.os_errno);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, static_cast<const char*>(nullptr));
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t{-1});
+  curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);  // the method back to GET: no POST without a body
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, static_cast<curl_write_callback>(nullptr));
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, static_cast<void*>(nullptr));
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, static_cast<curl_write_callback>(nullptr));
