@@ -469,3 +469,27 @@ TEST_CASE("curl_post leaves the handle a GET without a body, for the caller's ne
   curl_easy_cleanup(easy);
 }
 #endif
+
+TEST_CASE("an unsafe request header is named by its token characters only, never its value") {
+  raw_server server([](raw_connection& c) {
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  });
+  const failover::attempt_context ctx;
+  failover::http::httplib_endpoint h(server.base_url());
+  // A name holding a line break and a key after it: only the token before the break is quoted.
+  const auto named = h.post(ctx, "/chat/completions", "{}", {{"X-Key\r\nsk-secret-abc", "v"}});
+  REQUIRE_FALSE(named);
+  CHECK(named.failure().message.find("'X-Key'") != std::string::npos);
+  CHECK(named.failure().message.find("secret") == std::string::npos);
+  CHECK(named.failure().message.find('\r') == std::string::npos);
+#if defined(FAILOVER_TEST_CURL)
+  failover::http::curl_endpoint c(server.base_url());
+  // A curl header line with no ':' is all value (a key pasted alone): it has no name to quote.
+  const auto unnamed = c.post(ctx, "/chat/completions", "{}", {"sk-secret-abc-0123456789\r\n"});
+  REQUIRE_FALSE(unnamed);
+  CHECK(unnamed.failure().message.find("(unnamed header)") != std::string::npos);
+  CHECK(unnamed.failure().message.find("secret") == std::string::npos);
+  CHECK(unnamed.failure().message.find('\n') == std::string::npos);
+#endif
+  CHECK(server.connections() == 0);
+}

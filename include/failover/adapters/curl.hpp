@@ -217,8 +217,11 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
                                    const limits& bounds = {}) {
   if (easy == nullptr) throw std::invalid_argument("failover::http::curl_post: easy is null");
   bounds.validate();
-  for (const auto& h : headers)
-    if (!header_safe(h)) return unsafe_header(std::string_view(h).substr(0, h.find(':')));
+  for (const auto& h : headers)  // a line with no ':' is all value: it has no name to quote
+    if (!header_safe(h))
+      return unsafe_header(h.find(':') == std::string::npos
+                               ? std::string_view()
+                               : std::string_view(h).substr(0, h.find(':')));
   const timeouts t = attempt_timeouts(ctx, wanted);
   curl_exchange x;
   x.connect_timeout = t.connect;
