@@ -111,11 +111,12 @@ inline void shut(int fd) noexcept {
 
 }  // namespace detail
 
-// Watches attempts: at its expiry, on its token, or when the server has sent more header bytes
-// than allowed, an attempt's sockets are shut down, which ends whatever the client was waiting
-// for (connecting, the status line, headers, a body byte). One thread, started with the first
-// attempt and asleep while none is in flight; it wakes every `tick` while an attempt can be
-// cancelled or is waiting for its headers (a token cannot wake it), else at the next expiry.
+// Watches attempts: at its expiry, on its token, or when the server has sent more header (or
+// response) bytes than allowed, an attempt's sockets are shut down, which ends whatever the
+// client was waiting for (connecting, the status line, headers, a body byte). One thread,
+// started with the first attempt and asleep while none is in flight; it wakes every `tick`
+// while an attempt can be cancelled or has its bytes counted (a token cannot wake it), else at
+// the next expiry.
 class socket_watchdog {
  public:
   static constexpr std::chrono::milliseconds tick{5};
