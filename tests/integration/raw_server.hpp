@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <functional>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -66,6 +67,14 @@ class raw_connection {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
   }
 
+  // Waits (up to `limit`, or until the server stops) without reading a byte: a server that takes
+  // a connection and never reads the request, so a large upload fills the socket's buffers.
+  void stall(std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!stopping_.load() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
   // Waits (up to `limit`) for the client to close, so a script can hold the connection open.
   void hold(std::chrono::milliseconds limit) {
     const auto until = std::chrono::steady_clock::now() + limit;
@@ -82,12 +91,15 @@ class raw_connection {
 };
 
 // Listens on 127.0.0.1 (an ephemeral port) and runs `script` for each connection, one at a time,
-// on its own thread, after reading the request (its headers and a Content-Length body).
+// on its own thread, after reading the request (its headers and a Content-Length body), or at
+// once when the server is made `unread`.
 class raw_server {
  public:
   using script = std::function<void(raw_connection&)>;
+  enum request_reading { read_request_first, unread };
 
-  explicit raw_server(script s) : script_(std::move(s)) {
+  explicit raw_server(script s, request_reading reading = read_request_first)
+      : script_(std::move(s)), reads_request_(reading == read_request_first) {
     fd_ = failover::testing::detail::bound_loopback_socket(port_);
     if (::listen(fd_, 16) != 0) {
       ::close(fd_);
@@ -105,6 +117,11 @@ class raw_server {
 
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
   int connections() const { return connections_.load(); }
+  // The request line and headers last read (when the server reads requests).
+  std::string last_request() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_request_;
+  }
 
  private:
   void serve() {
@@ -114,7 +131,7 @@ class raw_server {
       const int c = ::accept(fd_, nullptr, nullptr);
       if (c < 0) continue;
       ++connections_;
-      if (read_request(c)) {
+      if (!reads_request_ || read_request(c)) {
         raw_connection conn(c, stopping_);
         script_(conn);
       }
@@ -141,6 +158,10 @@ class raw_server {
         if (end == std::string::npos) continue;
         body_start = end + 4;
         std::string head = in.substr(0, end);
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          last_request_ = head;
+        }
         for (auto& ch : head)
           if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
         const std::size_t at = head.find("content-length:");
@@ -151,10 +172,13 @@ class raw_server {
   }
 
   script script_;
+  bool reads_request_ = true;
   int port_ = 0;
   int fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
+  mutable std::mutex mutex_;
+  std::string last_request_;
   std::thread thread_;
 };
 

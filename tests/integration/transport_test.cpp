@@ -410,3 +410,86 @@ TEST_CASE("timeouts of duration::max() wait as long as a client can, not at all"
     CHECK(failover::http::attempt_budget(ctx, forever) == failover::http::max_client_timeout);
   }
 }
+
+TEST_CASE("an endless chunk-size line stops at the body's bound, not at the deadline") {
+  // After the headers, digits without a line end: cpp-httplib keeps the line in a buffer of its
+  // own that the content receiver never sees. (A short deadline keeps a client that does not
+  // bound it from taking much memory before it ends.)
+  raw_server server([](raw_connection& c) {
+    if (c.send(ok_head + "Transfer-Encoding: chunked\r\n\r\n"))
+      c.repeat(std::string(64 << 10, '1'));
+  });
+  limits small;
+  small.max_body = 1 << 20;
+  for (client c : clients()) {
+    INFO(name_of(c));
+    failover::attempt_context ctx;
+    ctx.remaining = 3s;
+    const auto start = steady::now();
+    const auto sent = send_once(c, server.base_url(), ctx, {500ms, 20s}, small);
+    REQUIRE_FALSE(sent);
+    // libcurl refuses a chunk size of more than 16 hex digits itself (a failed receive).
+    if (c == client::httplib) {
+      CHECK(sent.failure().kind == error_kind::invalid_response);
+      CHECK(sent.failure().message ==
+            "response body exceeds the 1 MiB limit (http::limits::max_body)");
+    }
+    INFO(sent.failure().message);
+    CHECK(ms_since(start) < 3000);
+  }
+}
+
+#if defined(FAILOVER_TEST_CURL)
+TEST_CASE("curl_post leaves the handle a GET without a body, for the caller's next transfer") {
+  raw_server server([](raw_connection& c) {
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  });
+  CURL* easy = curl_easy_init();
+  REQUIRE(easy != nullptr);
+  const failover::attempt_context ctx;
+  const std::string url = server.base_url() + "/chat/completions";
+  REQUIRE(failover::http::curl_post(easy, ctx, url, R"({"model":"m"})"));
+  CHECK(server.last_request().rfind("POST ", 0) == 0);
+  // The caller's own transfer on the same handle: only what it sets, and no leftover body.
+  std::string got;
+  curl_easy_setopt(easy, CURLOPT_URL, (server.base_url() + "/models").c_str());
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 3000L);
+  curl_easy_setopt(
+      easy, CURLOPT_WRITEFUNCTION,
+      +[](char* data, std::size_t size, std::size_t n, void* user) -> std::size_t {
+        static_cast<std::string*>(user)->append(data, size * n);
+        return size * n;
+      });
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &got);
+  CHECK(curl_easy_perform(easy) == CURLE_OK);
+  CHECK(got == "{}");
+  const std::string head = server.last_request();
+  CHECK(head.rfind("GET /v1/models ", 0) == 0);
+  CHECK(head.find("Content-Length") == std::string::npos);
+  curl_easy_cleanup(easy);
+}
+#endif
+
+TEST_CASE("an unsafe request header is named by its token characters only, never its value") {
+  raw_server server([](raw_connection& c) {
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  });
+  const failover::attempt_context ctx;
+  failover::http::httplib_endpoint h(server.base_url());
+  // A name holding a line break and a key after it: only the token before the break is quoted.
+  const auto named = h.post(ctx, "/chat/completions", "{}", {{"X-Key\r\nsk-secret-abc", "v"}});
+  REQUIRE_FALSE(named);
+  CHECK(named.failure().message.find("'X-Key'") != std::string::npos);
+  CHECK(named.failure().message.find("secret") == std::string::npos);
+  CHECK(named.failure().message.find('\r') == std::string::npos);
+#if defined(FAILOVER_TEST_CURL)
+  failover::http::curl_endpoint c(server.base_url());
+  // A curl header line with no ':' is all value (a key pasted alone): it has no name to quote.
+  const auto unnamed = c.post(ctx, "/chat/completions", "{}", {"sk-secret-abc-0123456789\r\n"});
+  REQUIRE_FALSE(unnamed);
+  CHECK(unnamed.failure().message.find("(unnamed header)") != std::string::npos);
+  CHECK(unnamed.failure().message.find("secret") == std::string::npos);
+  CHECK(unnamed.failure().message.find('\n') == std::string::npos);
+#endif
+  CHECK(server.connections() == 0);
+}

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -124,47 +125,71 @@ struct curl_state {
   bool body_over = false;
   bool headers_over = false;
   bool headers_done = false;  // the blank line after the last response's headers came
+  // What a callback threw (no memory for the body, say). An exception must not pass through
+  // libcurl's C frames, so the callback keeps it and aborts the transfer; curl_post rethrows it.
+  std::exception_ptr thrown;
 };
 
+// One header line, counted and kept; 0 (abort) past max_headers. May throw (no memory).
+inline std::size_t curl_take_header(curl_state& s, std::string_view line) {
+  const std::size_t taken = line.size();
+  s.header_bytes += taken;  // every response's lines, a 100 Continue's too
+  if (s.header_bytes > s.bounds.max_headers) {
+    s.headers_over = true;
+    return 0;
+  }
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  if (line.substr(0, 5) == "HTTP/") {
+    s.r.headers.clear();  // a new response (after a 100 Continue): only the last one counts
+    s.headers_done = false;
+  } else if (line.empty()) {
+    s.headers_done = true;
+  } else if (const std::size_t colon = line.find(':'); colon != std::string_view::npos) {
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    s.r.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
+  }
+  return taken;
+}
+
 // Returning fewer bytes than given makes curl end the transfer (CURLE_WRITE_ERROR).
-inline std::size_t curl_on_body(char* data, std::size_t size, std::size_t n, void* user) {
+inline std::size_t curl_on_body(char* data, std::size_t size, std::size_t n, void* user) noexcept {
   auto* s = static_cast<curl_state*>(user);
   if (size * n > s->bounds.max_body - s->r.body.size()) {
     s->body_over = true;
     return 0;
   }
-  s->r.body.append(data, size * n);
-  return size * n;
-}
-
-inline std::size_t curl_on_header(char* data, std::size_t size, std::size_t n, void* user) {
-  auto* s = static_cast<curl_state*>(user);
-  s->header_bytes += size * n;  // every response's lines, a 100 Continue's too
-  if (s->header_bytes > s->bounds.max_headers) {
-    s->headers_over = true;
+  try {
+    s->r.body.append(data, size * n);
+  } catch (...) {
+    s->thrown = std::current_exception();
     return 0;
   }
-  std::string_view line(data, size * n);
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  if (line.substr(0, 5) == "HTTP/") {
-    s->r.headers.clear();  // a new response (after a 100 Continue): only the last one counts
-    s->headers_done = false;
-  } else if (line.empty()) {
-    s->headers_done = true;
-  } else if (const std::size_t colon = line.find(':'); colon != std::string_view::npos) {
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
-      value.remove_prefix(1);
-    s->r.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
-  }
   return size * n;
 }
 
-inline int curl_on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+inline std::size_t curl_on_header(char* data, std::size_t size, std::size_t n,
+                                  void* user) noexcept {
   auto* s = static_cast<curl_state*>(user);
-  if (s->ctx->cancelled()) {
-    s->cancelled = true;
-    return 1;  // non-zero aborts the transfer
+  try {
+    return curl_take_header(*s, std::string_view(data, size * n));
+  } catch (...) {
+    s->thrown = std::current_exception();
+    return 0;
+  }
+}
+
+inline int curl_on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
+  auto* s = static_cast<curl_state*>(user);
+  try {
+    if (s->ctx->cancelled()) {
+      s->cancelled = true;
+      return 1;  // non-zero aborts the transfer
+    }
+  } catch (...) {
+    s->thrown = std::current_exception();
+    return 1;
   }
   return 0;
 }
@@ -178,9 +203,12 @@ struct slist_deleter {
 // POSTs `body` to `url` on `easy` (a handle you keep, so connections are reused): the connect
 // timeout and the whole transfer's limit come from this attempt, never past the call's deadline,
 // cancellation is honoured during the transfer, and the response is held to `bounds`. `headers`
-// are "Name: value" lines. Options this sets are cleared again afterwards, so the handle holds no
-// pointer into this call. One handle serves one transfer at a time: to share across threads, use
-// curl_endpoint below.
+// are "Name: value" lines. Afterwards the handle holds no pointer into this call: the headers,
+// the body and the callbacks are cleared (to libcurl's defaults, not to options you had set) and
+// the method is GET again; the URL, the timeouts and NOSIGNAL stay as this call set them. An
+// exception in a callback (no memory for the body) aborts the transfer and is rethrown once the
+// options are cleared; it never passes through libcurl. One handle serves one transfer at a time:
+// to share across threads, use curl_endpoint below.
 inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const std::string& url,
                                    const std::string& body,
                                    const std::vector<std::string>& headers = {},
@@ -189,8 +217,11 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
                                    const limits& bounds = {}) {
   if (easy == nullptr) throw std::invalid_argument("failover::http::curl_post: easy is null");
   bounds.validate();
-  for (const auto& h : headers)
-    if (!header_safe(h)) return unsafe_header(std::string_view(h).substr(0, h.find(':')));
+  for (const auto& h : headers)  // a line with no ':' is all value: it has no name to quote
+    if (!header_safe(h))
+      return unsafe_header(h.find(':') == std::string::npos
+                               ? std::string_view()
+                               : std::string_view(h).substr(0, h.find(':')));
   const timeouts t = attempt_timeouts(ctx, wanted);
   curl_exchange x;
   x.connect_timeout = t.connect;
@@ -247,6 +278,8 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
   curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &x.os_errno);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, static_cast<const char*>(nullptr));
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t{-1});
+  curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);  // the method back to GET: no POST without a body
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, static_cast<curl_write_callback>(nullptr));
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, static_cast<void*>(nullptr));
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, static_cast<curl_write_callback>(nullptr));
@@ -256,6 +289,8 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 1L);
   curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t{0});
 
+  // Options reset first: the handle holds no pointer into this call, whatever comes next.
+  if (state.thrown) std::rethrow_exception(state.thrown);
   if (rc != CURLE_OK) {
     x.code = rc;
     x.request_sent = request_size > 0;
@@ -280,8 +315,9 @@ inline outcome<response> curl_post(CURL* easy, const attempt_context& ctx, const
 // handle of its own (the one used last, whose connection is the likeliest to be open; a new one
 // when all are busy) and gives it back afterwards, so no two transfers ever touch one handle and
 // connections are reused across attempts. The pool grows to the most attempts ever in flight at
-// once. `setup` (optional) applies your own options (CA path, proxy) to every new handle; call
-// curl_global_init once at start-up, as libcurl asks.
+// once; a handle whose attempt threw is cleaned up, not kept. `setup` (optional) applies your own
+// options (CA path, proxy) to every new handle; call curl_global_init once at start-up, as libcurl
+// asks.
 class curl_endpoint {
  public:
   explicit curl_endpoint(std::string_view url, timeouts wanted = {}, limits bounds = {},
@@ -302,8 +338,13 @@ class curl_endpoint {
     lease easy(*this);
     if (easy.get() == nullptr)
       return failure::of(error_kind::unknown, "request could not be made (curl_easy_init failed)");
-    return curl_post(easy.get(), ctx, url_.url(endpoint), body, headers, wanted_, content_type,
-                     bounds_);
+    try {
+      return curl_post(easy.get(), ctx, url_.url(endpoint), body, headers, wanted_, content_type,
+                       bounds_);
+    } catch (...) {
+      easy.discard();  // a transfer cut short by an exception: no later attempt gets this handle
+      throw;
+    }
   }
 
   // Handles made so far (busy and idle): at most the number of attempts ever in flight at once.
@@ -323,13 +364,19 @@ class curl_endpoint {
     lease(const lease&) = delete;
     lease& operator=(const lease&) = delete;
     ~lease() {
-      if (easy_ != nullptr) e_.give_back(easy_);
+      if (easy_ == nullptr) return;
+      if (discarded_)
+        e_.drop(easy_);
+      else
+        e_.give_back(easy_);
     }
     CURL* get() const noexcept { return easy_; }
+    void discard() noexcept { discarded_ = true; }
 
    private:
     curl_endpoint& e_;
     CURL* easy_;
+    bool discarded_ = false;
   };
 
   CURL* take() {
@@ -354,6 +401,14 @@ class curl_endpoint {
     std::lock_guard<std::mutex> lock(mutex_);
     ++made_;
     return easy;
+  }
+
+  void drop(CURL* easy) noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --made_;
+    }
+    curl_easy_cleanup(easy);
   }
 
   void give_back(CURL* easy) noexcept {

@@ -107,11 +107,21 @@ inline bool header_safe(std::string_view text) noexcept {
   return text.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
-// The failure for a request header that is not safe to send. It names the header, never its value
-// (the value is usually a key). Permanent, and another entry (another key) may still work.
+// The failure for a request header that is not safe to send. It names the header by the token
+// characters its name starts with (at most 64), never by its value (usually a key) nor by what
+// follows a line break in the name; a header with no name is "(unnamed header)". Permanent, and
+// another entry (another key) may still work.
 inline failure unsafe_header(std::string_view name) {
-  return failure::of(error_kind::unknown, "request header '" + std::string(name.substr(0, 64)) +
-                                              "' holds a line break or NUL; not sent");
+  auto token = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  };
+  std::size_t n = 0;
+  while (n < name.size() && n < 64 && token(name[n])) ++n;
+  const std::string named =
+      n == 0 ? std::string("(unnamed header)") : "'" + std::string(name.substr(0, n)) + "'";
+  return failure::of(error_kind::unknown,
+                     "request header " + named + " holds a line break or NUL; not sent");
 }
 
 // A reply that did not start with an HTTP status line: the same kind through every adapter.

@@ -6,15 +6,20 @@
 
 #ifndef _WIN32
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #endif
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 
 #include "failover/adapters/http.hpp"
@@ -68,7 +73,71 @@ inline duration whole_ms(duration d) {
   return std::max(duration(ms), duration(std::chrono::milliseconds(1)));
 }
 
+// Keeps SIGPIPE from the calling thread while it lives. cpp-httplib writes without MSG_NOSIGNAL
+// (and OpenSSL's close_notify too), so a write to a socket the watchdog shut down, or the server
+// reset, would end a process that keeps SIGPIPE's default: the signal is blocked for the thread,
+// and one that became pending meanwhile is taken before the old mask returns. One that was
+// pending before is left for the application. The process's disposition is never touched, so
+// other threads are not affected.
+class sigpipe_held {
+ public:
+#ifndef _WIN32
+  sigpipe_held() noexcept {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    was_pending_ = pending();
+    held_ = ::pthread_sigmask(SIG_BLOCK, &pipe_, &old_) == 0;
+  }
+  ~sigpipe_held() {
+    if (!held_) return;
+    if (!was_pending_ && pending()) {
+      const timespec now{0, 0};
+      while (::sigtimedwait(&pipe_, nullptr, &now) < 0 && errno == EINTR) {
+      }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+#endif
+  sigpipe_held(const sigpipe_held&) = delete;
+  sigpipe_held& operator=(const sigpipe_held&) = delete;
+
+ private:
+#ifndef _WIN32
+  static bool pending() noexcept {
+    sigset_t set;
+    sigemptyset(&set);
+    return ::sigpending(&set) == 0 && sigismember(&set, SIGPIPE) == 1;
+  }
+  sigset_t pipe_{};
+  sigset_t old_{};
+  bool was_pending_ = false;
+  bool held_ = false;
+#endif
+};
+
 }  // namespace detail
+
+// The most one httplib attempt may read from its socket, after which the watchdog ends it as a
+// body over the limit: the headers, the body, and as much again as the body for its framing (a
+// chunk-size line per chunk; an event stream of small chunks carries a few bytes for each),
+// plus the read-ahead slack. A sum that saturates.
+inline std::uint64_t response_ceiling(const limits& bounds) noexcept {
+  const std::uint64_t most = ~std::uint64_t{0};
+  const std::uint64_t parts[] = {bounds.max_headers, bounds.max_body, bounds.max_body,
+                                 socket_watchdog::header_slack};
+  std::uint64_t sum = 0;
+  for (const std::uint64_t p : parts) sum = p > most - sum ? most : sum + p;
+  return sum;
+}
+
+// The failure for an attempt the watchdog could not watch: no descriptor for its dup. Nothing
+// was sent; transient, as descriptors may come free.
+inline failure httplib_unwatched(int error, const std::string& host) {
+  return failure::of(
+      transport_error::other,
+      "the connection could not be watched (dup: " + std::generic_category().message(error) + ")" +
+          (host.empty() ? std::string() : " (" + host + ")") + "; nothing was sent");
+}
 
 // The failure for a failed exchange. Messages name the host at most, never a header or a URL.
 inline failure httplib_failure(const httplib_exchange& x) {
@@ -171,6 +240,7 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   watch.expiry = start + budget;
   watch.ctx = &ctx;
   watch.max_header_bytes = bounds.max_headers;
+  watch.max_response_bytes = response_ceiling(bounds);
 
   auto alive = [&]() -> bool {
     last = clock::now();
@@ -210,12 +280,15 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   bool ok = false;
   if (client.is_socket_open()) {  // a kept-alive connection this attempt may reuse
     watch.reused_fd = detail::dup_socket(client.socket());
+    // Fail closed: an attempt the watchdog cannot end could outlive the call's deadline.
+    if (watch.reused_fd < 0) return httplib_unwatched(errno != 0 ? errno : EBADF, host);
     const long long read = detail::bytes_read_from(watch.reused_fd);
     watch.reused_baseline = read > 0 ? static_cast<std::uint64_t>(read) : 0;
   }
-  watchdog.add(watch);
   try {
+    watchdog.add(watch);  // inside: remove() below closes the dup when add() throws
     client.set_socket_options([&](socket_t fd) { watchdog.opened(watch, fd); });
+    const detail::sigpipe_held held;
     ok = client.send(req, res, error);
   } catch (...) {
     client.set_socket_options(nullptr);
@@ -224,12 +297,14 @@ inline outcome<response> httplib_send(::httplib::Client& client, const attempt_c
   }
   client.set_socket_options(nullptr);  // the hook points into this call
   const socket_watchdog::summary seen = watchdog.remove(watch);
+  if (seen.dup_error != 0) return httplib_unwatched(seen.dup_error, host);
   if (seen.verdict == watch_verdict::cancelled) x.cancelled = true;
   if (seen.verdict == watch_verdict::over_budget) {
     x.over_budget = true;
     x.unconnected = !seen.connected;
   }
   if (seen.verdict == watch_verdict::headers_over) x.headers_over = true;
+  if (seen.verdict == watch_verdict::body_over) x.body_over = true;
   // A verdict fails the attempt even when httplib saw success: the shutdown ends a body without
   // a length the way the server's own close would, and what came is not all there is.
   if (!ok || seen.verdict != watch_verdict::none) {
