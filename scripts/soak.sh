@@ -29,7 +29,7 @@ for p in "${presets[@]}"; do
   printf '== build %s\n' "$p"
   cmake --preset "$p" >/dev/null
   targets=$(ninja -C "build/$p" -t targets all |
-    grep -o -E '^(failover_concurrency_tests|failover_adapter_tests|failover_integration_tests|failover_integration_cli_tests|failover_transport_tests):' |
+    grep -o -E '^(failover_concurrency_tests|failover_adapter_tests|failover_integration_tests|failover_integration_cli_tests|failover_transport_tests|failover_process_tests):' |
     tr -d : | sort -u)
   # shellcheck disable=SC2086  # one word per target
   cmake --build --preset "$p" --parallel "$jobs" --target $targets
