@@ -7,9 +7,10 @@
 #ifndef _WIN32
 #include <netdb.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <time.h>
+
+#include <csignal>  // with POSIX's sigset_t, pthread_sigmask, sigpending and sigtimedwait
+#include <ctime>
 #endif
 
 #include <algorithm>
