@@ -293,6 +293,14 @@ TEST_CASE("curl: an allocation failing in a callback is rethrown, and the handle
 #endif
 #endif  // FAILOVER_TEST_REPLACE_NEW
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define FAILOVER_TEST_ASAN_UBSAN 1
+#endif
+#endif
+#if !defined(__SANITIZE_ADDRESS__) && !defined(FAILOVER_TEST_ASAN_UBSAN)
+// Not under ASan/UBSan: their runtimes need descriptors of their own (symbolizing a report, for
+// one), so a child starved of descriptors reports their failure, not the adapter's.
 TEST_CASE("an attempt whose socket cannot be watched fails at once, naming the cause") {
   raw_server slow(drips());
   const std::string ended = in_child(5s, [&] {
@@ -321,3 +329,4 @@ TEST_CASE("an attempt whose socket cannot be watched fails at once, naming the c
   });
   CHECK(ended == "exit 0");
 }
+#endif
