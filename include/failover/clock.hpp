@@ -16,11 +16,18 @@ namespace failover {
 using time_point = std::chrono::steady_clock::time_point;
 using wall_time = std::chrono::system_clock::time_point;
 
+class cancel_callback;
+
 namespace detail {
 struct cancel_state {
   std::atomic<bool> cancelled{false};
   std::mutex mutex;
   std::condition_variable wake;
+  // Registered callbacks (an intrusive list under `mutex`), and the one cancel() is running now.
+  cancel_callback* callbacks = nullptr;
+  const cancel_callback* running = nullptr;
+  std::thread::id runner;
+  void cancel() noexcept;
 };
 }  // namespace detail
 
@@ -49,6 +56,7 @@ class cancel_token {
 
  private:
   friend class cancel_source;
+  friend class cancel_callback;
   explicit cancel_token(std::shared_ptr<detail::cancel_state> s) noexcept : state_(std::move(s)) {}
   std::shared_ptr<detail::cancel_state> state_;
 };
@@ -59,13 +67,9 @@ class cancel_token {
 class cancel_source {
  public:
   cancel_source() : state_(std::make_shared<detail::cancel_state>()) {}
+  // Cancels the tokens, then runs every registered cancel_callback on this thread, once each.
   void cancel() noexcept {
-    if (!state_) return;
-    {
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      state_->cancelled.store(true, std::memory_order_release);
-    }
-    state_->wake.notify_all();
+    if (state_) state_->cancel();
   }
   bool cancelled() const noexcept {
     return state_ && state_->cancelled.load(std::memory_order_acquire);
@@ -75,6 +79,94 @@ class cancel_source {
  private:
   std::shared_ptr<detail::cancel_state> state_;
 };
+
+// Runs `f` once when `token` is cancelled, for waits that cannot poll (an async transfer, a timer):
+// at once, in the constructor, when it already is; otherwise in the thread that calls cancel().
+// Destroying the callback unregisters it; if cancel() is running it on another thread right then,
+// the destructor waits for it to return (as std::stop_callback does), so what `f` refers to may be
+// destroyed right after. A token that can never be cancelled registers nothing. `f` must not throw.
+class cancel_callback {
+ public:
+  template <class F>
+  cancel_callback(const cancel_token& token, F&& f)
+      : state_(token.state_),
+        call_(&call<std::decay_t<F>>),
+        fn_(new std::decay_t<F>(std::forward<F>(f))),
+        destroy_(&destroy<std::decay_t<F>>) {
+    if (!state_) return;
+    std::unique_lock<std::mutex> lock(state_->mutex);
+    if (state_->cancelled.load(std::memory_order_acquire)) {
+      lock.unlock();
+      call_(fn_);
+      return;
+    }
+    next_ = state_->callbacks;
+    if (next_) next_->prev_ = this;
+    state_->callbacks = this;
+    linked_ = true;
+  }
+  cancel_callback(const cancel_callback&) = delete;
+  cancel_callback& operator=(const cancel_callback&) = delete;
+  ~cancel_callback() {
+    if (state_) {
+      std::unique_lock<std::mutex> lock(state_->mutex);
+      if (linked_) {
+        unlink();
+      } else if (state_->running == this && state_->runner != std::this_thread::get_id()) {
+        state_->wake.wait(lock, [&] { return state_->running != this; });
+      }
+    }
+    destroy_(fn_);
+  }
+
+ private:
+  friend struct detail::cancel_state;
+  template <class F>
+  static void call(void* f) noexcept {
+    (*static_cast<F*>(f))();
+  }
+  template <class F>
+  static void destroy(void* f) noexcept {
+    delete static_cast<F*>(f);
+  }
+  void unlink() noexcept {  // under the state's mutex
+    if (prev_)
+      prev_->next_ = next_;
+    else
+      state_->callbacks = next_;
+    if (next_) next_->prev_ = prev_;
+    prev_ = next_ = nullptr;
+    linked_ = false;
+  }
+
+  std::shared_ptr<detail::cancel_state> state_;
+  void (*call_)(void*) noexcept;
+  void* fn_;
+  void (*destroy_)(void*) noexcept;
+  cancel_callback* prev_ = nullptr;
+  cancel_callback* next_ = nullptr;
+  bool linked_ = false;
+};
+
+namespace detail {
+inline void cancel_state::cancel() noexcept {
+  std::unique_lock<std::mutex> lock(mutex);
+  if (cancelled.load(std::memory_order_relaxed)) return;
+  cancelled.store(true, std::memory_order_release);
+  runner = std::this_thread::get_id();
+  while (cancel_callback* c = callbacks) {
+    c->unlink();
+    running = c;
+    lock.unlock();
+    c->call_(c->fn_);
+    lock.lock();
+    running = nullptr;
+    wake.notify_all();  // a destructor waiting for this callback
+  }
+  lock.unlock();
+  wake.notify_all();
+}
+}  // namespace detail
 
 // The Clock policy: `now()` on a monotonic time line (deadlines, offsets) and `wall_now()` on the
 // calendar (HTTP-date Retry-After values).

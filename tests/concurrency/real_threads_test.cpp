@@ -3,6 +3,7 @@
 // run under ThreadSanitizer in CI (scripts/gate.sh tsan), with real clocks and real sleeps.
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -158,4 +159,23 @@ TEST_CASE("concurrency: a wait of duration::max() waits (until cancelled) instea
   waiter.join();
   CHECK_FALSE(returned_early);
   CHECK_FALSE(completed.load());  // it ended by cancellation, not by running out
+}
+
+TEST_CASE(
+    "concurrency: a cancel_callback destroyed while cancel() runs it waits for it to return") {
+  for (int round = 0; round < 200; ++round) {
+    failover::cancel_source source;
+    std::atomic<int> state{0};  // 1: the callback started, 2: it returned
+    auto cb = std::make_unique<failover::cancel_callback>(source.token(), [&]() noexcept {
+      state.store(1);
+      for (int i = 0; i < 1000; ++i) std::this_thread::yield();
+      state.store(2);
+    });
+    std::thread canceller([&] { source.cancel(); });
+    while (state.load() == 0 && !source.cancelled()) std::this_thread::yield();
+    cb.reset();  // either unregistered before it ran, or waited until it returned
+    const int seen = state.load();
+    canceller.join();
+    CHECK(seen != 1);
+  }
 }

@@ -205,3 +205,42 @@ TEST_CASE("cancel_source: one moved from is empty, like std::stop_source") {
   CHECK(early.cancelled());
   CHECK(assigned.cancelled());
 }
+
+TEST_CASE("cancel_callback: runs once, at cancel(), and not after it is destroyed") {
+  failover::cancel_source source;
+  int first = 0;
+  int second = 0;
+  int gone = 0;
+  {
+    failover::cancel_callback dropped(source.token(), [&]() noexcept { ++gone; });
+  }
+  failover::cancel_callback a(source.token(), [&]() noexcept { ++first; });
+  failover::cancel_callback b(source.token(), [&]() noexcept { ++second; });
+  CHECK(first == 0);
+  source.cancel();
+  source.cancel();  // a second cancel runs nothing again
+  CHECK(first == 1);
+  CHECK(second == 1);
+  CHECK(gone == 0);
+}
+
+TEST_CASE("cancel_callback: a token already cancelled runs the callback at registration") {
+  failover::cancel_source source;
+  source.cancel();
+  int runs = 0;
+  failover::cancel_callback c(source.token(), [&]() noexcept { ++runs; });
+  CHECK(runs == 1);
+}
+
+TEST_CASE("cancel_callback: a token that cannot be cancelled registers nothing") {
+  int runs = 0;
+  {
+    failover::cancel_callback c(failover::cancel_token{}, [&]() noexcept { ++runs; });
+  }
+  failover::cancel_source moved;
+  failover::cancel_source to(std::move(moved));
+  failover::cancel_callback c(moved.token(),
+                              [&]() noexcept { ++runs; });  // NOLINT(bugprone-use-after-move)
+  moved.cancel();                                           // NOLINT(bugprone-use-after-move)
+  CHECK(runs == 0);
+}
