@@ -19,6 +19,7 @@
 #include <queue>
 #include <random>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace {
@@ -46,8 +47,9 @@ template <class Machine>
 struct request {
   double arrival = 0;
   failover::call_options call;
-  std::unique_ptr<Machine> machine;  // not movable: made in place, held by pointer
+  std::unique_ptr<Machine> machine;  // held by pointer: the attempt's context points into it
   int entry = -1;                    // the entry of the attempt in flight (-1: a wait is in flight)
+  failover::attempt_id id = 0;       // that attempt's id
   bool answer_ok = false;            // what that attempt will answer, fixed when it was sent
 };
 
@@ -109,11 +111,14 @@ summary run(const options& o) {
   std::vector<double> left_primary(requests.size(), -1);
   std::vector<bool> served_by_primary(requests.size(), false);
 
-  auto handle = [&](std::size_t id, auto a) {
+  // Carries out what the machine asks next (one action at a time: this sim never hedges).
+  auto handle = [&](std::size_t id) {
     request<machine_type>& r = requests[id];
-    using act = typename machine_type::action;
-    if (a == act::attempt) {
-      r.entry = static_cast<int>(r.machine->entry_index());
+    const auto a = r.machine->poll();
+    if (!a) return;
+    if (const auto* start = std::get_if<failover::actions::start_attempt>(&*a)) {
+      r.entry = static_cast<int>(start->entry);
+      r.id = start->id;
       const double t = now_s();
       const bool in_outage = t >= o.outage_start_s && t < outage_end;
       if (in_outage) ++s.all_calls_in_outage;
@@ -125,8 +130,8 @@ summary run(const options& o) {
       r.answer_ok = r.entry != 0 || primary_up(t);
       const double latency = r.answer_ok ? 0.4 : 0.05;
       queue.push(event{t + latency, id, false});
-    } else if (a == act::wait) {
-      queue.push(event{now_s() + seconds(r.machine->wait()), id, false});
+    } else if (const auto* w = std::get_if<failover::actions::sleep_until>(&*a)) {
+      queue.push(event{now_s() + seconds(w->wait), id, false});
     } else {
       const failover::result<int> res = std::move(*r.machine).take();
       r.machine.reset();
@@ -146,20 +151,20 @@ summary run(const options& o) {
     request<machine_type>& r = requests[e.request];
     if (e.arrival) {
       r.machine.reset(new auto(chain.begin_call(r.call)));
-      handle(e.request, r.machine->start());
+      handle(e.request);
       continue;
     }
     // The action in flight completes: an attempt's answer or a wait's end.
-    typename machine_type::action next;
     if (r.entry >= 0) {
-      next = r.answer_ok
-                 ? r.machine->attempted(failover::outcome<int>(1))
-                 : r.machine->attempted(failover::outcome<int>(failover::failure::http(503)));
+      r.machine->handle_answer(r.id,
+                               r.answer_ok ? failover::outcome<int>(1)
+                                           : failover::outcome<int>(failover::failure::http(503)),
+                               clock.now());
       r.entry = -1;
     } else {
-      next = r.machine->waited(true);
+      r.machine->handle(failover::events::timer_fired{}, clock.now());
     }
-    handle(e.request, next);
+    handle(e.request);
   }
 
   for (std::size_t i = 0; i < requests.size(); ++i) {

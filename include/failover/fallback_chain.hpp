@@ -17,73 +17,15 @@
 
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
-#include "failover/detail/driver.hpp"
+#include "failover/detail/erased_call.hpp"
+#include "failover/detail/invoke.hpp"
+#include "failover/drivers/blocking.hpp"
+#include "failover/machine/call_machine.hpp"
+#include "failover/machine/plan.hpp"
 #include "failover/outcome.hpp"
 #include "failover/policies.hpp"
 
 namespace failover {
-
-namespace detail {
-template <class T>
-struct is_std_function : std::false_type {};
-template <class S>
-struct is_std_function<std::function<S>> : std::true_type {};
-
-// An entry's callable behind one plain function pointer: a call costs one indirect call, with
-// no emptiness check (add() refuses empty callables). Arguments go through as references to
-// run()'s own parameters, never copied: every retry and fallback needs them again. Copies of a
-// chain copy their callables, as std::function would.
-template <class R, class... Args>
-class erased_call {
- public:
-  template <class F>
-  explicit erased_call(F f)
-      : object_(new F(std::move(f))), call_(&call<F>), copy_(&copy<F>), destroy_(&destroy<F>) {}
-  erased_call(const erased_call& other)
-      : object_(other.copy_(other.object_)),
-        call_(other.call_),
-        copy_(other.copy_),
-        destroy_(other.destroy_) {}
-  erased_call(erased_call&& other) noexcept
-      : object_(std::exchange(other.object_, nullptr)),
-        call_(other.call_),
-        copy_(other.copy_),
-        destroy_(other.destroy_) {}
-  erased_call& operator=(erased_call other) noexcept {
-    std::swap(object_, other.object_);
-    std::swap(call_, other.call_);
-    std::swap(copy_, other.copy_);
-    std::swap(destroy_, other.destroy_);
-    return *this;
-  }
-  ~erased_call() {
-    if (object_) destroy_(object_);
-  }
-
-  outcome<R> operator()(const attempt_context& ctx, Args&... args) const {
-    return call_(object_, ctx, args...);
-  }
-
- private:
-  template <class F>
-  static outcome<R> call(void* f, const attempt_context& ctx, Args&... args) {
-    return invoke_as_outcome<R>(*static_cast<F*>(f), ctx, args...);
-  }
-  template <class F>
-  static void* copy(const void* f) {
-    return new F(*static_cast<const F*>(f));
-  }
-  template <class F>
-  static void destroy(void* f) noexcept {
-    delete static_cast<F*>(f);
-  }
-
-  void* object_;
-  outcome<R> (*call_)(void*, const attempt_context&, Args&...);
-  void* (*copy_)(const void*);
-  void (*destroy_)(void*);
-};
-}  // namespace detail
 
 template <class Signature, class Policies = default_policies>
 class basic_fallback_chain {
@@ -102,6 +44,16 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   using value_type = R;
   using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
   using breaker_type = typename detail::policy_holder<Policies>::breaker_type;
+  using gates_type = typename detail::policy_holder<Policies>::gates_type;
+
+ private:
+  struct entry;
+
+ public:
+  using plan_type = call_plan<std::vector<entry>, gates_type,
+                              typename detail::policy_holder<Policies>::classifier_type,
+                              typename detail::policy_holder<Policies>::hooks_type,
+                              typename detail::policy_holder<Policies>::clock_type>;
 
   explicit basic_fallback_chain(chain_options options = {})
       : options_((options.validate(), options)) {}
@@ -134,7 +86,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     // A failed add() leaves the chain as it was, its entries and names of one length. The new
     // name is appended, not the list copied: the list calls refer to is interned at the next call
     // (earlier traces keep theirs).
-    entry added{{role, retry, std::move(backoff), this->breaker_.resolve(name)},
+    entry added{{role, retry, std::move(backoff), this->gates_.resolve(name)},
                 detail::erased_call<R, Args...>(std::move(fn))};
     names_.push_back(std::move(name));
     try {
@@ -151,32 +103,38 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   // Shares model health through `b` (copies of a circuit_breaker share one registry). Each entry's
   // health key is its name: name entries "provider/model" to share health across chains.
   basic_fallback_chain& set_breaker(breaker_type b) {
-    this->breaker_ = std::move(b);
+    this->gates_.template get<0>() = breaker_gate<breaker_type>(std::move(b));
     for (std::size_t i = 0; i < entries_.size(); ++i)
-      entries_[i].health = this->breaker_.resolve(names_[i]);
+      entries_[i].keys = this->gates_.resolve(names_[i]);
     return *this;
   }
 
   // One call through the chain. Thread-safe once configured (add, set_breaker, classifier(),
   // hooks(), budget() before sharing): each call has its own state. Callables may run on several
   // threads at once.
-  FAILOVER_HOT_INLINE result<R> run(Args... args) const {
-    return run_call<detail::per_call::none>(detail::no_call_options, args...);
+  result<R> run(Args... args) const { return run_call(detail::no_call_options, args...); }
+
+  result<R> run_with(const call_options& call, Args... args) const {
+    return run_call(call, args...);
   }
 
-  FAILOVER_HOT_INLINE result<R> run_with(const call_options& call, Args... args) const {
-    return run_call<detail::per_call::given>(call, args...);
-  }
-
-  // One call, step by step, for an async driver or a simulation: the machine says which entry to
-  // call with which context (action::attempt), how long to wait (action::wait), or that the call
-  // is done; you report each answer (attempted) and each wait's end (waited), then take() the
-  // result. It never calls a callable or sleeps; the chain and `call` must outlive it.
-  auto begin_call(const call_options& call) const {
+  // One call as a machine, for an async driver or a simulation (machine/call_machine.hpp): poll()
+  // says which entry to call with which context, when to wake it, or that the call is done; you
+  // hand back each answer and timer with handle(event, now), then take() the result. It never
+  // calls a callable or sleeps. The chain must outlive it; `call` is copied. The call starts at
+  // `now`.
+  call_machine<R, plan_type> begin_call(const call_options& call, time_point now) const {
     const trace::names_ptr names = names_.for_call();
     if (!names) throw std::bad_alloc();
-    return detail::owned_call_machine<R, basic_fallback_chain, std::vector<entry>>(
-        *this, entries_, names, options_, call);
+    return call_machine<R, plan_type>(plan(names), call, now);
+  }
+  call_machine<R, plan_type> begin_call(const call_options& call) const {
+    return begin_call(call, this->clock().now());
+  }
+
+  // Calls entry `i`'s callable (what a driver does for actions::start_attempt).
+  outcome<R> call_entry(std::size_t i, const attempt_context& ctx, Args&... args) const {
+    return entries_[i].call(ctx, args...);
   }
 
   const chain_options& options() const noexcept { return options_; }
@@ -187,22 +145,26 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
   std::optional<std::size_t> start_entry() const noexcept { return start_.index; }
 
  private:
-  template <detail::per_call Given>
-  FAILOVER_HOT_INLINE result<R> run_call(const call_options& call, Args&... args) const {
+  result<R> run_call(const call_options& call, Args&... args) const {
     const trace::names_ptr names = names_.for_call();
     if (!names) return detail::unnamed_call<R>();
-    return detail::drive<R, Given>(
-        *this, entries_, names, options_, call,
+    return run_blocking<R>(
+        plan(names), call, this->clock(), this->sleeper(),
         [&](std::size_t i, const attempt_context& ctx) { return entries_[i].call(ctx, args...); });
   }
 
-  using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
+  using meta = entry_meta<backoff_type, typename gates_type::keys>;
   struct entry : meta {
     entry(meta m, detail::erased_call<R, Args...> f) : meta(std::move(m)), call(std::move(f)) {}
     // Shared chains call this from many threads at once: a callable that keeps state (a mutable
     // lambda, a counter) must synchronise it itself.
     detail::erased_call<R, Args...> call;
   };
+
+  plan_type plan(trace::names_ptr names) const noexcept {
+    return plan_type{&entries_,           names,          &options_,      &this->gates(),
+                     &this->classifier(), &this->hooks(), &this->clock(), start_.index};
+  }
 
   chain_options options_;
   std::vector<entry> entries_;

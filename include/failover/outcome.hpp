@@ -270,6 +270,7 @@ class trace {
     return attempts_.emplace_back(std::forward<A>(args)...);
   }
   attempt_record& back() noexcept { return attempts_.back(); }
+  attempt_record& at(std::size_t i) noexcept { return attempts_[i]; }
 
  private:
   names_ptr names_ = nullptr;

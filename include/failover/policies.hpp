@@ -10,6 +10,7 @@
 #include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
 #include "failover/clock.hpp"
+#include "failover/gates/gate_set.hpp"
 #include "failover/hooks.hpp"
 #include "failover/retry_budget.hpp"
 
@@ -25,6 +26,7 @@ struct default_policies {
   using hooks = failover::no_hooks;
   using breaker = failover::no_breaker;  // failover::circuit_breaker: shared per-model health
   using budget = failover::no_budget;    // failover::retry_budget: a shared cap on retries
+  using gates = failover::gate_list<>;   // more gates, asked after the breaker and the budget
 };
 
 // Shared health switched on: a circuit breaker per model and a retry budget, both shared by every
@@ -144,6 +146,19 @@ template <class P>
 using breaker_of = typename P::breaker;
 template <class P>
 using budget_of = typename P::budget;
+template <class P>
+using gates_of = typename P::gates;
+
+template <class Breaker, class Budget, class List>
+struct gate_set_of;
+template <class Breaker, class Budget, class... Extra>
+struct gate_set_of<Breaker, Budget, gate_list<Extra...>> {
+  using type = gate_set<breaker_gate<Breaker>, budget_gate<Budget>, Extra...>;
+};
+template <class P>
+using extra_gates =
+    std::conditional_t<std::is_same_v<typename member_of<gates_of, P>::type, missing_policy>,
+                       gate_list<>, typename member_of<gates_of, P>::type>;
 
 // Each check as a one-parameter template, the shape checked_member takes.
 template <class C>
@@ -238,6 +253,38 @@ constexpr bool check_policies() {
   return true;
 }
 
+// The policies a call reads on every path must not throw: a call that cannot read the time or hear
+// its gates' answer has no way to end cleanly. (The Classifier, Hooks, Backoff and Sleeper may
+// throw: the call ends with an error naming what threw.)
+template <class clock, class breaker, class budget>
+constexpr bool check_noexcept_policies() {
+  using handle = typename breaker::handle;
+  const time_point at{};  // an lvalue: building a time_point{} temporary is not noexcept
+  static_assert(noexcept(std::declval<const clock&>().now()),
+                "failover policies: Policies::clock must provide `time_point now() const "
+                "noexcept`: mark now() noexcept (as failover::steady_clock does)");
+  static_assert(
+      noexcept(std::declval<const breaker&>().admit(std::declval<handle>(), at))&& noexcept(
+          std::declval<const breaker&>().on_success(
+              std::declval<handle>(), at,
+              true))&& noexcept(std::declval<const breaker&>()
+                                    .on_failure(
+                                        std::declval<handle>(), at, std::declval<const error&>(),
+                                        true))&& noexcept(std::declval<const breaker&>()
+                                                              .would_refuse(std::declval<handle>(),
+                                                                            at)),
+      "failover policies: Policies::breaker's admit, on_success, on_failure and would_refuse must "
+      "be noexcept: a gate answers with a verdict, never an exception (catch inside and decide "
+      "whether to let the call go, as failover::circuit_breaker does)");
+  static_assert(noexcept(std::declval<const budget&>().on_first_attempt(at))&& noexcept(
+                    std::declval<const budget&>().on_success(
+                        at))&& noexcept(std::declval<const budget&>().try_retry(at)),
+                "failover policies: Policies::budget's on_first_attempt, on_success and try_retry "
+                "must be noexcept: a gate answers with a verdict, never an exception (as "
+                "failover::retry_budget does)");
+  return true;
+}
+
 // Holds one instance of each policy; the retrier and the chain both build on it.
 template <class P>
 class policy_holder {
@@ -252,6 +299,8 @@ class policy_holder {
   using hooks_type = typename checked::hooks;
   using breaker_type = typename checked::breaker;
   using budget_type = typename checked::budget;
+  using gates_type = typename gate_set_of<breaker_type, budget_type, extra_gates<P>>::type;
+  static_assert(check_noexcept_policies<clock_type, breaker_type, budget_type>());
 
   // Configure before sharing the object between threads; calls only read these.
   classifier_type& classifier() noexcept { return classifier_; }
@@ -263,18 +312,20 @@ class policy_holder {
   hooks_type& hooks() noexcept { return hooks_; }
   const hooks_type& hooks() const noexcept { return hooks_; }
   // The budget's copies share one bucket: give several chains copies of one budget to share it.
-  budget_type& budget() noexcept { return budget_; }
-  const budget_type& budget() const noexcept { return budget_; }
+  budget_type& budget() noexcept { return gates_.template get<1>().policy(); }
+  const budget_type& budget() const noexcept { return gates_.template get<1>().policy(); }
   // Replace the breaker with set_breaker() on the chain or retrier, which re-resolves its models.
-  const breaker_type& breaker() const noexcept { return breaker_; }
+  const breaker_type& breaker() const noexcept { return gates_.template get<0>().policy(); }
+  // Every gate a call asks: the breaker, the budget, then the bundle's own `gates`.
+  gates_type& gates() noexcept { return gates_; }
+  const gates_type& gates() const noexcept { return gates_; }
 
  protected:
   classifier_type classifier_{};
   clock_type clock_{};
   sleeper_type sleeper_{};
   hooks_type hooks_{};
-  breaker_type breaker_{};
-  budget_type budget_{};
+  gates_type gates_{};
 };
 
 }  // namespace detail

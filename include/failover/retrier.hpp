@@ -13,7 +13,10 @@
 
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
-#include "failover/detail/driver.hpp"
+#include "failover/detail/invoke.hpp"
+#include "failover/drivers/blocking.hpp"
+#include "failover/machine/call_machine.hpp"
+#include "failover/machine/plan.hpp"
 #include "failover/outcome.hpp"
 #include "failover/policies.hpp"
 
@@ -46,20 +49,26 @@ class basic_retrier : public detail::policy_holder<Policies> {
  public:
   using backoff_type = typename detail::policy_holder<Policies>::backoff_type;
   using breaker_type = typename detail::policy_holder<Policies>::breaker_type;
+  using gates_type = typename detail::policy_holder<Policies>::gates_type;
+  using meta = entry_meta<backoff_type, typename gates_type::keys>;
+  using plan_type = call_plan<std::array<meta, 1>, gates_type,
+                              typename detail::policy_holder<Policies>::classifier_type,
+                              typename detail::policy_holder<Policies>::hooks_type,
+                              typename detail::policy_holder<Policies>::clock_type>;
 
   explicit basic_retrier(std::string model, retry_options retry = {},
                          backoff_type backoff = backoff_type{})
       : entries_{{meta{role::standard, (retry.validate(), retry), std::move(backoff), {}}}} {
     names_.push_back(checked_name(std::move(model)));
-    entries_[0].health = this->breaker_.resolve(names_[0]);
+    entries_[0].keys = this->gates_.resolve(names_[0]);
     options_.max_hops = 1;
     options_.max_total_attempts = std::numeric_limits<int>::max();
   }
 
   // Shares model health through `b`; the model name is the health key.
   basic_retrier& set_breaker(breaker_type b) {
-    this->breaker_ = std::move(b);
-    if (names_.size() != 0) entries_[0].health = this->breaker_.resolve(names_[0]);
+    this->gates_.template get<0>() = breaker_gate<breaker_type>(std::move(b));
+    if (names_.size() != 0) entries_[0].keys = this->gates_.resolve(names_[0]);
     return *this;
   }
 
@@ -74,15 +83,28 @@ class basic_retrier : public detail::policy_holder<Policies> {
   // Calls f(const attempt_context&, args...) or f(args...) until it succeeds or a stop rule ends
   // the call. f returns a value (throwing on failure) or failover::outcome<T>.
   template <class F, class... Args>
-  FAILOVER_HOT_INLINE auto run(F&& f, Args&&... args) const {
-    return run_call<detail::per_call::none>(detail::no_call_options, std::forward<F>(f),
-                                            std::forward<Args>(args)...);
+  auto run(F&& f, Args&&... args) const {
+    return run_call(detail::no_call_options, std::forward<F>(f), std::forward<Args>(args)...);
   }
 
   template <class F, class... Args>
-  FAILOVER_HOT_INLINE auto run_with(const call_options& call, F&& f, Args&&... args) const {
-    return run_call<detail::per_call::given>(call, std::forward<F>(f), std::forward<Args>(args)...);
+  auto run_with(const call_options& call, F&& f, Args&&... args) const {
+    return run_call(call, std::forward<F>(f), std::forward<Args>(args)...);
   }
+
+  // One call as a machine (see fallback_chain::begin_call); its one entry is index 0.
+  template <class R>
+  call_machine<R, plan_type> begin_call(const call_options& call, time_point now) const {
+    const trace::names_ptr names = names_.for_call();
+    if (!names) throw std::bad_alloc();
+    return call_machine<R, plan_type>(plan(names), call, now);
+  }
+
+  // The model's name; empty in a retrier moved from.
+  std::string_view model() const noexcept {
+    return names_.size() != 0 ? std::string_view(names_[0]) : std::string_view{};
+  }
+  const backoff_type& backoff() const noexcept { return entries_[0].backoff; }
 
   const retry_options& options() const noexcept { return entries_[0].retry; }
 
@@ -91,8 +113,8 @@ class basic_retrier : public detail::policy_holder<Policies> {
   std::optional<std::size_t> start_entry() const noexcept { return start_.index; }
 
  private:
-  template <detail::per_call Given, class F, class... Args>
-  FAILOVER_HOT_INLINE auto run_call(const call_options& call, F&& f, Args&&... args) const {
+  template <class F, class... Args>
+  auto run_call(const call_options& call, F&& f, Args&&... args) const {
     using answer =
         typename decltype(detail::answer_type<std::remove_reference_t<F>, Args...>())::type;
     static_assert(
@@ -103,13 +125,17 @@ class basic_retrier : public detail::policy_holder<Policies> {
         "or failover::outcome<T>");
     const trace::names_ptr names = names_.for_call();
     if (!names) return detail::unnamed_call<answer>();
-    return detail::drive<answer, Given>(*this, entries_, names, options_, call,
-                                        [&](std::size_t, const attempt_context& ctx) {
-                                          return detail::invoke_as_outcome<answer>(f, ctx, args...);
-                                        });
+    return run_blocking<answer>(plan(names), call, this->clock(), this->sleeper(),
+                                [&](std::size_t, const attempt_context& ctx) {
+                                  return detail::invoke_as_outcome<answer>(f, ctx, args...);
+                                });
   }
 
-  using meta = detail::entry_meta<backoff_type, typename breaker_type::handle>;
+  plan_type plan(trace::names_ptr names) const noexcept {
+    return plan_type{&entries_,           names,          &options_,      &this->gates(),
+                     &this->classifier(), &this->hooks(), &this->clock(), start_.index};
+  }
+
   std::array<meta, 1> entries_;
   static std::string checked_name(std::string model) {
     if (model.empty())

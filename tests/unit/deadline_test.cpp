@@ -11,6 +11,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -487,16 +488,26 @@ TEST_CASE("deadline review: the hooks, the budget and the trace agree with what 
     CHECK(chain.run_with(call, "q").stop() == stop_reason::cancelled);
     CHECK(budget.snapshot().first_attempts == 0);
   }
-  SECTION("start() twice and end_with_exception() after done change nothing") {
+  SECTION("events after done, and an answer given twice, change nothing") {
     failover::call_options call;
     auto m = chain.begin_call(call);
-    using action = decltype(m)::action;
-    REQUIRE(m.start() == action::attempt);
-    CHECK(m.start() == action::attempt);  // misuse: the same turn, nothing added
-    REQUIRE(m.attempted(answer("x")) == action::done);
-    CHECK(m.end_with_exception("a timer", nullptr) == action::done);
+    const auto a = m.poll();
+    REQUIRE(a);
+    const auto* s = std::get_if<failover::actions::start_attempt>(&*a);
+    REQUIRE(s);
+    const failover::attempt_id id = s->id;
+    CHECK_FALSE(m.poll());  // one attempt at a time: nothing more until it answers
+    m.handle(failover::events::answered<std::string>{id, answer("x")}, clock.now());
+    const auto d = m.poll();
+    REQUIRE(d);
+    CHECK(std::holds_alternative<failover::actions::done>(*d));
+    m.handle(failover::events::answered<std::string>{id, answer("y")}, clock.now());
+    m.handle(failover::events::driver_failed{"a timer", nullptr}, clock.now());
+    m.handle(failover::events::cancelled{}, clock.now());
+    CHECK_FALSE(m.poll());
     const auto r = std::move(m).take();
     REQUIRE(r.has_value());
+    CHECK(*r == "x");
     CHECK(r.trace().size() == 1);
     CHECK(budget.snapshot().first_attempts == 1);
   }

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -663,8 +664,11 @@ TEST_CASE("chain: a call starts at the first standard entry, whatever was added 
   CHECK((a == 1 && b == 0 && c == 0 && d == 0));
   // The stepped machine starts at the same entry.
   auto call = chain.begin_call(failover::call_options{});
-  REQUIRE(call.start() == decltype(call)::action::attempt);
-  CHECK(call.entry_index() == 2);
+  const auto first = call.poll();
+  REQUIRE(first);
+  const auto* start = std::get_if<failover::actions::start_attempt>(&*first);
+  REQUIRE(start);
+  CHECK(start->entry == 2);
 }
 
 TEST_CASE("chain: copies keep their start entry, a chain moved from has nothing to call") {
@@ -985,13 +989,21 @@ TEST_CASE("chain: begin_call keeps its own copy of the call options", "[chain]")
   failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
   chain.add("m", [](const std::string& s) { return s; });
   auto call = chain.begin_call(failover::call_options{});  // a temporary: must not dangle
-  using action = decltype(call.start());
-  REQUIRE(call.start() == action::attempt);
-  CHECK(call.entry_index() == 0);
-  CHECK(call.attempted(failover::outcome<std::string>(std::string("v"))) == action::done);
+  const auto first = call.poll();
+  REQUIRE(first);
+  const auto* start = std::get_if<failover::actions::start_attempt>(&*first);
+  REQUIRE(start);
+  CHECK(start->entry == 0);
+  CHECK_FALSE(start->context->cancelled());  // the token it points to is the machine's copy
+  const failover::attempt_id id = start->id;
+  const auto t = chain.clock().now();
+  call.handle(failover::events::answered<std::string>{id, std::string("v")}, t);
+  REQUIRE(call.poll());
+  CHECK(call.is_done());
   // Out of turn: nothing changes, the call stays done with its one outcome.
-  CHECK(call.attempted(failover::outcome<std::string>(std::string("w"))) == action::done);
-  CHECK(call.waited(true) == action::done);
+  call.handle(failover::events::answered<std::string>{id, std::string("w")}, t);
+  call.handle(failover::events::timer_fired{}, t);
+  CHECK_FALSE(call.poll());
   const auto r = std::move(call).take();
   REQUIRE(r.has_value());
   CHECK(*r == "v");
@@ -1039,20 +1051,24 @@ std::unique_ptr<scenario> build(const scenario_builder& b) {
 // The same call made through the machine one step at a time, as an async driver would.
 failover::result<std::string> stepped(scenario& s, const std::string& prompt) {
   auto call = s.chain.begin_call(s.options);
-  using action = decltype(call.start());
-  for (auto a = call.start(); a != action::done;) {
-    if (a == action::attempt) {
+  while (auto a = call.poll()) {
+    if (const auto* st = std::get_if<failover::actions::start_attempt>(&*a)) {
       std::optional<answer> got;
       try {
         s.clock.advance(std::chrono::milliseconds(1));  // as the chain's own copies do
-        got.emplace(s.models[call.entry_index()](prompt));
+        got.emplace(s.models[st->entry](prompt));
       } catch (...) {
-        a = call.attempted(std::current_exception());
+        call.handle(failover::events::failed{st->id, std::current_exception()}, s.clock.now());
         continue;
       }
-      a = call.attempted(std::move(*got));
-    } else {
-      a = call.waited(s.chain.sleeper().sleep_for(call.wait(), call.token()));
+      call.handle(failover::events::answered<std::string>{st->id, std::move(*got)}, s.clock.now());
+    } else if (const auto* w = std::get_if<failover::actions::sleep_until>(&*a)) {
+      if (s.chain.sleeper().sleep_for(w->wait, call.token()))
+        call.handle(failover::events::timer_fired{}, s.clock.now());
+      else
+        call.handle(failover::events::cancelled{}, s.clock.now());
+    } else if (std::holds_alternative<failover::actions::done>(*a)) {
+      break;
     }
   }
   return std::move(call).take();

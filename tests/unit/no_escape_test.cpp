@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <variant>
 
 using namespace std::chrono_literals;
 
@@ -213,17 +214,27 @@ TEST_CASE("no escape: the stepped machine ends a call whose driver's wait threw"
   failover::testing::use_fake_time(chain, failover::testing::fake_clock{});
   chain.add("m", [] { return unavailable(); });
   auto call = chain.begin_call(failover::call_options{});
-  using action = decltype(call.start());
-  REQUIRE(call.start() == action::attempt);
-  REQUIRE(call.attempted(unavailable()) == action::wait);
+  const auto first = call.poll();
+  REQUIRE(first);
+  const auto* start = std::get_if<failover::actions::start_attempt>(&*first);
+  REQUIRE(start);
+  const auto t = chain.clock().now();
+  call.handle(failover::events::answered<int>{start->id, unavailable()}, t);
+  const auto second = call.poll();
+  REQUIRE(second);
+  REQUIRE(std::holds_alternative<failover::actions::sleep_until>(*second));
   std::exception_ptr timer_error;
   try {
     throw std::runtime_error("timer broke");
   } catch (...) {
     timer_error = std::current_exception();
   }
-  CHECK(call.end_with_exception("the timer", timer_error) == action::done);
-  CHECK(call.waited(true) == action::done);  // out of turn now: nothing changes
+  call.handle(failover::events::driver_failed{"the timer", timer_error}, t);
+  const auto third = call.poll();
+  REQUIRE(third);
+  CHECK(std::holds_alternative<failover::actions::done>(*third));
+  call.handle(failover::events::timer_fired{}, t);  // out of turn now: nothing changes
+  CHECK_FALSE(call.poll());
   const auto r = std::move(call).take();
   CHECK_FALSE(r.has_value());
   CHECK(contains(r.error().message, "the timer threw"));

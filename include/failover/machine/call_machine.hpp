@@ -1,0 +1,577 @@
+// One call as an event-driven machine: told what happened (handle(event, now)), it says what to do
+// next (poll() → action). It reads no clock, sleeps never and calls no model, so the blocking loop,
+// the async drivers and virtual-time simulations all run these same rules.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <exception>
+#include <new>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "failover/classifier.hpp"
+#include "failover/context.hpp"
+#include "failover/decision.hpp"
+#include "failover/detail/saturate.hpp"
+#include "failover/gates/gate.hpp"
+#include "failover/hooks.hpp"
+#include "failover/machine/attempts.hpp"
+#include "failover/machine/events.hpp"
+#include "failover/machine/plan.hpp"
+#include "failover/outcome.hpp"
+
+namespace failover {
+
+// Asks for one more attempt on the current model beside those in flight (hedging). Refused
+// quietly when the gates say no, the attempt cap is reached, or max_in_flight are out.
+namespace events {
+struct launch_attempt {};
+}  // namespace events
+
+// Order of use: construct (the call starts at `now`), then repeatedly poll() and carry out each
+// action, handing every outcome back through handle(); after `done`, take() the result. Every
+// handle() is noexcept: what a policy throws ends the call with an `unknown` error that names it.
+// Move a machine only while no start_attempt it handed out is still unanswered (its context
+// pointer refers into the machine).
+template <class R, class Plan>
+class call_machine {
+  using entries_type = typename Plan::entries_type;
+  using gates_type = typename Plan::gates_type;
+  using hooks_type = typename Plan::hooks_type;
+  using entry_type = std::decay_t<decltype(std::declval<const entries_type&>()[0])>;
+  using backoff_type = std::decay_t<decltype(std::declval<entry_type&>().backoff)>;
+  using tickets = typename gates_type::tickets;
+
+ public:
+  using value_type = R;
+  using action = std::variant<actions::start_attempt, actions::cancel_attempt, actions::sleep_until,
+                              actions::done>;
+  static constexpr std::size_t max_in_flight = 4;
+
+  call_machine(const Plan& plan, call_options call, time_point now) noexcept
+      : plan_(plan),
+        call_(std::move(call)),
+        res_(plan.names),
+        start_(now),
+        last_now_(now),
+        deadline_(detail::earlier(plan.options->deadline, call_.deadline)) {
+    guarded(now, [&] { begin(now); });
+  }
+  call_machine(call_machine&&) noexcept = default;
+  call_machine& operator=(call_machine&&) = delete;
+  call_machine(const call_machine&) = delete;
+  call_machine& operator=(const call_machine&) = delete;
+  // A machine dropped with attempts out gives back what they hold (a half-open probe slot).
+  ~call_machine() { abandon_all(last_now_, false); }
+
+  // ---- inputs ----
+  void handle(events::attempt_started e, time_point now) noexcept {
+    if (auto* s = slots_.find(e.id)) s->started = now;
+  }
+  void handle(events::answered<R>&& e, time_point now) noexcept {
+    handle_answer(e.id, std::move(e.answer), now);
+  }
+  // The same as handle(answered{id, answer}), without moving the answer into an event first.
+  void handle_answer(attempt_id id, outcome<R>&& answer, time_point now) noexcept {
+    guarded(now, [&] { on_answer(id, std::move(answer), now); });
+  }
+  void handle(events::failed e, time_point now) noexcept {
+    guarded(now, [&] { on_thrown(e.id, std::move(e.thrown), now); });
+  }
+  void handle(events::timer_fired, time_point now) noexcept {
+    guarded(now, [&] { on_timer(now); });
+  }
+  void handle(events::cancelled, time_point now) noexcept {
+    guarded(now, [&] { on_cancel(now); });
+  }
+  void handle(events::driver_failed e, time_point now) noexcept {
+    last_now_ = now;
+    end_with_exception(e.what, std::move(e.cause), now);
+  }
+  void handle(events::launch_attempt, time_point now) noexcept {
+    guarded(now, [&] { on_launch(now); });
+  }
+
+  // ---- outputs ----
+  std::optional<action> poll() noexcept {
+    while (!out_.empty()) {
+      const auto item = out_.pop();
+      switch (item.what) {
+        case detail::action_queue::kind::start:
+          if (auto* s = slots_.find(item.id)) {
+            s->context.cancel = &call_.token;
+            return action(actions::start_attempt{s->id, s->entry, &s->context});
+          }
+          break;  // cancelled before it was handed out
+        case detail::action_queue::kind::cancel:
+          return action(actions::cancel_attempt{item.id});
+        case detail::action_queue::kind::sleep:
+          if (phase_ == phase::waiting) return action(actions::sleep_until{wake_at_, wait_});
+          break;
+        case detail::action_queue::kind::done:
+          return action(actions::done{});
+      }
+    }
+    return std::nullopt;
+  }
+
+  bool is_done() const noexcept { return phase_ == phase::done; }
+  // When the machine wants timer_fired (none unless it is waiting).
+  std::optional<time_point> next_timer() const noexcept {
+    return phase_ == phase::waiting ? std::optional<time_point>(wake_at_) : std::nullopt;
+  }
+  std::size_t in_flight() const noexcept { return slots_.in_flight(); }
+  const cancel_token& token() const noexcept { return call_.token; }
+  const failover::result<R>& result() const noexcept { return res_; }
+  failover::result<R> take() && { return std::move(res_); }
+
+ private:
+  using slot = typename detail::attempt_table<tickets, max_in_flight>::slot;
+  enum class phase : std::uint8_t { idle, running, waiting, done };
+  enum class waiting_for : std::uint8_t { retry, reopen, gate };
+
+  const entries_type& entries() const noexcept { return *plan_.entries; }
+  const chain_options& opts() const noexcept { return *plan_.options; }
+  const gates_type& gates() const noexcept { return *plan_.gates; }
+  const entry_type& entry() const noexcept { return entries()[index_]; }
+  std::string_view name(std::size_t i) const noexcept { return (*plan_.names)[i]; }
+  std::string_view model() const noexcept { return name(index_); }
+  detail::roles_view<entries_type> roles() const noexcept { return {entries()}; }
+  attempt_record& record(std::size_t i) noexcept { return res_.mutable_trace().at(i); }
+  attempt_record& current() noexcept { return res_.mutable_trace().back(); }
+  const error* last_error() const noexcept {
+    return last_call_ ? &res_.trace().attempts()[*last_call_].error() : nullptr;
+  }
+
+  template <class Step>
+  void guarded(time_point now, Step&& step) noexcept {
+    last_now_ = now;
+    if (phase_ == phase::done) return;
+    try {
+      step();
+    } catch (const detail::policy_failure& f) {
+      end_with_exception(f.policy, f.cause, now);
+    } catch (const std::bad_alloc&) {
+      end_with_exception("an allocation (out of memory)", std::current_exception(), now);
+    } catch (...) {
+      end_with_exception("a step of the call", std::current_exception(), now);
+    }
+  }
+
+  // Observing must not change how a call ends, whatever a user's Hooks policy does.
+  template <class Hook, class Event>
+  void notify(Hook hook, const Event& e) const noexcept {
+    if constexpr (noexcept((std::declval<const hooks_type&>().*hook)(e))) {
+      (plan_.hooks->*hook)(e);
+    } else {
+      try {
+        (plan_.hooks->*hook)(e);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
+      }
+    }
+  }
+
+  template <class F>
+  error classify(F&& f) const noexcept {
+    try {
+      return f();
+    } catch (...) {
+      error e;
+      e.kind = error_kind::unknown;
+      e.message = "the classifier threw while classifying this failure";
+      e.exception = std::current_exception();
+      return e;
+    }
+  }
+
+  std::optional<duration> time_left(time_point at) const noexcept {
+    if (!deadline_) return std::nullopt;
+    // A clock that steps back gives no more time than the deadline itself.
+    return detail::sat_sub(*deadline_, std::max(detail::sat_diff(at, start_), duration::zero()));
+  }
+  // What the current model may still use: the time left, cut to its share (model_time()), which
+  // is fixed when its first attempt starts.
+  std::optional<duration> model_left(time_point at) const noexcept {
+    const std::optional<duration> left = time_left(at);
+    if (!left || !share_end_) return left;
+    return std::min(*left, detail::sat_diff(*share_end_, at));
+  }
+
+  // Whether a later entry could take over a failure of kind `kind` from entry `index` at `now`:
+  // one the walk would reach (roles, hops and the attempt cap: fallback_exists) that no gate
+  // would refuse. Only then is time kept back for it, or a read timeout handed over to it.
+  bool can_answer_after(error_kind kind, time_point now, int attempts_after) const noexcept {
+    if (attempts_after >= opts().max_total_attempts) return false;
+    if (!fallback_exists(roles(), index_, kind, models_tried_, opts())) return false;
+    for (std::size_t j = index_ + 1; j < entries().size(); ++j)
+      if (accepts(entries()[j].role, kind, opts()) && !gates().would_refuse(entries()[j].keys, now))
+        return true;
+    return false;
+  }
+
+  void begin(time_point now) {
+    if (!plan_.start) {
+      error e;
+      e.message = "the chain has no standard entry to start from";
+      return finish(std::move(e), stop_reason::no_fallback);
+    }
+    index_ = *plan_.start;
+    const stop_reason why = decide_start(opts(), call_.token.cancelled(), 0, deadline_);
+    begin_model();
+    if (why != stop_reason::none) return model_done(why, now);
+    gates().on_call(now);
+    next_attempt(now);
+  }
+
+  void begin_model() {
+    ++models_tried_;
+    counters_ = retry_counters{};
+    counters_.total_attempts = total_;
+    backoff_.reset();
+    share_end_.reset();  // fixed at the model's first attempt (next_attempt)
+  }
+
+  attempt_record& add_record(time_point now) {
+    return res_.mutable_trace().add(model(), static_cast<std::uint16_t>(index_), entry().role,
+                                    counters_.attempts, now - start_);
+  }
+
+  // The current model's next attempt: asks the rules, then the gates, then starts it.
+  void next_attempt(time_point now) {
+    const std::optional<duration> left = time_left(now);
+    const stop_reason why = decide_start(opts(), call_.token.cancelled(), total_, left);
+    if (why != stop_reason::none) return model_done(why, now);
+    if (left && counters_.attempts == 0)  // the model's first attempt: fix its share
+      share_end_ = detail::sat_add(
+          now, model_time(*left, can_answer_after(error_kind::unknown, now, total_ + 1), opts()));
+    const std::optional<duration> remaining = model_left(now);
+    // A retry whose wait ran past the model's share (a late wake-up): its fallback's time is not
+    // spent on it.
+    if (remaining && *remaining <= duration::zero())
+      return model_done(stop_reason::wait_past_deadline, now);
+    tickets t{};
+    const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
+    if (v.what == verdict::kind::refuse) return skip(now, v);
+    if (v.what == verdict::kind::wait) return wait(now, v.wait, waiting_for::gate);
+    start(now, remaining, t);
+  }
+
+  void start(time_point now, std::optional<duration> remaining, const tickets& t) {
+    slot* s = slots_.open();
+    if (!s) throw std::logic_error("failover: more attempts in flight than the machine holds");
+    ++counters_.attempts;
+    counters_.total_attempts = ++total_;
+    s->entry = index_;
+    s->tickets = t;
+    s->started = now;
+    s->context = attempt_context{model(), counters_.attempts, total_, remaining, &call_.token};
+    notify(&hooks_type::on_attempt_start,
+           attempt_started{model(), counters_.attempts, total_, remaining});
+    last_call_ = res_.trace().size();
+    s->record = *last_call_;
+    add_record(now);
+    phase_ = phase::running;
+    out_.push(detail::action_queue::kind::start, s->id);
+  }
+
+  void on_launch(time_point now) {
+    if (phase_ != phase::running || slots_.in_flight() >= max_in_flight) return;
+    if (total_ >= opts().max_total_attempts || call_.token.cancelled()) return;
+    tickets t{};
+    const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
+    if (!v.is_go()) return;
+    start(now, model_left(now), t);
+  }
+
+  void wait(time_point now, duration d, waiting_for why) {
+    phase_ = phase::waiting;
+    waiting_ = why;
+    wait_ = d;
+    wake_at_ = detail::sat_add(now, d);
+    out_.push(detail::action_queue::kind::sleep);
+  }
+
+  // The current entry's gates refused it: record the skip and move on.
+  void skip(time_point now, const verdict& v) {
+    attempt_record& rec = add_record(now);
+    rec.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
+    rec.skipped = true;
+    error e;
+    e.kind = error_kind::circuit_open;
+    e.model = std::string(model());
+    e.retry_after = v.until > now ? v.until - now : duration::zero();
+    e.message = v.why == stop_reason::circuit_open ? "skipped: circuit open" : "skipped: refused";
+    rec.set_error(std::move(e));
+    rec.stop = v.why;
+    notify(&hooks_type::on_skip, attempt_skipped{model(), v.until});
+    if (!earliest_reopen_ || v.until < earliest_reopen_->first)
+      earliest_reopen_.emplace(v.until, index_);
+    model_done(stop_reason::circuit_open, now);
+  }
+
+  void on_answer(attempt_id id, outcome<R>&& answer, time_point now) {
+    slot* s = slots_.find(id);
+    if (!s) return;  // cancelled, or never handed out: ignored
+    const slot done_slot = *s;
+    slots_.close(*s);
+    record(done_slot.record).elapsed = now - done_slot.started;
+    if (!answer.has_value()) {
+      return failed(done_slot, now, classify([&] {
+                      return plan_.classifier->classify(answer.failure(), plan_.clock->wall_now());
+                    }));
+    }
+    try {
+      res_.set_value(*std::move(answer));
+    } catch (...) {
+      return failed(done_slot, now, unstored_value(std::current_exception()));
+    }
+    // Only now are the gates and the hooks told of a success: a value whose move throws is a
+    // failed attempt, and nothing counted it as a success.
+    attempt_record& rec = record(done_slot.record);
+    rec.ok = true;
+    gates().tell(entries()[done_slot.entry].keys, now, nullptr, done_slot.tickets);
+    notify(&hooks_type::on_attempt_end,
+           attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
+    abandon_all(now, true);  // a hedged sibling still out is not wanted any more
+    phase_ = phase::done;
+    out_.push(detail::action_queue::kind::done);
+  }
+
+  void on_thrown(attempt_id id, std::exception_ptr thrown, time_point now) {
+    slot* s = slots_.find(id);
+    if (!s) return;
+    const slot done_slot = *s;
+    slots_.close(*s);
+    record(done_slot.record).elapsed = now - done_slot.started;
+    if (!thrown) {
+      error e;
+      e.kind = error_kind::unknown;
+      e.message = "the attempt reported an empty exception";
+      return failed(done_slot, now, std::move(e));
+    }
+    failed(done_slot, now,
+           classify([&] { return plan_.classifier->classify(thrown, plan_.clock->wall_now()); }));
+  }
+
+  static error unstored_value(std::exception_ptr cause) {
+    error e;
+    e.kind = error_kind::unknown;
+    e.exception = std::move(cause);
+    e.message = "failover: moving the answer into the result threw";
+    return e;
+  }
+
+  void failed(const slot& s, time_point end, error classified) {
+    attempt_record& rec = record(s.record);
+    classified.model = std::string(name(s.entry));
+    const error& e = rec.set_error(std::move(classified));
+    if (e.kind == error_kind::read_timeout) ++counters_.read_timeouts;
+    gates().tell(entries()[s.entry].keys, end, &e, s.tickets);
+    if (slots_.in_flight() > 0) {  // a hedged sibling may still answer: decide after it
+      notify(&hooks_type::on_attempt_end,
+             attempt_ended{rec.model, rec.attempt, false, &e, rec.elapsed});
+      return;
+    }
+    duration delay{};
+    if (e.transient) {
+      if (!backoff_) backoff_.emplace(entry().backoff);
+      delay = backoff_->next(counters_.attempts);
+    }
+    const bool can_fall_back = can_answer_after(e.kind, end, total_);
+    retry_decision d = decide_retry(entry().retry, opts().max_total_attempts, e, counters_, delay,
+                                    model_left(end), can_fall_back);
+    // The gates may veto a retry the model's own rules allow: no point waiting for a circuit that
+    // will still be open, and no retry a shared budget cannot pay for.
+    if (d.retry) {
+      tickets none{};
+      const verdict v = gates().ask(
+          entry().keys, gate_question{ask_phase::plan_retry, end, detail::sat_add(end, d.wait)},
+          none);
+      if (!v.is_go()) d = retry_decision{false, {}, wait_reason::none, v.why};
+    }
+    rec.wait = d.wait;
+    rec.why_wait = d.reason;
+    rec.stop = d.stop;
+    notify(&hooks_type::on_attempt_end,
+           attempt_ended{rec.model, rec.attempt, false, &e, rec.elapsed});
+    if (!d.retry) return model_done(d.stop, end);
+    notify(&hooks_type::on_retry,
+           retry_scheduled{model(), counters_.attempts, d.wait, d.reason, e});
+    wait(end, d.wait, waiting_for::retry);
+  }
+
+  void on_timer(time_point now) {
+    if (phase_ != phase::waiting) return;
+    phase_ = phase::running;
+    if (waiting_ == waiting_for::reopen) {
+      index_ = earliest_reopen_->second;
+      earliest_reopen_.reset();
+      routing_ = error_kind::unknown;
+      models_tried_ = 0;
+      begin_model();
+    }
+    next_attempt(now);
+  }
+
+  void on_cancel(time_point now) {
+    if (phase_ == phase::waiting) {
+      phase_ = phase::running;
+      if (waiting_ == waiting_for::reopen)
+        return finish(detail::stop_error(error_kind::cancelled, nullptr, model()),
+                      stop_reason::cancelled);
+      if (res_.trace().size() > 0) current().stop = stop_reason::cancelled;
+      return model_done(stop_reason::cancelled, now);
+    }
+    if (slots_.in_flight() == 0) return;
+    // Attempts in flight end as cancelled; the call's error names the last failure before them.
+    const std::optional<std::size_t> before = last_failure_before_flight();
+    abandon_all(now, true);
+    const error* prior = before ? &res_.trace().attempts()[*before].error() : nullptr;
+    finish(detail::stop_error(error_kind::cancelled, prior, model()), stop_reason::cancelled);
+  }
+
+  std::optional<std::size_t> last_failure_before_flight() noexcept {
+    std::optional<std::size_t> first_in_flight;
+    slots_.each([&](slot& s) {
+      if (!first_in_flight || s.record < *first_in_flight) first_in_flight = s.record;
+    });
+    const auto& attempts = res_.trace().attempts();
+    for (std::size_t i = first_in_flight.value_or(attempts.size()); i-- > 0;)
+      if (!attempts[i].skipped && !attempts[i].ok) return i;
+    return std::nullopt;
+  }
+
+  // Every attempt in flight is given up: its gates get their tickets back, its record says it was
+  // cancelled, and (`tell_driver`) the driver is asked to abort it.
+  void abandon_all(time_point now, bool tell_driver) noexcept {
+    slots_.each([&](slot& s) {
+      gates().tell(entries()[s.entry].keys, now, nullptr, s.tickets, true);
+      if (tell_driver) {
+        try {
+          attempt_record& rec = record(s.record);
+          rec.elapsed = now - s.started;
+          rec.stop = stop_reason::cancelled;
+          error e;
+          e.kind = error_kind::cancelled;
+          e.model = std::string(name(s.entry));
+          e.message = "cancelled while in flight";
+          rec.set_error(std::move(e));
+        } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the record stays bare
+        }
+        out_.push(detail::action_queue::kind::cancel, s.id);
+      }
+      slots_.close(s);
+    });
+  }
+
+  // The current model is done for `why`: end the call, or walk to the next entry.
+  void model_done(stop_reason why, time_point now) {
+    // The model's last record says why it gave up, whichever step found it (a late wake-up, the
+    // deadline or the cap found before a retry): the trace's "gave up on X" reads it.
+    if (res_.trace().size() > 0) {
+      attempt_record& last = current();
+      if (last.entry == index_ && !last.ok && last.stop == stop_reason::none) last.stop = why;
+    }
+    if (why == stop_reason::wait_past_deadline) out_of_time_ = true;
+    if (why == stop_reason::cancelled || why == stop_reason::deadline) {
+      const error_kind k =
+          why == stop_reason::cancelled ? error_kind::cancelled : error_kind::deadline_exceeded;
+      return finish(detail::stop_error(k, last_error(), model()), why);
+    }
+    // A model given up before any attempt passes on the failure that led to it (none for the
+    // first model), and a skipped one is no hop.
+    const bool untried = counters_.attempts == 0;
+    if (untried && why == stop_reason::circuit_open) --models_tried_;
+    const error_kind walk_kind = untried || !last_error() ? routing_ : last_error()->kind;
+    const walk_decision w = next_entry(roles(), index_, walk_kind, why, models_tried_, opts());
+    if (!w.next) {
+      if (!last_call_ && earliest_reopen_) {  // every model considered is open
+        const duration until = std::max(duration::zero(), earliest_reopen_->first - now);
+        if (wait_for_reopen(opts(), waited_for_reopen_, until, time_left(now))) {
+          waited_for_reopen_ = true;
+          current().wait = until;
+          current().why_wait = wait_reason::circuit;
+          return wait(now, until, waiting_for::reopen);
+        }
+        return finish(detail::all_open_error(name(earliest_reopen_->second), until),
+                      stop_reason::circuit_open);
+      }
+      // The last model called gave up because its next wait would cross the deadline, and
+      // nothing after it answered or even ran (no entry, or only open circuits): the call ends at
+      // the deadline, as if it had waited.
+      if (out_of_time_ && (why == stop_reason::wait_past_deadline || untried) &&
+          (w.stop == stop_reason::no_fallback || why == stop_reason::circuit_open))
+        return finish(detail::stop_error(error_kind::deadline_exceeded, last_error(), model()),
+                      stop_reason::deadline);
+      if (!last_error())
+        return finish(detail::stop_error(error_kind::deadline_exceeded, nullptr, model()),
+                      stop_reason::deadline);
+      return finish(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
+    }
+    notify(&hooks_type::on_fallback, fallback_taken{model(), name(*w.next), entries()[*w.next].role,
+                                                    res_.trace().attempts().back().error(), why});
+    routing_ = walk_kind;
+    index_ = *w.next;
+    begin_model();
+    next_attempt(now);
+  }
+
+  void finish(error e, stop_reason why) {
+    res_.set_error(std::move(e), why);
+    notify(&hooks_type::on_give_up, gave_up{res_.error(), why});
+    phase_ = phase::done;
+    out_.push(detail::action_queue::kind::done);
+  }
+
+  // Ends the call at once with an `unknown` error holding `cause`, saying that `what` threw. After
+  // done it changes nothing: the call has its one outcome already.
+  void end_with_exception(const char* what, std::exception_ptr cause, time_point now) noexcept {
+    if (phase_ == phase::done) return;
+    out_.clear();
+    abandon_all(now, true);
+    error e;
+    e.kind = error_kind::unknown;
+    e.exception = std::move(cause);
+    try {
+      if (index_ < plan_.names->size()) e.model = std::string(model());
+      e.message = std::string("failover: ") + what + " threw; the call ended there";
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the bare error still ends it
+    }
+    res_.set_error(std::move(e), stop_reason::permanent_error);
+    notify(&hooks_type::on_give_up, gave_up{res_.error(), stop_reason::permanent_error});
+    phase_ = phase::done;
+    out_.push(detail::action_queue::kind::done);
+  }
+
+  Plan plan_;
+  call_options call_;
+  failover::result<R> res_;
+  time_point start_;
+  time_point last_now_;
+  std::optional<duration> deadline_;
+
+  std::size_t index_ = 0;
+  int models_tried_ = 0;
+  int total_ = 0;
+  retry_counters counters_;
+  // Copied from the prototype at a model's first retry; what it throws comes out named.
+  std::optional<detail::guarded_backoff<backoff_type>> backoff_;
+  std::optional<time_point> share_end_;  // when the current model's share of the time ends
+  bool out_of_time_ = false;  // a model gave up because its next wait would cross the deadline
+  phase phase_ = phase::idle;
+  waiting_for waiting_ = waiting_for::retry;
+  duration wait_{};
+  time_point wake_at_{};
+  std::optional<std::size_t> last_call_;  // trace index of the latest attempt that called a model
+  error_kind routing_ = error_kind::unknown;  // the failure that led to the current entry
+  std::optional<std::pair<time_point, std::size_t>> earliest_reopen_;  // among skipped entries
+  bool waited_for_reopen_ = false;
+  detail::attempt_table<tickets, max_in_flight> slots_;
+  detail::action_queue out_;
+};
+
+}  // namespace failover
