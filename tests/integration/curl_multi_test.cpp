@@ -160,7 +160,7 @@ failover::error classify(const failover::failure& f) {
 
 }  // namespace
 
-TEST_CASE("curl_multi: an answer completes the handler once, never inside async_post") {
+TEST_CASE("an answer completes the handler once, never inside async_post") {
   REQUIRE(curl_ready);
   asio::io_context io;
   loop_server server(io, [](int) { return ok_reply(); });
@@ -175,7 +175,7 @@ TEST_CASE("curl_multi: an answer completes the handler once, never inside async_
   CHECK(multi.in_flight() == 0);
 }
 
-TEST_CASE("curl_multi: a 4 MiB body sent at once arrives whole") {
+TEST_CASE("a 4 MiB body sent at once arrives whole") {
   asio::io_context io;
   const std::string big(4 << 20, 'b');
   loop_server server(io, [&](int) { return ok_reply(big); });
@@ -188,7 +188,7 @@ TEST_CASE("curl_multi: a 4 MiB body sent at once arrives whole") {
   CHECK(r.value().body == big);
 }
 
-TEST_CASE("curl_multi: a 429 with Retry-After reads and classifies as through curl_endpoint") {
+TEST_CASE("a 429 with Retry-After reads and classifies as through curl_endpoint") {
   raw_server server([](raw_connection& c) {
     c.send(
         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Type: application/json\r\n"
@@ -216,7 +216,7 @@ TEST_CASE("curl_multi: a 429 with Retry-After reads and classifies as through cu
   CHECK(a.retry_after == b.retry_after);
 }
 
-TEST_CASE("curl_multi: each transport failure is named as curl_endpoint names it") {
+TEST_CASE("each transport failure is named as curl_endpoint names it") {
   using failover::testing::refused_port;
   using failover::testing::unanswered_port;
   const std::string block(16 << 10, 'x');
@@ -325,7 +325,7 @@ TEST_CASE("curl_multi: each transport failure is named as curl_endpoint names it
   }
 }
 
-TEST_CASE("curl_multi: a request header with a line break is refused, nothing is sent") {
+TEST_CASE("a request header with a line break is refused, nothing is sent") {
   asio::io_context io;
   loop_server server(io, [](int) { return ok_reply(); });
   curl_multi multi(io);
@@ -340,7 +340,7 @@ TEST_CASE("curl_multi: a request header with a line break is refused, nothing is
   CHECK(server.connections == 0);
 }
 
-TEST_CASE("curl_multi: bad limits or timeouts throw invalid_argument at the call") {
+TEST_CASE("bad limits or timeouts throw invalid_argument at the call") {
   asio::io_context io;
   curl_multi multi(io);
   const failover::attempt_context ctx;
@@ -356,7 +356,7 @@ TEST_CASE("curl_multi: bad limits or timeouts throw invalid_argument at the call
                   std::invalid_argument);
 }
 
-TEST_CASE("curl_multi: sequential requests reuse one connection and one easy handle") {
+TEST_CASE("sequential requests reuse one connection and one easy handle") {
   asio::io_context io;
   loop_server server(io, [](int n) { return ok_reply(std::to_string(n)); });
   curl_multi multi(io);
@@ -372,7 +372,7 @@ TEST_CASE("curl_multi: sequential requests reuse one connection and one easy han
   CHECK(multi.handles() == 1);
 }
 
-TEST_CASE("curl_multi: fifty transfers at once all complete, and a second wave reuses them") {
+TEST_CASE("fifty transfers at once all complete, and a second wave reuses them") {
   asio::io_context io;
   loop_server server(io, [](int) { return ok_reply(); });
   curl_multi multi(io);
@@ -406,7 +406,7 @@ TEST_CASE("curl_multi: fifty transfers at once all complete, and a second wave r
   CHECK(multi.in_flight() == 0);
 }
 
-TEST_CASE("curl_multi: cancelling the token aborts the transfer mid-body and closes it") {
+TEST_CASE("cancelling the token aborts the transfer mid-body and closes it") {
   asio::io_context io;
   loop_server server(io, [](int) { return std::nullopt; });
   server.hold_prefix = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"partial";
@@ -430,7 +430,7 @@ TEST_CASE("curl_multi: cancelling the token aborts the transfer mid-body and clo
   CHECK(multi.handles() == 0);  // the aborted handle was not kept
 }
 
-TEST_CASE("curl_multi: a terminal cancellation through the slot aborts the transfer") {
+TEST_CASE("a terminal cancellation through the slot aborts the transfer") {
   asio::io_context io;
   loop_server server(io, [](int) { return std::nullopt; });
   curl_multi multi(io);
@@ -460,7 +460,7 @@ TEST_CASE("curl_multi: a terminal cancellation through the slot aborts the trans
   CHECK(server.connections == 3);  // no aborted connection was reused
 }
 
-TEST_CASE("curl_multi: a token cancelled before the call sends nothing") {
+TEST_CASE("a token cancelled before the call sends nothing") {
   asio::io_context io;
   loop_server server(io, [](int) { return ok_reply(); });
   curl_multi multi(io);
@@ -476,7 +476,7 @@ TEST_CASE("curl_multi: a token cancelled before the call sends nothing") {
   CHECK(server.connections == 0);
 }
 
-TEST_CASE("curl_multi: destroying the multi completes every transfer in flight as cancelled") {
+TEST_CASE("destroying the multi completes every transfer in flight as cancelled") {
   asio::io_context io;
   loop_server server(io, [](int) { return std::nullopt; });
   auto multi = std::make_unique<curl_multi>(io);
@@ -498,7 +498,7 @@ TEST_CASE("curl_multi: destroying the multi completes every transfer in flight a
   CHECK(calls == std::vector<int>{1, 1, 1});
 }
 
-TEST_CASE("curl_multi: use_future and deferred tokens complete with the outcome") {
+TEST_CASE("use_future and deferred tokens complete with the outcome") {
   asio::io_context io;
   loop_server server(io, [](int n) { return ok_reply(std::to_string(n)); });
   curl_multi multi(io);
@@ -524,7 +524,7 @@ TEST_CASE("curl_multi: use_future and deferred tokens complete with the outcome"
 
 #if !defined(FAILOVER_TEST_SANITIZED)
 // glibc's own count of heap bytes in use; a sanitizer's allocator does not keep it.
-TEST_CASE("curl_multi: one transfer in flight holds well under 64 KiB of heap") {
+TEST_CASE("one transfer in flight holds well under 64 KiB of heap") {
   asio::io_context io;
   loop_server server(io, [](int) { return std::nullopt; });
   curl_multi multi(io);
