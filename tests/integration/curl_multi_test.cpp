@@ -340,6 +340,20 @@ TEST_CASE("a request header with a line break is refused, nothing is sent") {
   CHECK(server.connections == 0);
 }
 
+TEST_CASE("a setup that throws completes the handler once with a failure") {
+  asio::io_context io;
+  loop_server server(io, [](int) { return ok_reply(); });
+  curl_multi multi(io, [](CURL*) { throw std::runtime_error("no CA file"); });
+  curl_multi_endpoint e(multi, server.base_url());
+  const failover::attempt_context ctx;
+  const result r = post_once(io, e, ctx);
+  REQUIRE_FALSE(r);
+  CHECK(r.failure().kind == error_kind::unknown);
+  CHECK(r.failure().message == "request could not be made (the easy handle's setup threw)");
+  CHECK(server.connections == 0);
+  CHECK(multi.handles() == 0);
+}
+
 TEST_CASE("bad limits or timeouts throw invalid_argument at the call") {
   asio::io_context io;
   curl_multi multi(io);

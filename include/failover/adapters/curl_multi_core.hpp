@@ -115,7 +115,13 @@ struct multi_core : std::enable_shared_from_this<multi_core> {
     if (t->req.refused) return t->complete(std::move(*t->req.refused));
     if (t->cancel_requested || t->req.token.cancelled())
       return t->complete(multi_cancelled(t->req.plan));
-    CURL* easy = take();
+    CURL* easy = nullptr;
+    try {
+      easy = take();
+    } catch (...) {  // the user's setup threw: this handler still completes, once
+      return t->complete(failure::of(error_kind::unknown,
+                                     "request could not be made (the easy handle's setup threw)"));
+    }
     if (easy == nullptr)
       return t->complete(
           failure::of(error_kind::unknown, "request could not be made (curl_easy_init failed)"));
