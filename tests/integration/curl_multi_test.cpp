@@ -8,8 +8,11 @@
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/deferred.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 #include <asio/write.hpp>
 #include <chrono>
@@ -535,6 +538,26 @@ TEST_CASE("use_future and deferred tokens complete with the outcome") {
   REQUIRE(*second);
   CHECK(second->value().body == "2");
 }
+
+#if defined(ASIO_HAS_CO_AWAIT) && __cplusplus >= 202002L
+TEST_CASE("a coroutine awaits the outcome with use_awaitable") {
+  asio::io_context io;
+  loop_server server(io, [](int) { return ok_reply("from a coroutine"); });
+  curl_multi multi(io);
+  curl_multi_endpoint e(multi, server.base_url(), {500ms, 3s});
+  std::optional<result> got;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const failover::attempt_context ctx;
+        got.emplace(co_await e.async_post(ctx, "/chat/completions", "{}", asio::use_awaitable));
+      },
+      asio::detached);
+  REQUIRE(run_until(io, [&] { return got.has_value(); }));
+  REQUIRE(*got);
+  CHECK(got->value().body == "from a coroutine");
+}
+#endif
 
 #if !defined(FAILOVER_TEST_SANITIZED)
 // glibc's own count of heap bytes in use; a sanitizer's allocator does not keep it.
