@@ -8,7 +8,7 @@ profile="${1:-all}"
 [ $# -gt 0 ] && shift
 demo=(cmake ninja-build g++ pkg-config libfmt-dev libcpp-httplib-dev nlohmann-json3-dev)
 all=("${demo[@]}" catch2 clang clang-format clang-tidy libclang-rt-14-dev llvm valgrind
-     libcurl4-openssl-dev libbenchmark-dev)
+     libcurl4-openssl-dev libbenchmark-dev libasio-dev)
 case "$profile" in
   demo) packages=("${demo[@]}") ;;
   all) packages=("${all[@]}") ;;
