@@ -71,6 +71,8 @@ struct record {
   long rss_peak_kib = 0;
   double cpu_seconds = 0;              // user + system, the client process only
   std::vector<std::int64_t> added_ns;  // completion seen - answer sent, per answered call
+  std::int64_t start_ns = 0;           // when the first call was started
+  std::int64_t last_received_ns = 0;   // when the server had the last request (x-received-ns)
 };
 
 const std::string request_body =
@@ -119,10 +121,9 @@ void raise_fd_limit(std::size_t need, const char* why) {
     throw std::runtime_error("setrlimit(RLIMIT_NOFILE) failed");
 }
 
-// The x-sent-ns value of one header line, if that is the line.
-std::optional<std::int64_t> sent_header(const char* data, std::size_t size) {
-  static const char name[] = "x-sent-ns:";
-  const std::size_t n = sizeof name - 1;
+// The value of header `name` ("x-sent-ns:") in one header line, if that is the line.
+std::optional<std::int64_t> ns_header(std::string_view name, const char* data, std::size_t size) {
+  const std::size_t n = name.size();
   if (size <= n) return std::nullopt;
   for (std::size_t i = 0; i < n; ++i)
     if (std::tolower(static_cast<unsigned char>(data[i])) != name[i]) return std::nullopt;
@@ -193,6 +194,7 @@ class bare_loop {
     CURL* easy = nullptr;
     std::string body;
     std::int64_t sent_ns = 0;
+    std::int64_t received_ns = 0;
   };
   struct watched {
     explicit watched(asio::io_context& io, curl_socket_t fd) : d(io, fd) {}
@@ -206,7 +208,9 @@ class bare_loop {
     return size * n;
   }
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
-    if (auto sent = sent_header(data, size * n)) static_cast<transfer*>(user)->sent_ns = *sent;
+    auto& t = *static_cast<transfer*>(user);
+    if (auto sent = ns_header("x-sent-ns:", data, size * n)) t.sent_ns = *sent;
+    if (auto in = ns_header("x-received-ns:", data, size * n)) t.received_ns = *in;
     return size * n;
   }
 
@@ -275,6 +279,7 @@ class bare_loop {
       if (m->data.result == CURLE_OK && status == 200 && t->sent_ns != 0) {
         ++record_->ok;
         record_->added_ns.push_back(seen - t->sent_ns);
+        record_->last_received_ns = std::max(record_->last_received_ns, t->received_ns);
       }
       curl_multi_remove_handle(multi_, t->easy);
       curl_easy_cleanup(t->easy);  // its connection stays in the multi's cache
@@ -301,6 +306,7 @@ void run_bare(const params& p, record& r, bool fresh) {
   r.rss_base_kib = status_kib("VmRSS");
   const double cpu0 = cpu_seconds();
   const auto t0 = clock_type::now();
+  r.start_ns = steady_ns();
   loop.run(p, r, fresh);
   r.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   r.cpu_seconds = cpu_seconds() - cpu0;
@@ -313,10 +319,11 @@ void run_bare(const params& p, record& r, bool fresh) {
 void run_threads(const params& p, record& r) {
   using failover::http::response;
   r.in_flight = std::min(p.threads, p.calls);
-  std::vector<std::int64_t> added(p.calls, -1);
+  std::vector<std::int64_t> added(p.calls, -1), received(p.calls, 0);
   r.rss_base_kib = status_kib("VmRSS");
   const double cpu0 = cpu_seconds();
   const auto t0 = clock_type::now();
+  r.start_ns = steady_ns();
   {
     failover::http::curl_endpoint endpoint(p.url);
     failover::fallback_chain<response()> chain;
@@ -339,6 +346,8 @@ void run_threads(const params& p, record& r) {
           const std::string_view sent = answer->header("x-sent-ns");
           if (!sent.empty())
             added[call] = seen - std::strtoll(std::string(sent).c_str(), nullptr, 10);
+          received[call] =
+              std::strtoll(std::string(answer->header("x-received-ns")).c_str(), nullptr, 10);
         }
       });
     for (auto& t : pool) t.join();
@@ -346,6 +355,7 @@ void run_threads(const params& p, record& r) {
   r.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   r.cpu_seconds = cpu_seconds() - cpu0;
   r.rss_peak_kib = status_kib("VmHWM");
+  for (std::int64_t in : received) r.last_received_ns = std::max(r.last_received_ns, in);
   for (std::int64_t a : added)
     if (a >= 0) {
       ++r.ok;
@@ -398,11 +408,12 @@ int child(const std::string& mode, const params& p) {
   }
   std::printf(
       "ok=%zu in_flight=%zu seconds=%.6f rss_base_kib=%ld rss_peak_kib=%ld cpu=%.6f "
-      "p50_ns=%lld p99_ns=%lld max_ns=%lld\n",
+      "p50_ns=%lld p99_ns=%lld max_ns=%lld requests_in_s=%.6f\n",
       r.ok, r.in_flight, r.seconds, r.rss_base_kib, r.rss_peak_kib, r.cpu_seconds,
       static_cast<long long>(percentile(r.added_ns, 0.50)),
       static_cast<long long>(percentile(r.added_ns, 0.99)),
-      static_cast<long long>(percentile(r.added_ns, 1.0)));
+      static_cast<long long>(percentile(r.added_ns, 1.0)),
+      static_cast<double>(r.last_received_ns - r.start_ns) / 1e9);
   curl_global_cleanup();
   return 0;
 }
@@ -459,8 +470,9 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   p.url = server.url();
   std::printf("%zu calls, each held %ld ms by the server; threads mode: %zu threads\n\n", p.calls,
               p.hold_ms, p.threads);
-  std::printf("%-10s %7s %9s %8s %12s %13s %9s %9s %9s %11s\n", "mode", "ok", "in flight",
-              "seconds", "KiB/in-fl.", "CPU s/1000", "p50 ms", "p99 ms", "max ms", "server peak");
+  std::printf("%-10s %6s %9s %8s %8s %10s %10s %9s %9s %9s %8s\n", "mode", "ok", "in flight",
+              "seconds", "sent in", "KiB/call", "CPU s/1000", "p50 ms", "p99 ms", "max ms",
+              "srv peak");
   std::vector<std::string> json;
   for (const std::string& mode : modes) {
     server.reset_peak();
@@ -478,21 +490,22 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
     const double kib = (field(line, "rss_peak_kib") - field(line, "rss_base_kib")) / in_flight;
     const double cpu_per_1000 = field(line, "cpu") / static_cast<double>(p.calls) * 1000;
     const double ms = 1e-6;
-    std::printf("%-10s %7.0f %9.0f %8.2f %12.1f %13.4f %9.3f %9.3f %9.3f %11zu\n", mode.c_str(),
-                field(line, "ok"), in_flight, field(line, "seconds"), kib, cpu_per_1000,
-                field(line, "p50_ns") * ms, field(line, "p99_ns") * ms, field(line, "max_ns") * ms,
-                server.peak_held());
+    std::printf("%-10s %6.0f %9.0f %8.2f %8.2f %10.1f %10.4f %9.3f %9.3f %9.3f %8zu\n",
+                mode.c_str(), field(line, "ok"), in_flight, field(line, "seconds"),
+                field(line, "requests_in_s"), kib, cpu_per_1000, field(line, "p50_ns") * ms,
+                field(line, "p99_ns") * ms, field(line, "max_ns") * ms, server.peak_held());
     char j[640];
     std::snprintf(j, sizeof j,
                   R"({"mode":"%s","calls":%zu,"ok":%.0f,"hold_ms":%ld,"threads":%zu,)"
                   R"("in_flight":%.0f,"seconds":%.3f,"rss_base_kib":%.0f,"rss_peak_kib":%.0f,)"
                   R"("kib_per_in_flight_call":%.2f,"cpu_s":%.4f,"cpu_s_per_1000_calls":%.5f,)"
                   R"("p50_added_ms":%.4f,"p99_added_ms":%.4f,"max_added_ms":%.4f,)"
-                  R"("server_peak_held":%zu})",
+                  R"("requests_in_s":%.3f,"server_peak_held":%zu})",
                   mode.c_str(), p.calls, field(line, "ok"), p.hold_ms, p.threads, in_flight,
                   field(line, "seconds"), field(line, "rss_base_kib"), field(line, "rss_peak_kib"),
                   kib, field(line, "cpu"), cpu_per_1000, field(line, "p50_ns") * ms,
-                  field(line, "p99_ns") * ms, field(line, "max_ns") * ms, server.peak_held());
+                  field(line, "p99_ns") * ms, field(line, "max_ns") * ms,
+                  field(line, "requests_in_s"), server.peak_held());
     json.emplace_back(j);
   }
   std::printf("\n");

@@ -167,7 +167,7 @@ TEST_CASE("Connection: close and HTTP/1.0 requests are answered, then the connec
   CHECK(server.answered() == 2);
 }
 
-TEST_CASE("Each answer carries x-sent-ns, the steady-clock time it was written") {
+TEST_CASE("Each answer carries x-sent-ns and x-received-ns, steady-clock times of its request") {
   loopback_server server(held_for(20ms));
   client c(server);
   const std::int64_t before = steady_ns();
@@ -179,6 +179,10 @@ TEST_CASE("Each answer carries x-sent-ns, the steady-clock time it was written")
   const std::int64_t sent = std::stoll(a->header("x-sent-ns"));
   CHECK(sent >= before + 20'000'000);
   CHECK(sent <= after);
+  REQUIRE_FALSE(a->header("x-received-ns").empty());
+  const std::int64_t received = std::stoll(a->header("x-received-ns"));
+  CHECK(received >= before);
+  CHECK(sent - received >= 20'000'000);  // the hold, by the server's own stamps
 }
 
 TEST_CASE("Requests over the bounds close the connection unanswered") {

@@ -63,9 +63,10 @@ struct loopback_options {
 
 // The server. Every answer carries `x-sent-ns`: steady_clock's time since its epoch, in
 // nanoseconds, taken as the answer is written, so a client on this machine can tell how long the
-// answer took to reach it. Connections stay open between requests (keep-alive) unless the
-// request asks to close. A hold is a timer, not a thread: any number of requests can be held at
-// once. The destructor stops at once; held requests are closed unanswered.
+// answer took to reach it; and `x-received-ns`, the same clock when the request was in. Connections
+// stay open between requests (keep-alive) unless the request asks to close. A hold is a timer, not
+// a thread: any number of requests can be held at once. The destructor stops at once; held requests
+// are closed unanswered.
 class loopback_server {
  public:
   explicit loopback_server(loopback_reply reply = {}, loopback_options options = {})
@@ -165,7 +166,8 @@ class loopback_server {
     }
   }
 
-  std::string render(const loopback_reply& r, std::size_t n, bool closing) const {
+  std::string render(const loopback_reply& r, std::size_t n, bool closing,
+                     std::int64_t received_ns) const {
     std::string body = r.body;
     if (body.empty() && r.status < 300)
       body = R"({"id":"loopback-)" + std::to_string(n) +
@@ -181,6 +183,7 @@ class loopback_server {
     std::string out =
         "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) +
         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\nx-received-ns: " + std::to_string(received_ns) +
         "\r\nx-sent-ns: " + std::to_string(sent) + (closing ? "\r\nConnection: close\r\n" : "\r\n");
     for (const auto& h : r.headers) out += h.first + ": " + h.second + "\r\n";
     out += "\r\n";
@@ -291,6 +294,9 @@ class loopback_server::connection : public std::enable_shared_from_this<connecti
     in_.erase(0, head_ + body_);
     head_ = body_ = 0;
     reply_ = server_.next_reply();
+    received_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count();
     const std::size_t now = server_.held_.fetch_add(1) + 1;
     std::size_t peak = server_.peak_held_.load();
     while (peak < now && !server_.peak_held_.compare_exchange_weak(peak, now)) {
@@ -304,7 +310,7 @@ class loopback_server::connection : public std::enable_shared_from_this<connecti
 
   void answer() {
     const std::size_t n = server_.answered_.fetch_add(1);  // counted before a client can see it
-    out_ = server_.render(reply_, n, closing_);
+    out_ = server_.render(reply_, n, closing_, received_ns_);
     asio::async_write(socket_, asio::buffer(out_),
                       [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
                         self->out_.clear();
@@ -328,12 +334,13 @@ class loopback_server::connection : public std::enable_shared_from_this<connecti
   loopback_server& server_;
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;
-  std::string in_;        // bytes read and not yet consumed
-  std::size_t head_ = 0;  // the current request's line and headers, once complete
-  std::size_t body_ = 0;  // its Content-Length
-  bool closing_ = false;  // answer, then close
-  loopback_reply reply_;  // the answer being held
-  std::string out_;       // the answer being written
+  std::string in_;                // bytes read and not yet consumed
+  std::size_t head_ = 0;          // the current request's line and headers, once complete
+  std::size_t body_ = 0;          // its Content-Length
+  bool closing_ = false;          // answer, then close
+  std::int64_t received_ns_ = 0;  // when the request being held was in
+  loopback_reply reply_;          // the answer being held
+  std::string out_;               // the answer being written
 };
 
 inline void loopback_server::accept() {
