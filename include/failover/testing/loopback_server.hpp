@@ -141,29 +141,15 @@ class loopback_server {
     return r;
   }
 
+  // Clients read the code, not the phrase (RFC 9112 allows any): a few common ones suffice.
   static const char* reason(int status) noexcept {
-    switch (status) {
-      case 200:
-        return "OK";
-      case 400:
-        return "Bad Request";
-      case 401:
-        return "Unauthorized";
-      case 404:
-        return "Not Found";
-      case 429:
-        return "Too Many Requests";
-      case 500:
-        return "Internal Server Error";
-      case 502:
-        return "Bad Gateway";
-      case 503:
-        return "Service Unavailable";
-      case 504:
-        return "Gateway Timeout";
-      default:
-        return "Status";
-    }
+    return status == 200 ? "OK" : status == 429 ? "Too Many Requests" : "Scripted";
+  }
+
+  static std::int64_t steady_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   }
 
   std::string render(const loopback_reply& r, std::size_t n, bool closing,
@@ -177,9 +163,7 @@ class loopback_server {
     else if (body.empty())
       body = R"({"error":{"message":"scripted status )" + std::to_string(r.status) +
              R"(","type":"loopback","code":null}})";
-    const auto sent = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count();
+    const std::int64_t sent = steady_ns();
     std::string out =
         "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) +
         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
@@ -294,9 +278,7 @@ class loopback_server::connection : public std::enable_shared_from_this<connecti
     in_.erase(0, head_ + body_);
     head_ = body_ = 0;
     reply_ = server_.next_reply();
-    received_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::steady_clock::now().time_since_epoch())
-                       .count();
+    received_ns_ = steady_ns();
     const std::size_t now = server_.held_.fetch_add(1) + 1;
     std::size_t peak = server_.peak_held_.load();
     while (peak < now && !server_.peak_held_.compare_exchange_weak(peak, now)) {
