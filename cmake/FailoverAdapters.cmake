@@ -4,6 +4,7 @@
 #                          shared library whose compile definitions must match), else the header
 #   failover_dep_json      nlohmann-json
 #   failover_dep_curl      libcurl
+#   failover_dep_asio      standalone Asio (header-only; Debian: libasio-dev)
 include_guard(GLOBAL)
 
 # Targets found here are made global so that every directory can link them.
@@ -50,4 +51,15 @@ endif()
 find_package(CURL QUIET)
 if(TARGET CURL::libcurl)
   failover_global_dep(failover_dep_curl CURL::libcurl)
+endif()
+
+# Standalone Asio, not Boost's: <asio.hpp>, used without Boost.
+if(NOT TARGET failover_dep_asio)
+  find_path(failover_asio_dir asio.hpp)
+  if(failover_asio_dir)
+    add_library(failover_dep_asio INTERFACE IMPORTED GLOBAL)
+    target_include_directories(failover_dep_asio INTERFACE "${failover_asio_dir}")
+    target_compile_definitions(failover_dep_asio INTERFACE ASIO_STANDALONE)
+    target_link_libraries(failover_dep_asio INTERFACE Threads::Threads)
+  endif()
 endif()

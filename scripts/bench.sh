@@ -11,7 +11,7 @@ out=docs/bench
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
   -DFAILOVER_WERROR=ON
 cmake --build "$build" --parallel 2 --target failover_overhead failover_herd failover_rate_limit \
-  failover_health_sim
+  failover_health_sim failover_scale
 mkdir -p "$out"
 bin="$build/bench"
 
@@ -37,6 +37,14 @@ echo "== shared health under an outage" >&2
 "$bin/failover_health_sim" --series="$out/health_series.csv" | tee "$out/health.csv"
 "$bin/failover_health_sim" --outage=600 --duration=900 | tee "$out/health_long_outage.csv"
 "$bin/failover_health_sim" --rate=10 | tee "$out/health_low_rate.csv"
+
+echo "== scale: 10,000 calls in flight (needs ulimit -Hn >= 10256)" >&2
+if "$bin/failover_scale" > "$out/scale.txt"; then
+  cat "$out/scale.txt"
+  grep '^{' "$out/scale.txt" > "$out/scale.jsonl"
+else
+  echo "bench: failover_scale did not run (its message is above); the other figures go on" >&2
+fi
 
 echo "== plots" >&2
 gnuplot -e "dir='$out'" bench/plots/health.gp
