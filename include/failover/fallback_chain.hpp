@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "failover/completion.hpp"
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
 #include "failover/detail/erased_call.hpp"
@@ -70,7 +71,8 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     static_assert(detail::form_of<R, callable, Args...>() != detail::call_form::invalid,
                   "failover::fallback_chain<R(Args...)>::add(name, f): f must be callable as "
                   "f(const failover::attempt_context&, Args...) or f(Args...), and return R or "
-                  "failover::outcome<R>");
+                  "failover::outcome<R>; or, to answer asynchronously, as f(const "
+                  "failover::attempt_context&, Args..., failover::completion<R>)");
     if (name.empty())
       throw std::invalid_argument("failover::fallback_chain::add: name must not be empty");
     callable fn(std::forward<F>(f));
@@ -132,10 +134,19 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     return begin_call(call, this->clock().now());
   }
 
-  // Calls entry `i`'s callable (what a driver does for actions::start_attempt).
+  // Calls entry `i`'s callable (what a driver does for actions::start_attempt); an asynchronous
+  // entry is waited for.
   outcome<R> call_entry(std::size_t i, const attempt_context& ctx, Args&... args) const {
     return entries_[i].call(ctx, args...);
   }
+  // Starts entry `i` with its answer going to `done`: an asynchronous entry gets the completion,
+  // a synchronous one runs here and then calls it.
+  void start_entry(std::size_t i, const attempt_context& ctx, Args&... args,
+                   completion<R> done) const {
+    entries_[i].call.start(ctx, args..., std::move(done));
+  }
+  // Whether entry `i` answers through a completion.
+  bool entry_is_async(std::size_t i) const noexcept { return entries_[i].call.is_async(); }
 
   const chain_options& options() const noexcept { return options_; }
   std::size_t size() const noexcept { return entries_.size(); }

@@ -2,22 +2,30 @@
 // outcome<R>), and one way to call any of them.
 #pragma once
 
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <type_traits>
 
+#include "failover/completion.hpp"
 #include "failover/context.hpp"
 #include "failover/outcome.hpp"
 
 namespace failover::detail {
 
-// Which call form a user callable has, for signature R(Args...).
-enum class call_form { invalid, ctx_outcome, ctx_value, plain_outcome, plain_value };
+// Which call form a user callable has, for signature R(Args...). `async`: it takes the attempt's
+// context, the arguments and a failover::completion<R>, and answers through the completion.
+enum class call_form { invalid, ctx_outcome, ctx_value, plain_outcome, plain_value, async };
 
 template <class R, class Ret>
 constexpr bool returns_outcome = std::is_same_v<std::decay_t<Ret>, outcome<R>>;
 
 template <class R, class F, class... Args>
 constexpr call_form form_of() {
-  if constexpr (std::is_invocable_v<F&, const attempt_context&, Args&...>) {
+  if constexpr (std::is_invocable_v<F&, const attempt_context&, Args&..., completion<R>>) {
+    return call_form::async;
+  } else if constexpr (std::is_invocable_v<F&, const attempt_context&, Args&...>) {
     using returned = std::invoke_result_t<F&, const attempt_context&, Args&...>;
     if constexpr (returns_outcome<R, returned>)
       return call_form::ctx_outcome;
@@ -38,13 +46,50 @@ constexpr call_form form_of() {
   }
 }
 
+// What a blocking caller of an asynchronous entry waits on: the completion's answer, from any
+// thread.
+template <class R>
+struct awaited_answer {
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::optional<outcome<R>> answer;
+  static void sink(void* state, outcome<R>* o) noexcept {
+    auto* self = static_cast<awaited_answer*>(state);
+    std::lock_guard<std::mutex> lock(self->mutex);
+    try {
+      self->answer.emplace(o ? std::move(*o) : outcome<R>(lost_completion()));
+    } catch (...) {  // the value's move threw: a failed attempt, as a thrown exception would be
+      self->answer.emplace(failure::of(error_kind::unknown, "moving the answer threw"));
+    }
+    self->ready.notify_all();
+  }
+};
+
 template <class R, class F, class... Args>
 outcome<R> invoke_as_outcome(F& f, const attempt_context& ctx, Args&... args) {
   constexpr call_form form = form_of<R, F, Args...>();
-  if constexpr (form == call_form::ctx_outcome || form == call_form::ctx_value) {
+  if constexpr (form == call_form::async) {
+    // Called where an answer is needed now (run()): wait for the completion.
+    auto state = std::make_shared<awaited_answer<R>>();
+    f(ctx, args..., completion<R>(&awaited_answer<R>::sink, state));
+    std::unique_lock<std::mutex> lock(state->mutex);
+    state->ready.wait(lock, [&] { return state->answer.has_value(); });
+    return std::move(*state->answer);
+  } else if constexpr (form == call_form::ctx_outcome || form == call_form::ctx_value) {
     return outcome<R>(f(ctx, args...));
   } else {
     return outcome<R>(f(args...));
+  }
+}
+
+// Starts an attempt that answers through `done`: an asynchronous entry gets it; a synchronous one
+// runs here and hands its answer (or what it threw) to it.
+template <class R, class F, class... Args>
+void start_with_completion(F& f, const attempt_context& ctx, Args&... args, completion<R> done) {
+  if constexpr (form_of<R, F, Args...>() == call_form::async) {
+    f(ctx, args..., std::move(done));
+  } else {
+    done(invoke_as_outcome<R>(f, ctx, args...));
   }
 }
 

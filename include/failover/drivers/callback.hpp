@@ -1,0 +1,286 @@
+// The callback driver: runs a chain's call on any event loop without holding a thread, and hands
+// the result to a callback. The Asio driver (drivers/asio.hpp) is this driver on an Asio executor.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "failover/clock.hpp"
+#include "failover/completion.hpp"
+#include "failover/context.hpp"
+#include "failover/machine/call_machine.hpp"
+
+namespace failover {
+
+// What an async call needs of its event loop (both may be called from any thread):
+//   void post(std::function<void()> f);               run f on the loop's thread, soon
+//   void at(time_point t, std::function<void()> f);   run f on the loop's thread at or after t
+// A later at() may come before an earlier one fired; the driver ignores the stale one.
+//
+// Synchronous entries run where the Pool puts them: inline (on the loop's thread, the default) or
+// on a pool of threads the user gives, as `void submit(std::function<void()> f)`.
+struct inline_pool {
+  void submit(const std::function<void()>& f) const { f(); }
+};
+
+namespace detail {
+
+template <class Chain, class Loop, class Pool, class Handler, class... Stored>
+class async_call
+    : public std::enable_shared_from_this<async_call<Chain, Loop, Pool, Handler, Stored...>> {
+  using R = typename Chain::value_type;
+  using machine_type = decltype(std::declval<const Chain&>().begin_call(
+      std::declval<const call_options&>(), std::declval<time_point>()));
+
+  struct attempt {
+    attempt_id id = 0;
+    cancel_source source;  // cancelled when the machine no longer wants this attempt
+    cancel_token token;
+    attempt_context context;
+  };
+  // Where an attempt's completion sends its answer; holds the attempt (its context must outlive
+  // the entry's use of it), never the call.
+  struct route {
+    std::weak_ptr<async_call> call;
+    std::shared_ptr<attempt> at;
+  };
+
+ public:
+  async_call(const Chain& chain, Loop& loop, Pool& pool, Handler handler, Stored... args)
+      : chain_(chain), loop_(loop), pool_(pool), handler_(std::move(handler)),
+        args_(std::move(args)...) {}
+
+  // Starts the call; the handler runs once, on the loop's thread, with its result.
+  void start(const call_options& call) {
+    self_ = this->shared_from_this();
+    std::weak_ptr<async_call> weak = self_;
+    loop_.post([weak, call] {
+      if (auto self = weak.lock()) self->begin(call);
+    });
+  }
+
+  // Cancels the call from any thread (as its token would).
+  void cancel() {
+    std::weak_ptr<async_call> weak = this->shared_from_this();
+    loop_.post([weak] {
+      if (auto self = weak.lock()) self->on_cancelled();
+    });
+  }
+
+ private:
+  time_point now() const noexcept { return chain_.clock().now(); }
+
+  void begin(const call_options& call) {
+    machine_.emplace(chain_.begin_call(call, now()));
+    if (machine_->token().can_be_cancelled()) {
+      std::weak_ptr<async_call> weak = self_;
+      Loop* loop = &loop_;
+      on_token_.emplace(machine_->token(), [weak, loop]() noexcept {
+        try {
+          loop->post([weak] {
+            if (auto self = weak.lock()) self->on_cancelled();
+          });
+        } catch (...) {  // NOLINT(bugprone-empty-catch): the next wait or attempt sees the token
+        }
+      });
+    }
+    pump();
+  }
+
+  void on_cancelled() {
+    if (!machine_) return;
+    machine_->handle(events::cancelled{}, now());
+    pump();
+  }
+
+  // Carries out every action the machine has.
+  void pump() {
+    while (machine_) {
+      std::optional<typename machine_type::action> a = machine_->poll();
+      if (!a) return;
+      if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
+        launch(*s);
+      } else if (const auto* c = std::get_if<actions::cancel_attempt>(&*a)) {
+        abort(c->id);
+      } else if (const auto* w = std::get_if<actions::sleep_until>(&*a)) {
+        arm(w->at);
+      } else {
+        return finish();
+      }
+    }
+  }
+
+  void launch(const actions::start_attempt& s) {
+    auto at = std::make_shared<attempt>();
+    at->id = s.id;
+    at->token = at->source.token();
+    at->context = *s.context;
+    at->context.cancel = &at->token;  // cancel_attempt cancels this one, not the whole call
+    in_flight_.push_back(at);
+    auto r = std::make_shared<route>(route{self_, at});
+    completion<R> done(&answer_sink, std::move(r));
+    const std::size_t entry = s.entry;
+    if (chain_.entry_is_async(entry)) {
+      invoke(entry, at, std::move(done));
+    } else {
+      // A synchronous entry runs where the pool says; the completion is shared so that the pool's
+      // std::function can be copied.
+      auto self = self_;
+      auto boxed = std::make_shared<completion<R>>(std::move(done));
+      pool_.submit([self, entry, at, boxed] { self->invoke(entry, at, std::move(*boxed)); });
+    }
+  }
+
+  void invoke(std::size_t entry, const std::shared_ptr<attempt>& at, completion<R> done) {
+    try {
+      std::apply([&](Stored&... a) { chain_.start_entry(entry, at->context, a..., std::move(done)); },
+                 args_);
+    } catch (...) {
+      // What the entry threw is its answer (a later answer through the completion is dropped).
+      const attempt_id id = at->id;
+      auto thrown = std::current_exception();
+      std::weak_ptr<async_call> weak = self_;
+      loop_.post([weak, id, thrown] {
+        if (auto self = weak.lock()) self->on_failed(id, thrown);
+      });
+    }
+  }
+
+  static void answer_sink(void* state, outcome<R>* answer) noexcept {
+    auto* r = static_cast<route*>(state);
+    auto self = r->call.lock();
+    if (!self) return;  // the call has ended: an answer too late for it
+    try {
+      auto boxed = std::make_shared<outcome<R>>(answer ? std::move(*answer)
+                                                       : outcome<R>(lost_completion()));
+      const attempt_id id = r->at->id;
+      std::weak_ptr<async_call> weak = self;
+      self->loop_.post([weak, id, boxed] {
+        if (auto s = weak.lock()) s->on_answer(id, std::move(*boxed));
+      });
+    } catch (...) {
+      // Out of memory, or the answer's move threw: the attempt fails with what was thrown.
+      try {
+        auto thrown = std::current_exception();
+        const attempt_id id = r->at->id;
+        std::weak_ptr<async_call> weak = self;
+        self->loop_.post([weak, id, thrown] {
+          if (auto s = weak.lock()) s->on_failed(id, thrown);
+        });
+      } catch (...) {  // NOLINT(bugprone-empty-catch): nothing left to report it with
+      }
+    }
+  }
+
+  void forget(attempt_id id) {
+    for (std::size_t i = 0; i < in_flight_.size(); ++i)
+      if (in_flight_[i]->id == id) {
+        in_flight_.erase(in_flight_.begin() + static_cast<std::ptrdiff_t>(i));
+        return;
+      }
+  }
+  void on_answer(attempt_id id, outcome<R>&& answer) {
+    if (!machine_) return;
+    forget(id);
+    machine_->handle_answer(id, std::move(answer), now());
+    pump();
+  }
+  void on_failed(attempt_id id, std::exception_ptr thrown) {
+    if (!machine_) return;
+    forget(id);
+    machine_->handle(events::failed{id, std::move(thrown)}, now());
+    pump();
+  }
+
+  void abort(attempt_id id) {
+    for (const auto& at : in_flight_)
+      if (at->id == id) at->source.cancel();
+    forget(id);
+  }
+
+  void arm(time_point at) {
+    const std::uint64_t generation = ++timer_generation_;
+    std::weak_ptr<async_call> weak = self_;
+    try {
+      loop_.at(at, [weak, generation] {
+        auto self = weak.lock();
+        if (!self || !self->machine_ || generation != self->timer_generation_) return;
+        self->machine_->handle(events::timer_fired{}, self->now());
+        self->pump();
+      });
+    } catch (...) {
+      machine_->handle(events::driver_failed{"the loop's timer", std::current_exception()}, now());
+    }
+  }
+
+  // Frees everything the call holds, then hands over its result.
+  void finish() {
+    result<R> res = std::move(*machine_).take();
+    machine_.reset();
+    on_token_.reset();
+    for (const auto& at : in_flight_) at->source.cancel();
+    in_flight_.clear();
+    Handler h = std::move(handler_);
+    auto keep = std::move(self_);  // this object lives until the handler returns
+    h(std::move(res));
+  }
+
+  const Chain& chain_;
+  Loop& loop_;
+  Pool& pool_;
+  Handler handler_;
+  std::tuple<Stored...> args_;
+  std::optional<machine_type> machine_;
+  std::optional<cancel_callback> on_token_;
+  std::vector<std::shared_ptr<attempt>> in_flight_;
+  std::uint64_t timer_generation_ = 0;
+  std::shared_ptr<async_call> self_;  // the call owns itself until it is done
+};
+
+template <class Chain, class Loop, class Pool, class Tuple, std::size_t... I>
+auto launch_call(const Chain& chain, Loop& loop, Pool& pool, const call_options& call, Tuple&& t,
+                 std::index_sequence<I...>) {
+  constexpr std::size_t last = sizeof...(I);
+  using handler = std::decay_t<std::tuple_element_t<last, std::decay_t<Tuple>>>;
+  using state = async_call<Chain, Loop, Pool, handler,
+                           std::decay_t<std::tuple_element_t<I, std::decay_t<Tuple>>>...>;
+  auto s = std::make_shared<state>(chain, loop, pool, std::get<last>(std::forward<Tuple>(t)),
+                                   std::get<I>(std::forward<Tuple>(t))...);
+  s->start(call);
+  return s;
+}
+
+}  // namespace detail
+
+// Runs one call of `chain` on `loop`: async_run(chain, loop, args..., on_done), where on_done is
+// called once, on the loop's thread, with the call's result<R>. The arguments are copied into the
+// call (every attempt needs them). `chain` and `loop` must outlive the call. Synchronous entries
+// run inline on the loop's thread; async_run_on(chain, loop, pool, call, args..., on_done) puts
+// them on `pool`, with per-call options.
+template <class Chain, class Loop, class Pool, class... ArgsAndHandler>
+void async_run_on(const Chain& chain, Loop& loop, Pool& pool, const call_options& call,
+                  ArgsAndHandler&&... args_and_handler) {
+  static_assert(sizeof...(ArgsAndHandler) >= 1,
+                "failover::async_run(chain, loop, args..., on_done): the last argument must be "
+                "the callback that receives the result");
+  detail::launch_call(chain, loop, pool, call,
+                      std::forward_as_tuple(std::forward<ArgsAndHandler>(args_and_handler)...),
+                      std::make_index_sequence<sizeof...(ArgsAndHandler) - 1>{});
+}
+
+template <class Chain, class Loop, class... ArgsAndHandler>
+void async_run(const Chain& chain, Loop& loop, ArgsAndHandler&&... args_and_handler) {
+  static inline_pool inline_runner;
+  async_run_on(chain, loop, inline_runner, detail::no_call_options,
+               std::forward<ArgsAndHandler>(args_and_handler)...);
+}
+
+}  // namespace failover
