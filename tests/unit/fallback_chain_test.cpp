@@ -3,8 +3,10 @@
 #include "catch.hpp"
 #include "support.hpp"
 
+#include <failover/drivers/callback.hpp>
 #include <failover/failover.hpp>
 #include <failover/testing.hpp>
+#include <failover/testing/fake_loop.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -1074,6 +1076,23 @@ failover::result<std::string> stepped(scenario& s, const std::string& prompt) {
   return std::move(call).take();
 }
 
+// The same call through the callback driver on an event loop in virtual time.
+failover::result<std::string> via_callback(scenario& s, const std::string& prompt) {
+  failover::testing::fake_loop loop(s.clock);
+  failover::inline_pool pool;
+  std::optional<failover::result<std::string>> out;
+  int handled = 0;
+  failover::async_run_on(s.chain, loop, pool, s.options, prompt,
+                         [&](failover::result<std::string> r) {
+                           ++handled;
+                           out.emplace(std::move(r));
+                         });
+  loop.run();
+  CHECK(handled == 1);
+  REQUIRE(out);
+  return std::move(*out);
+}
+
 void check_same(const failover::result<std::string>& blocking,
                 const failover::result<std::string>& step) {
   CHECK(blocking.stop() == step.stop());
@@ -1108,7 +1127,7 @@ void check_same(const failover::result<std::string>& blocking,
 
 }  // namespace
 
-TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of call alike",
+TEST_CASE("drivers: run(), the stepped machine and the callback driver end every call alike",
           "[chain]") {
   // run() handles a call whose first attempt succeeds on its own and hands any other call to the
   // machine; begin_call() runs the machine from the start. Both must make the same call.
@@ -1167,6 +1186,26 @@ TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of c
          add_entry(s, "a", fails(503));
          s.options.deadline = std::chrono::milliseconds(1500);
        }},
+      {"a server wait (429 with Retry-After), then success",
+       [&](scenario& s) {
+         auto left = std::make_shared<int>(1);
+         add_entry(s, "a", [left](const std::string& p) -> answer {
+           if ((*left)-- > 0) {
+             failover::failure f = failover::failure::http(429);
+             f.retry_after = "3";
+             return f;
+           }
+           return "a:" + p;
+         });
+       }},
+      {"a content-policy fallback",
+       [&](scenario& s) {
+         add_entry(s, "a", [](const std::string&) -> answer {
+           return failover::failure::of(error_kind::content_policy);
+         });
+         add_entry(s, "b", ok("b"));
+         add_entry(s, "lenient", ok("lenient"), role::content_policy);
+       }},
   };
   for (const auto& [name, builder] : scenarios) {
     SECTION(name) {
@@ -1175,6 +1214,8 @@ TEST_CASE("chain: run() and the stepped machine (begin_call) end every kind of c
       const auto r1 = blocking->chain.run_with(blocking->options, "q");
       const auto r2 = stepped(*step, "q");
       check_same(r1, r2);
+      auto async = build(builder);
+      check_same(r1, via_callback(*async, "q"));
       // run() takes its own path (no call options to read): where the scenario sets none, it
       // must end the call the same way too.
       if (!blocking->options.deadline && !blocking->options.token.cancelled()) {

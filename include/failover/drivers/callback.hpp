@@ -55,7 +55,10 @@ class async_call
 
  public:
   async_call(const Chain& chain, Loop& loop, Pool& pool, Handler handler, Stored... args)
-      : chain_(chain), loop_(loop), pool_(pool), handler_(std::move(handler)),
+      : chain_(chain),
+        loop_(loop),
+        pool_(pool),
+        handler_(std::move(handler)),
         args_(std::move(args)...) {}
 
   // Starts the call; the handler runs once, on the loop's thread, with its result.
@@ -141,8 +144,9 @@ class async_call
 
   void invoke(std::size_t entry, const std::shared_ptr<attempt>& at, completion<R> done) {
     try {
-      std::apply([&](Stored&... a) { chain_.start_entry(entry, at->context, a..., std::move(done)); },
-                 args_);
+      std::apply(
+          [&](Stored&... a) { chain_.start_entry(entry, at->context, a..., std::move(done)); },
+          args_);
     } catch (...) {
       // What the entry threw is its answer (a later answer through the completion is dropped).
       const attempt_id id = at->id;
@@ -159,8 +163,8 @@ class async_call
     auto self = r->call.lock();
     if (!self) return;  // the call has ended: an answer too late for it
     try {
-      auto boxed = std::make_shared<outcome<R>>(answer ? std::move(*answer)
-                                                       : outcome<R>(lost_completion()));
+      auto boxed =
+          std::make_shared<outcome<R>>(answer ? std::move(*answer) : outcome<R>(lost_completion()));
       const attempt_id id = r->at->id;
       std::weak_ptr<async_call> weak = self;
       self->loop_.post([weak, id, boxed] {

@@ -1,0 +1,285 @@
+// The call machine driven directly (attempts by id, two in flight, answers of cancelled attempts
+// ignored), asynchronous entries (a completion called twice or never), and a gate that asks the
+// call to wait. All on fake time.
+#include "catch.hpp"
+
+#include <failover/drivers/callback.hpp>
+#include <failover/fallback_chain.hpp>
+#include <failover/testing.hpp>
+#include <failover/testing/fake_loop.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using chain_t = failover::basic_fallback_chain<std::string(const std::string&),
+                                               failover::testing::fake_policies>;
+using answer = failover::outcome<std::string>;
+using failover::error_kind;
+using failover::stop_reason;
+namespace actions = failover::actions;
+namespace events = failover::events;
+
+template <class Action, class Machine>
+Action expect(Machine& m) {
+  auto a = m.poll();
+  REQUIRE(a);
+  REQUIRE(std::holds_alternative<Action>(*a));
+  return std::get<Action>(*a);
+}
+
+failover::result<std::string> on_loop(const chain_t& chain, failover::testing::fake_loop& loop,
+                                      const std::string& prompt, int& handled) {
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, prompt, [&](failover::result<std::string> r) {
+    ++handled;
+    out.emplace(std::move(r));
+  });
+  loop.run();
+  REQUIRE(out);
+  return std::move(*out);
+}
+
+}  // namespace
+
+TEST_CASE("machine: two attempts in flight, the first answer wins, the other is cancelled") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  auto m = chain.begin_call(failover::call_options{}, clock.now());
+  const auto first = expect<actions::start_attempt>(m);
+  CHECK(first.context->attempt == 1);
+  clock.advance(100ms);
+  m.handle(events::launch_attempt{}, clock.now());  // a hedge beside the first
+  const auto second = expect<actions::start_attempt>(m);
+  CHECK(second.id != first.id);
+  CHECK(second.entry == first.entry);
+  CHECK(second.context->attempt == 2);
+  CHECK(m.in_flight() == 2);
+  clock.advance(50ms);
+  m.handle_answer(second.id, answer("second"), clock.now());
+  const auto cancel = expect<actions::cancel_attempt>(m);
+  CHECK(cancel.id == first.id);
+  expect<actions::done>(m);
+  m.handle_answer(first.id, answer("first, too late"), clock.now());  // ignored
+  CHECK_FALSE(m.poll());
+  const auto r = std::move(m).take();
+  REQUIRE(r.has_value());
+  CHECK(*r == "second");
+  REQUIRE(r.trace().size() == 2);
+  CHECK(r.trace().attempts()[0].stop == stop_reason::cancelled);
+  CHECK(r.trace().attempts()[0].error().kind == error_kind::cancelled);
+  CHECK(r.trace().attempts()[0].elapsed == 150ms);
+  CHECK(r.trace().attempts()[1].ok);
+  CHECK(r.trace().attempts()[1].start == 100ms);
+  CHECK(r.trace().attempts()[1].elapsed == 50ms);
+}
+
+TEST_CASE("machine: a failure while a sibling is in flight waits for the sibling") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  auto m = chain.begin_call(failover::call_options{}, clock.now());
+  const auto first = expect<actions::start_attempt>(m);
+  m.handle(events::launch_attempt{}, clock.now());
+  const auto second = expect<actions::start_attempt>(m);
+  m.handle_answer(first.id, answer(failover::failure::http(503)), clock.now());
+  CHECK_FALSE(m.poll());  // no retry, no wait: the sibling may still answer
+  m.handle_answer(second.id, answer("ok"), clock.now());
+  expect<actions::done>(m);
+  const auto r = std::move(m).take();
+  REQUIRE(r.has_value());
+  CHECK(r.trace().attempts()[0].error().status == 503);
+}
+
+TEST_CASE("machine: cancelling a call with an attempt in flight cancels the attempt") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  auto m = chain.begin_call(failover::call_options{}, clock.now());
+  const auto start = expect<actions::start_attempt>(m);
+  clock.advance(2s);
+  m.handle(events::cancelled{}, clock.now());
+  CHECK(expect<actions::cancel_attempt>(m).id == start.id);
+  expect<actions::done>(m);
+  m.handle_answer(start.id, answer("late"), clock.now());  // the answer of a cancelled attempt
+  m.handle(events::failed{start.id, nullptr}, clock.now());
+  CHECK_FALSE(m.poll());
+  const auto r = std::move(m).take();
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().kind == error_kind::cancelled);
+  CHECK(r.stop() == stop_reason::cancelled);
+  CHECK(r.trace().attempts()[0].elapsed == 2s);
+}
+
+TEST_CASE("machine: an answer for an id never handed out is ignored") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  auto m = chain.begin_call(failover::call_options{}, clock.now());
+  const auto start = expect<actions::start_attempt>(m);
+  m.handle_answer(start.id + 7, answer("stranger"), clock.now());
+  m.handle_answer(0, answer("nobody"), clock.now());
+  CHECK_FALSE(m.poll());
+  m.handle_answer(start.id, answer("mine"), clock.now());
+  expect<actions::done>(m);
+  CHECK(*std::move(m).take() == "mine");
+}
+
+TEST_CASE("machine: a machine can be moved before its first action is handed out") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  auto made = chain.begin_call(failover::call_options{}, clock.now());
+  auto m = std::move(made);
+  const auto start = expect<actions::start_attempt>(m);
+  CHECK(start.context->model == "m");
+  m.handle_answer(start.id, answer("moved"), clock.now());
+  expect<actions::done>(m);
+  CHECK(*std::move(m).take() == "moved");
+}
+
+TEST_CASE("async entries: a completion called twice gives one outcome") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("twice", [](const failover::attempt_context&, const std::string& p,
+                        failover::completion<std::string> done) {
+    done(answer("first:" + p));
+    done(answer("second:" + p));  // dropped
+  });
+  int handled = 0;
+  const auto r = on_loop(chain, loop, "q", handled);
+  CHECK(handled == 1);
+  REQUIRE(r.has_value());
+  CHECK(*r == "first:q");
+  CHECK(r.trace().size() == 1);
+}
+
+TEST_CASE(
+    "async entries: a completion destroyed uncalled fails the attempt, and the call goes on") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("loses it", [](const failover::attempt_context&, const std::string&,
+                           failover::completion<std::string> done) { (void)std::move(done); });
+  chain.add("backup", [](const std::string& p) { return "backup:" + p; });
+  int handled = 0;
+  const auto r = on_loop(chain, loop, "q", handled);
+  CHECK(handled == 1);
+  REQUIRE(r.has_value());
+  CHECK(*r == "backup:q");
+  REQUIRE(r.trace().size() == 2);
+  CHECK(r.trace().attempts()[0].error().kind == error_kind::unknown);
+  CHECK(r.trace().attempts()[0].error().message.find("destroyed without being called") !=
+        std::string::npos);
+}
+
+TEST_CASE("async entries: an answer from another thread, held over a retry wait") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  auto calls = std::make_shared<int>(0);
+  std::vector<std::thread> threads;
+  chain.add("threaded", [calls, &threads](const failover::attempt_context&, const std::string& p,
+                                          failover::completion<std::string> done) {
+    const int n = ++*calls;
+    threads.emplace_back([n, p, done = std::move(done)]() mutable {
+      done(n == 1 ? answer(failover::failure::http(503)) : answer("ok:" + p));
+    });
+  });
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"),
+                      [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  while (!out) {  // the answers come from other threads: run until the call has its result
+    loop.run();
+    std::this_thread::yield();
+  }
+  for (auto& t : threads) t.join();
+  REQUIRE(out->has_value());
+  CHECK(**out == "ok:q");
+  CHECK(out->trace().size() == 2);
+  CHECK(out->trace().attempts()[1].start >= out->trace().attempts()[0].wait);
+}
+
+TEST_CASE("async entries: run() waits for an asynchronous entry's completion") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("async", [](const failover::attempt_context& ctx, const std::string& p,
+                        failover::completion<std::string> done) {
+    std::thread([m = std::string(ctx.model), p, done = std::move(done)]() mutable {
+      done(answer(m + ":" + p));
+    }).detach();
+  });
+  const auto r = chain.run("q");
+  REQUIRE(r.has_value());
+  CHECK(*r == "async:q");
+}
+
+TEST_CASE("async calls: the call's token cancels it during a wait") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string&) { return answer(failover::failure::http(503)); });
+  failover::cancel_source source;
+  failover::call_options call;
+  call.token = source.token();
+  std::optional<failover::result<std::string>> out;
+  failover::inline_pool pool;
+  failover::async_run_on(chain, loop, pool, call, std::string("q"),
+                         [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.post([&] { source.cancel(); });  // runs after the first attempt, before its retry's timer
+  loop.run();
+  REQUIRE(out);
+  CHECK(out->error().kind == error_kind::cancelled);
+  CHECK(out->trace().size() == 1);
+}
+
+namespace {
+// A gate that asks every call to wait 2 s before its first attempt, then lets it go.
+struct pacing_gate {
+  struct key {};
+  std::shared_ptr<int> asks = std::make_shared<int>(0);
+  key resolve(std::string_view) const { return {}; }
+  void on_call(failover::time_point) const noexcept {}
+  failover::verdict ask(const key&, const failover::gate_question& q) const noexcept {
+    if (q.phase != failover::ask_phase::attempt) return failover::verdict::go();
+    return (*asks)++ == 0 ? failover::verdict::wait_for(2s) : failover::verdict::go();
+  }
+  bool would_refuse(const key&, failover::time_point) const noexcept { return false; }
+  void tell(const key&, const failover::gate_report&) const noexcept {}
+};
+struct paced_policies : failover::testing::fake_policies {
+  using gates = failover::gate_list<pacing_gate>;
+};
+}  // namespace
+
+TEST_CASE("gates: a gate's wait verdict delays the attempt, then the gate is asked again") {
+  failover::testing::fake_clock clock;
+  failover::basic_fallback_chain<std::string(const std::string&), paced_policies> chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  const auto r = chain.run("q");
+  REQUIRE(r.has_value());
+  CHECK(*chain.gates().get<2>().asks == 2);
+  CHECK(r.trace().size() == 1);
+  CHECK(r.trace().attempts()[0].start == 2s);
+}
