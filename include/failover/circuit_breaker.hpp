@@ -2,70 +2,24 @@
 // outage stops costing every request its time on a dead model. Time always comes in as an argument.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "failover/clock.hpp"
 #include "failover/error.hpp"
+#include "failover/gates/breaker_rules.hpp"
+#include "failover/gates/state_store.hpp"
 
 namespace failover {
-
-enum class circuit_state : std::uint8_t { closed, open, half_open };
-
-constexpr std::string_view to_string(circuit_state s) noexcept {
-  switch (s) {
-    case circuit_state::closed:
-      return "closed";
-    case circuit_state::open:
-      return "open";
-    case circuit_state::half_open:
-      return "half-open";
-  }
-  return "closed";
-}
-
-// Defaults and why: docs/architecture.md ("Shared health").
-struct breaker_options {
-  int consecutive_failures = 5;  // transient failures in a row that open the circuit
-  double failure_ratio = 0.5;    // or this share of failures over the window...
-  int min_calls = 20;            // ...once the window holds at least this many calls
-  duration window = std::chrono::seconds(30);
-  duration cooldown = std::chrono::seconds(30);      // the first open period
-  double cooldown_multiplier = 2.0;                  // each failed probe lengthens it...
-  duration max_cooldown = std::chrono::seconds(60);  // ...up to this: probes are cheap
-  int half_open_probes = 1;                          // calls let through at once while half-open
-  bool open_on_auth_errors = true;  // unauthorized / forbidden / not_found open at once
-
-  void validate() const {
-    auto bad = [](const char* what) {
-      throw std::invalid_argument(std::string("failover::breaker_options: ") + what);
-    };
-    constexpr duration year = std::chrono::hours(24 * 365);
-    if (consecutive_failures < 1) bad("consecutive_failures must be >= 1");
-    if (!(failure_ratio > 0.0 && failure_ratio <= 1.0)) bad("failure_ratio must be in (0, 1]");
-    if (min_calls < 1) bad("min_calls must be >= 1");
-    if (window <= duration::zero() || window > year) bad("window must be in (0, 1 year]");
-    if (cooldown <= duration::zero() || cooldown > year) bad("cooldown must be in (0, 1 year]");
-    if (!(cooldown_multiplier >= 1.0) || cooldown_multiplier > 1e6)
-      bad("cooldown_multiplier must be in [1, 1e6]");
-    if (max_cooldown < cooldown || max_cooldown > year)
-      bad("max_cooldown must be in [cooldown, 1 year]");
-    if (half_open_probes < 1) bad("half_open_probes must be >= 1");
-  }
-};
 
 // A state change, for logs and metrics.
 struct circuit_event {
@@ -88,252 +42,57 @@ struct circuit_snapshot {
   std::uint64_t opened = 0;     // times it opened
 };
 
-// What admit() says about the next call on a key.
-struct admission {
-  bool allowed = true;
-  bool probe = false;  // the call is a half-open probe: its result decides the state
-  time_point until{};  // when refused: when the key may be tried again
-};
-
 namespace detail {
 
-// Does this error say something about the model (rather than about the request)?
-inline bool counts_against_model(const error& e) noexcept {
-  switch (e.kind) {
-    case error_kind::bad_request:
-    case error_kind::content_policy:
-    case error_kind::context_window:
-    case error_kind::cancelled:
-    case error_kind::deadline_exceeded:
-    case error_kind::circuit_open:
-      return false;
-    default:
-      // Other 4xx and unmapped exceptions (kind unknown, permanent) say nothing about the model.
-      return e.transient || e.kind == error_kind::unauthorized || e.kind == error_kind::forbidden ||
-             e.kind == error_kind::not_found;
-  }
-}
+using breaker_rules::counts_against_model;
+using breaker_rules::holds_model;
+using breaker_rules::opens_at_once;
 
-// A server's requested wait holds the key only on 429, 503 and 529: answers that speak for the
-// model as a whole, not for this one request.
-inline bool holds_model(const error& e) noexcept {
-  if (!e.retry_after || *e.retry_after <= duration::zero()) return false;
-  if (e.kind == error_kind::rate_limited || e.kind == error_kind::overloaded) return true;
-  return e.kind == error_kind::server_error && e.status && *e.status == 503;
-}
-
-inline bool opens_at_once(const error& e, const breaker_options& o) noexcept {
-  return o.open_on_auth_errors &&
-         (e.kind == error_kind::unauthorized || e.kind == error_kind::forbidden ||
-          e.kind == error_kind::not_found);
-}
-
-// One key's state. The closed-state success path is two relaxed atomic loads and at most two
-// atomic increments; the mutex is taken only on failures and state changes.
-class model_health {
- public:
-  static constexpr int buckets = 10;
-
-  model_health(std::string key, const breaker_options& o)
-      : key_(std::move(key)), cooldown_(o.cooldown) {}
-
-  const std::string& key() const noexcept { return key_; }
-
-  template <class Notify>
-  admission admit(time_point now, const breaker_options& o, Notify&& notify) {
-    const auto s = static_cast<circuit_state>(state_.load(std::memory_order_acquire));
-    if (s == circuit_state::closed) return {};
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto st = static_cast<circuit_state>(state_.load(std::memory_order_relaxed));
-    if (st == circuit_state::open) {
-      if (now < open_until_) {
-        rejected_.fetch_add(1, std::memory_order_relaxed);
-        return {false, false, open_until_};
-      }
-      if (!tripped_) {  // held only by a server's wait, which is over: no probe needed
-        set_state(circuit_state::closed);
-        notify(circuit_event{key_, circuit_state::open, circuit_state::closed, now, nullptr});
-        return {};
-      }
-      set_state(circuit_state::half_open);
-      probes_ = 0;
-      notify(
-          circuit_event{key_, circuit_state::open, circuit_state::half_open, open_until_, nullptr});
-      st = circuit_state::half_open;
-    }
-    if (st == circuit_state::half_open) {
-      // A probe that never reported (its call was abandoned, or its result lost) must not wedge
-      // the key: after a cooldown its slot is free again.
-      if (probes_ >= o.half_open_probes && now - probe_since_ >= cooldown_) probes_ = 0;
-      if (probes_ < o.half_open_probes) {
-        if (probes_ == 0) probe_since_ = now;
-        ++probes_;
-        return {true, true, open_until_};
-      }
-      rejected_.fetch_add(1, std::memory_order_relaxed);
-      return {false, false, now};  // a probe is out: come back when it has answered
-    }
-    return {};
-  }
-
-  template <class Notify>
-  void on_success(time_point now, bool probe, const breaker_options& o, Notify&& notify) {
-    successes_.fetch_add(1, std::memory_order_relaxed);
-    if (consecutive_.load(std::memory_order_relaxed) != 0)
-      consecutive_.store(0, std::memory_order_relaxed);
-    bump(now, o, false);
-    if (!probe &&
-        state_.load(std::memory_order_acquire) == static_cast<std::uint8_t>(circuit_state::closed))
-      return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    const auto st = static_cast<circuit_state>(state_.load(std::memory_order_relaxed));
-    if (probe && probes_ > 0 && st == circuit_state::half_open) --probes_;
-    if (st != circuit_state::closed && now >= open_until_) {
-      set_state(circuit_state::closed);
-      cooldown_ = o.cooldown;
-      tripped_ = false;
-      reset_window();
-      notify(circuit_event{key_, st, circuit_state::closed, now, nullptr});
-    }
-  }
-
-  template <class Notify>
-  void on_failure(time_point now, const error& e, bool probe, const breaker_options& o,
-                  Notify&& notify) {
-    const bool counts = counts_against_model(e);
-    std::lock_guard<std::mutex> lock(mutex_);
-    const auto st = static_cast<circuit_state>(state_.load(std::memory_order_relaxed));
-    if (probe && probes_ > 0 && st == circuit_state::half_open) --probes_;
-    // A server's requested wait holds the key until then (at most max_cooldown: a probe a minute
-    // is cheap, a year-long hold from one header is not), whatever the counters say.
-    std::optional<time_point> server_until;
-    if (holds_model(e)) server_until = now + std::min<duration>(*e.retry_after, o.max_cooldown);
-    if (!counts && !server_until) return;
-    bool trip = false;
-    if (counts) {
-      failures_.fetch_add(1, std::memory_order_relaxed);
-      const int run = consecutive_.fetch_add(1, std::memory_order_relaxed) + 1;
-      bump(now, o, true);
-      trip = st == circuit_state::half_open || run >= o.consecutive_failures ||
-             opens_at_once(e, o) || ratio_exceeded(now, o);
-    }
-    if (!trip && !server_until) return;
-    time_point until = server_until.value_or(now);
-    if (trip) {
-      if (st == circuit_state::half_open) {  // a failed probe: back off longer, within bounds
-        const double next =
-            std::chrono::duration<double>(cooldown_).count() * o.cooldown_multiplier;
-        cooldown_ = std::min<duration>(
-            o.max_cooldown,
-            std::chrono::duration_cast<duration>(std::chrono::duration<double>(
-                std::min(next, std::chrono::duration<double>(o.max_cooldown).count()))));
-      }
-      until = std::max(until, now + cooldown_);
-      tripped_ = true;
-    }
-    // Re-opening keeps the later deadline, never the shorter one.
-    if (st == circuit_state::open) until = std::max(until, open_until_);
-    open_until_ = until;
-    if (st != circuit_state::open) {
-      if (!trip) tripped_ = st == circuit_state::half_open;  // a held half-open key stays tripped
-      set_state(circuit_state::open);
-      opened_.fetch_add(1, std::memory_order_relaxed);
-      notify(circuit_event{key_, st, circuit_state::open, open_until_, &e});
-    }
-  }
-
-  // Would a call at `t` be refused? Read-only: no transition, no counter.
-  bool would_refuse(time_point t) const {
-    if (state_.load(std::memory_order_acquire) == static_cast<std::uint8_t>(circuit_state::closed))
-      return false;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return static_cast<circuit_state>(state_.load(std::memory_order_relaxed)) ==
-               circuit_state::open &&
-           t < open_until_;
-  }
-
-  circuit_snapshot snapshot() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    circuit_snapshot s;
-    s.key = key_;
-    s.state = static_cast<circuit_state>(state_.load());
-    s.open_until = open_until_;
-    s.consecutive_failures = consecutive_.load();
-    s.successes = successes_.load();
-    s.failures = failures_.load();
-    s.rejected = rejected_.load();
-    s.opened = opened_.load();
-    return s;
-  }
-
- private:
-  // Marks a bucket that holds no calls: below any epoch a clock can produce.
-  static constexpr std::int64_t unused = std::numeric_limits<std::int64_t>::min();
-
+// What the breaker keeps beside each key's locked state, so that a closed key's calls take no
+// lock: the key's mode, published after every rule that ran under the lock, and a tally of the
+// successes since then. A success commutes with every other (breaker_rules::count_success), so it
+// is tallied here with relaxed atomics and folded into the state before the next rule runs. The
+// closed-state success path is then two relaxed loads, at most two increments and one acquire
+// load; the key's mutex is taken only on failures, probes and state changes.
+struct breaker_side {
   struct bucket {
-    std::atomic<std::int64_t> epoch{unused};
+    std::atomic<std::int64_t> epoch{breaker_rules::unused_epoch};
     std::atomic<std::int32_t> calls{0};
-    std::atomic<std::int32_t> failed{0};
   };
+  std::atomic<std::uint8_t> mode{static_cast<std::uint8_t>(circuit_state::closed)};
+  std::atomic<std::uint64_t> successes{0};
+  std::atomic<bool> run_ended{false};  // a success since the last fold: the failure run is over
+  std::array<bucket, breaker_rules::window_buckets> window{};
 
-  static std::int64_t bucket_epoch(time_point now, const breaker_options& o) noexcept {
-    const auto width = std::max<std::int64_t>(1, o.window.count() / buckets);
-    return now.time_since_epoch().count() / width;
+  circuit_state published() const noexcept {
+    return static_cast<circuit_state>(mode.load(std::memory_order_acquire));
   }
 
-  // Counts a call in the sliding window. A bucket that belongs to an older epoch is reset first;
-  // a race between two resets can lose a count, which a failure-ratio heuristic tolerates (the
-  // exact totals above are kept separately).
-  void bump(time_point now, const breaker_options& o, bool failed) noexcept {
-    const std::int64_t ep = bucket_epoch(now, o);
-    bucket& b = window_[static_cast<std::size_t>(((ep % buckets) + buckets) % buckets)];
+  // breaker_rules::count_success, deferred. A bucket of an older epoch is emptied first; a race
+  // between two resets can lose a count, which a failure-ratio heuristic tolerates (the exact
+  // total is kept separately).
+  void tally_success(time_point now, const breaker_options& o) noexcept {
+    successes.fetch_add(1, std::memory_order_relaxed);
+    if (!run_ended.load(std::memory_order_relaxed))
+      run_ended.store(true, std::memory_order_relaxed);
+    const std::int64_t ep = breaker_rules::bucket_epoch(now, o);
+    bucket& b = window[breaker_rules::bucket_index(ep)];
     std::int64_t seen = b.epoch.load(std::memory_order_acquire);
-    if (seen != ep && b.epoch.compare_exchange_strong(seen, ep, std::memory_order_acq_rel)) {
+    if (seen != ep && b.epoch.compare_exchange_strong(seen, ep, std::memory_order_acq_rel))
       b.calls.store(0, std::memory_order_relaxed);
-      b.failed.store(0, std::memory_order_relaxed);
-    }
     b.calls.fetch_add(1, std::memory_order_relaxed);
-    if (failed) b.failed.fetch_add(1, std::memory_order_relaxed);
   }
 
-  bool ratio_exceeded(time_point now, const breaker_options& o) const noexcept {
-    const std::int64_t ep = bucket_epoch(now, o);
-    std::int64_t calls = 0, failed = 0;
-    for (const auto& b : window_) {
-      const std::int64_t e = b.epoch.load(std::memory_order_acquire);
-      if (e != unused && e <= ep && e > ep - buckets) {
-        calls += b.calls.load(std::memory_order_relaxed);
-        failed += b.failed.load(std::memory_order_relaxed);
-      }
+  // Moves the tally into the state (under the key's lock).
+  void fold_into(breaker_rules::state& s) noexcept {
+    s.successes += successes.exchange(0, std::memory_order_relaxed);
+    if (run_ended.exchange(false, std::memory_order_relaxed)) s.consecutive = 0;
+    for (auto& b : window) {
+      if (b.calls.load(std::memory_order_relaxed) == 0) continue;
+      const std::int32_t calls = b.calls.exchange(0, std::memory_order_relaxed);
+      if (calls > 0) breaker_rules::add_calls(s, b.epoch.load(std::memory_order_acquire), calls, 0);
     }
-    return calls >= o.min_calls &&
-           static_cast<double>(failed) >= o.failure_ratio * static_cast<double>(calls);
   }
-
-  void reset_window() noexcept {
-    for (auto& b : window_) {
-      b.epoch.store(unused, std::memory_order_relaxed);
-      b.calls.store(0, std::memory_order_relaxed);
-      b.failed.store(0, std::memory_order_relaxed);
-    }
-    consecutive_.store(0, std::memory_order_relaxed);
-  }
-
-  void set_state(circuit_state s) noexcept {
-    state_.store(static_cast<std::uint8_t>(s), std::memory_order_release);
-  }
-
-  const std::string key_;
-  std::atomic<std::uint8_t> state_{static_cast<std::uint8_t>(circuit_state::closed)};
-  std::atomic<int> consecutive_{0};
-  std::atomic<std::uint64_t> successes_{0}, failures_{0}, rejected_{0}, opened_{0};
-  std::array<bucket, buckets> window_{};
-  mutable std::mutex mutex_;  // guards the fields below and every state change
-  time_point open_until_{};
-  duration cooldown_;
-  int probes_ = 0;
-  time_point probe_since_{};  // when the current half-open period's first probe went
-  bool tripped_ = false;      // opened by failures (needs a probe), not only held by a server
 };
 
 }  // namespace detail
@@ -342,8 +101,10 @@ class model_health {
 // copy of this object (copies share the registry). Keys are chain entry names by default, so name
 // entries "provider/model" to share health across chains that call the same model.
 class circuit_breaker {
+  using store_type = in_process_store<breaker_rules::state, detail::breaker_side>;
+
  public:
-  using handle = detail::model_health*;
+  using handle = store_type::handle;
   using listener_type = std::function<void(const circuit_event&)>;
 
   explicit circuit_breaker(breaker_options options = {})
@@ -357,30 +118,42 @@ class circuit_breaker {
 
   // Resolves a key once (at chain set-up); the handle stays valid while any copy lives.
   handle resolve(std::string_view key) const {
-    std::lock_guard<std::mutex> lock(shared_->mutex);
-    auto it = shared_->models.find(std::string(key));
-    if (it == shared_->models.end())
-      it = shared_->models
-               .emplace(std::string(key),
-                        std::make_unique<detail::model_health>(std::string(key), shared_->options))
-               .first;
-    return it->second.get();
+    const breaker_options& o = shared_->options;
+    return shared_->store.resolve(key, [&o] { return breaker_rules::fresh(o); });
   }
 
   // The calls' side is noexcept (the driver requires it of every breaker): a lock that cannot be
   // taken ends the program rather than a call with no outcome.
   admission admit(handle h, time_point now) const noexcept {
-    return h->admit(now, shared_->options, notifier());
+    if (store_type::side(h).published() == circuit_state::closed) return {};  // the rule's answer
+    return update(h, [&](breaker_rules::state& s) {
+      const breaker_rules::admit_result r = breaker_rules::admit(s, shared_->options, now);
+      if (r.changed) notify(h, *r.changed, nullptr);
+      return r.verdict;
+    });
   }
   void on_success(handle h, time_point now, bool probe) const noexcept {
-    h->on_success(now, probe, shared_->options, notifier());
+    detail::breaker_side& side = store_type::side(h);
+    side.tally_success(now, shared_->options);
+    if (!breaker_rules::success_settles(side.published(), probe)) return;
+    update(h, [&](breaker_rules::state& s) {
+      if (const auto c = breaker_rules::settle_success(s, shared_->options, now, probe))
+        notify(h, *c, nullptr);
+    });
   }
   void on_failure(handle h, time_point now, const error& e, bool probe) const noexcept {
-    h->on_failure(now, e, probe, shared_->options, notifier());
+    update(h, [&](breaker_rules::state& s) {
+      if (const auto c = breaker_rules::on_failure(s, shared_->options, now, e, probe))
+        notify(h, *c, &e);
+    });
   }
   // Would a call at `t` be refused? Lets a retry that would wait only to find the circuit still
   // open give up at once.
-  bool would_refuse(handle h, time_point t) const noexcept { return h->would_refuse(t); }
+  bool would_refuse(handle h, time_point t) const noexcept {
+    if (store_type::side(h).published() == circuit_state::closed) return false;
+    return shared_->store.read(
+        h, [t](const breaker_rules::state& s) { return breaker_rules::would_refuse(s, t); });
+  }
 
   // Called on every state change (opened, half-open, closed) while the key's own lock is held:
   // keep it short and do not call back into the breaker. Set it before sharing the breaker.
@@ -388,16 +161,14 @@ class circuit_breaker {
 
   std::vector<circuit_snapshot> snapshot() const {
     std::vector<circuit_snapshot> out;
-    std::lock_guard<std::mutex> lock(shared_->mutex);
-    out.reserve(shared_->models.size());
-    for (const auto& kv : shared_->models) out.push_back(kv.second->snapshot());
+    out.reserve(shared_->store.size());
+    shared_->store.for_each([&](handle h) { out.push_back(snapshot_of(h)); });
     return out;
   }
   std::optional<circuit_snapshot> snapshot(std::string_view key) const {
-    std::lock_guard<std::mutex> lock(shared_->mutex);
-    auto it = shared_->models.find(std::string(key));
-    if (it == shared_->models.end()) return std::nullopt;
-    return it->second->snapshot();
+    const handle h = shared_->store.find(key);
+    if (!h) return std::nullopt;
+    return snapshot_of(h);
   }
   const breaker_options& options() const noexcept { return shared_->options; }
 
@@ -405,21 +176,50 @@ class circuit_breaker {
   struct shared {
     explicit shared(breaker_options o) : options(o) {}
     breaker_options options;
-    std::mutex mutex;
-    std::unordered_map<std::string, std::unique_ptr<detail::model_health>> models;
+    store_type store;
     listener_type listener;
   };
-  struct notify {
-    const shared* s;
-    void operator()(const circuit_event& e) const noexcept {
-      if (!s->listener) return;
-      try {
-        s->listener(e);
-      } catch (...) {  // NOLINT(bugprone-empty-catch): observing must not change the call
-      }
+
+  // A rule under the key's lock: the tally goes in first, the new mode is published last.
+  template <class F, class R = std::invoke_result_t<F&, breaker_rules::state&>>
+  R update(handle h, F&& f) const {
+    return shared_->store.update(h, [&](breaker_rules::state& s) -> R {
+      detail::breaker_side& side = store_type::side(h);
+      side.fold_into(s);
+      struct publish {
+        detail::breaker_side& side;
+        const breaker_rules::state& s;
+        ~publish() {
+          side.mode.store(static_cast<std::uint8_t>(s.mode), std::memory_order_release);
+        }
+      } on_exit{side, s};
+      return f(s);
+    });
+  }
+
+  circuit_snapshot snapshot_of(handle h) const {
+    return update(h, [h](const breaker_rules::state& s) {
+      circuit_snapshot out;
+      out.key = store_type::key(h);
+      out.state = s.mode;
+      out.open_until = s.open_until;
+      out.consecutive_failures = s.consecutive;
+      out.successes = s.successes;
+      out.failures = s.failures;
+      out.rejected = s.rejected;
+      out.opened = s.opened;
+      return out;
+    });
+  }
+
+  void notify(handle h, const breaker_rules::change& c, const error* cause) const noexcept {
+    if (!shared_->listener) return;
+    try {
+      shared_->listener(circuit_event{store_type::key(h), c.from, c.to, c.until, cause});
+    } catch (...) {  // NOLINT(bugprone-empty-catch): observing must not change the call
     }
-  };
-  notify notifier() const noexcept { return notify{shared_.get()}; }
+  }
+
   std::shared_ptr<shared> shared_;
 };
 

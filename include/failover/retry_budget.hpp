@@ -4,42 +4,15 @@
 // says.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <memory>
-#include <stdexcept>
-#include <string>
+#include <optional>
 
 #include "failover/clock.hpp"
+#include "failover/gates/budget_rules.hpp"
 
 namespace failover {
-
-struct budget_options {
-  // Tokens a success earns. With the floor, retries stay near 20% of calls: at 100 calls/s, 1.19
-  // upstream calls per offered call during an outage (docs/benchmarks.md).
-  double retry_ratio = 0.18;
-  double min_retries_per_second = 1.0;  // the floor, earned by time alone
-  double max_tokens = 20.0;             // the most a quiet period can save up
-  double initial_tokens = 10.0;         // what a new budget starts with
-
-  void validate() const {
-    auto bad = [](const char* what) {
-      throw std::invalid_argument(std::string("failover::budget_options: ") + what);
-    };
-    if (!(retry_ratio >= 0.0) || !std::isfinite(retry_ratio)) bad("retry_ratio must be >= 0");
-    if (!(min_retries_per_second >= 0.0) || !std::isfinite(min_retries_per_second))
-      bad("min_retries_per_second must be >= 0");
-    if (!(max_tokens >= 1.0) || !(max_tokens <= 1e9)) bad("max_tokens must be in [1, 1e9]");
-    if (!(retry_ratio <= 1e9)) bad("retry_ratio must be <= 1e9");
-    if (!(min_retries_per_second <= 1e9)) bad("min_retries_per_second must be <= 1e9");
-    if (!(initial_tokens >= 0.0) || initial_tokens > max_tokens)
-      bad("initial_tokens must be in [0, max_tokens]");
-  }
-};
 
 struct budget_snapshot {
   double tokens = 0;
@@ -49,8 +22,9 @@ struct budget_snapshot {
   std::uint64_t successes = 0;
 };
 
-// The default retry budget. Copies share one bucket. Lock-free: tokens are fixed-point
-// (1/1'000'000 of a token) in one atomic, so the success path is one fetch_add.
+// The default retry budget. Copies share one bucket. Lock-free: the bucket's two moving words
+// are atomics, each changed by a compare-and-set loop around its rule in budget_rules, so the
+// success path is one increment and one compare-and-set.
 class retry_budget {
  public:
   explicit retry_budget(budget_options options = {})
@@ -69,16 +43,15 @@ class retry_budget {
   // A success earns retry_ratio tokens, up to max_tokens.
   void on_success(time_point) const noexcept {
     shared_->successes.fetch_add(1, std::memory_order_relaxed);
-    add(shared_->earn_per_success);
+    earn(shared_->limits.earn_per_success);
   }
 
   // Before a retry: spends one token if there is one. False means: do not retry, fall back.
   bool try_retry(time_point now) const noexcept {
     refill(now);
     std::int64_t have = shared_->micro_tokens.load(std::memory_order_relaxed);
-    while (have >= one_token) {
-      if (shared_->micro_tokens.compare_exchange_weak(have, have - one_token,
-                                                      std::memory_order_relaxed)) {
+    while (const auto left = budget_rules::spend(have)) {
+      if (shared_->micro_tokens.compare_exchange_weak(have, *left, std::memory_order_relaxed)) {
         shared_->retries_allowed.fetch_add(1, std::memory_order_relaxed);
         return true;
       }
@@ -89,7 +62,7 @@ class retry_budget {
 
   budget_snapshot snapshot() const noexcept {
     budget_snapshot s;
-    s.tokens = static_cast<double>(shared_->micro_tokens.load()) / one_token;
+    s.tokens = static_cast<double>(shared_->micro_tokens.load()) / budget_rules::one_token;
     s.first_attempts = shared_->first_attempts.load();
     s.retries_allowed = shared_->retries_allowed.load();
     s.retries_refused = shared_->retries_refused.load();
@@ -99,48 +72,37 @@ class retry_budget {
   const budget_options& options() const noexcept { return shared_->options; }
 
  private:
-  static constexpr std::int64_t one_token = 1'000'000;
-
   struct shared {
     explicit shared(budget_options o)
         : options(o),
-          max_micro(static_cast<std::int64_t>(o.max_tokens * one_token)),
-          earn_per_success(static_cast<std::int64_t>(o.retry_ratio * one_token)),
-          micro_tokens(static_cast<std::int64_t>(o.initial_tokens * one_token)) {}
+          limits(budget_rules::limits_of(o)),
+          micro_tokens(budget_rules::fresh(o).micro_tokens) {}
     budget_options options;
-    std::int64_t max_micro;
-    std::int64_t earn_per_success;
+    budget_rules::limits limits;
     std::atomic<std::int64_t> micro_tokens;
-    std::atomic<std::int64_t> last_refill_ns{std::numeric_limits<std::int64_t>::min()};
+    std::atomic<std::int64_t> last_refill_ns{budget_rules::never};
     std::atomic<std::uint64_t> first_attempts{0}, retries_allowed{0}, retries_refused{0},
         successes{0};
   };
 
-  void add(std::int64_t micro) const noexcept {
-    if (micro <= 0) return;
+  void earn(std::int64_t micro) const noexcept {
     std::int64_t have = shared_->micro_tokens.load(std::memory_order_relaxed);
     std::int64_t want = 0;
     do {
-      if (have >= shared_->max_micro) return;
-      want = std::min(shared_->max_micro, have + micro);
+      want = budget_rules::earn(have, micro, shared_->limits);
+      if (want == have) return;
     } while (!shared_->micro_tokens.compare_exchange_weak(have, want, std::memory_order_relaxed));
   }
 
-  // The floor: min_retries_per_second tokens per second of elapsed time, credited lazily.
+  // The floor: whoever moves the refill clock credits what the time since the last move earned.
   void refill(time_point now) const noexcept {
-    const double rate = shared_->options.min_retries_per_second;
-    if (rate <= 0.0) return;
-    const std::int64_t now_ns = now.time_since_epoch().count();
     std::int64_t last = shared_->last_refill_ns.load(std::memory_order_relaxed);
-    if (last == std::numeric_limits<std::int64_t>::min()) {
-      shared_->last_refill_ns.compare_exchange_strong(last, now_ns, std::memory_order_relaxed);
-      return;
-    }
-    if (now_ns <= last) return;
-    const double earned = static_cast<double>(now_ns - last) * 1e-9 * rate * one_token;
-    if (earned < 1.0) return;
-    if (shared_->last_refill_ns.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
-      add(static_cast<std::int64_t>(std::min(earned, static_cast<double>(shared_->max_micro))));
+    const budget_rules::refill_step r =
+        budget_rules::refill(last, now.time_since_epoch().count(), shared_->limits);
+    if (r.last_refill_ns == last) return;
+    if (shared_->last_refill_ns.compare_exchange_strong(last, r.last_refill_ns,
+                                                        std::memory_order_relaxed))
+      earn(r.earned_micro);
   }
 
   std::shared_ptr<shared> shared_;

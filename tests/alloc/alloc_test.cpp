@@ -490,3 +490,34 @@ TEST_CASE("alloc: add() is linear: 3000 entries cost a few allocations each") {
   // The first call interns the list once: one copy of each name, not one per add.
   CHECK(after_call - count < 2 * 3000);
 }
+
+TEST_CASE("alloc: a chain with a circuit breaker and a retry budget allocates nothing on success") {
+  failover::basic_fallback_chain<int(int), failover::resilient_policies> chain;
+  add_three_models(chain);
+  failover::circuit_breaker health;
+  chain.set_breaker(health);
+  REQUIRE(chain.run(1).value() == 2);  // warm-up
+  failover::error down;
+  down.kind = failover::error_kind::server_error;
+  down.transient = true;
+  const auto now = failover::steady_clock{}.now();
+  health.on_failure(health.resolve("model-a"), now, down, false);  // a run to end, still closed
+  const auto backup = health.resolve("model-b");
+  long count = -1;
+  int value = 0;
+  {
+    allocation_scope scope;
+    for (int i = 0; i < 3; ++i) {
+      auto r = chain.run(21);
+      value = r.has_value() ? *r : 0;
+    }
+    health.on_failure(backup, now, down, false);  // the locked path too
+    count = scope.count();
+  }
+  CHECK(value == 42);
+  CHECK(count == 0);
+  const auto s = health.snapshot("model-a");
+  REQUIRE(s.has_value());
+  CHECK(s->successes == 4);
+  CHECK(s->consecutive_failures == 0);
+}
