@@ -280,7 +280,18 @@ void async_run_on(const Chain& chain, Loop& loop, Pool& pool, const call_options
                       std::make_index_sequence<sizeof...(ArgsAndHandler) - 1>{});
 }
 
-template <class Chain, class Loop, class... ArgsAndHandler>
+namespace detail {
+template <class, class = void>
+struct is_loop : std::false_type {};
+template <class L>
+struct is_loop<L,
+               std::void_t<decltype(std::declval<L&>().post(std::function<void()>{})),
+                           decltype(std::declval<L&>().at(time_point{}, std::function<void()>{}))>>
+    : std::true_type {};
+}  // namespace detail
+
+template <class Chain, class Loop, class... ArgsAndHandler,
+          std::enable_if_t<detail::is_loop<Loop>::value, int> = 0>
 void async_run(const Chain& chain, Loop& loop, ArgsAndHandler&&... args_and_handler) {
   static inline_pool inline_runner;
   async_run_on(chain, loop, inline_runner, detail::no_call_options,

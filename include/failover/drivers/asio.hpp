@@ -1,0 +1,144 @@
+// The Asio driver: async_run(chain, executor, args..., token) with any Asio completion token (a
+// callback, use_future, deferred, use_awaitable), written once as the callback driver on the
+// executor, with its waits on a steady_timer and cancellation through the token's slot.
+#pragma once
+
+#include <asio.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "failover/drivers/callback.hpp"
+
+namespace failover {
+namespace detail {
+
+template <class, class = void>
+struct is_asio_executor_like : std::false_type {};
+template <class E>
+struct is_asio_executor_like<
+    E, std::enable_if_t<::asio::is_executor<E>::value || ::asio::execution::is_executor<E>::value>>
+    : std::true_type {};
+
+// The callback driver's loop on an Asio executor: post() is asio::post, at() is one steady_timer
+// per call. Its executor must run one thread at a time (an io_context run by one thread, or a
+// strand), as the call's events must not run concurrently.
+template <class Executor>
+class asio_loop {
+ public:
+  explicit asio_loop(const Executor& ex) : ex_(ex), timer_(ex) {}
+  void post(std::function<void()> f) { ::asio::post(ex_, std::move(f)); }
+  void at(time_point t, std::function<void()> f) {
+    timer_.expires_at(t);  // cancels the earlier wait, whose handler then does nothing
+    timer_.async_wait([f = std::move(f)](const std::error_code& ec) {
+      if (!ec) f();
+    });
+  }
+
+ private:
+  Executor ex_;
+  ::asio::steady_timer timer_;
+};
+
+// The completion the callback driver calls: clears the cancellation slot, then hands the result
+// to the user's handler on the handler's own executor. It owns the call's loop (and its timer),
+// so both go when the call is done.
+template <class Handler, class Executor, class R>
+struct asio_completion {
+  Handler handler;
+  ::asio::executor_work_guard<::asio::associated_executor_t<Handler, Executor>> work;
+  std::shared_ptr<asio_loop<Executor>> loop;
+
+  void operator()(result<R> r) {
+    auto slot = ::asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) slot.clear();
+    auto ex = work.get_executor();
+    auto keep = std::move(loop);  // the timer may be the caller of this: it goes after dispatch
+    auto guard = std::move(work);
+    ::asio::dispatch(ex, [h = std::move(handler), r = std::move(r)]() mutable { h(std::move(r)); });
+    (void)keep;
+  }
+};
+
+template <class Chain, class Executor>
+struct asio_initiation {
+  const Chain* chain;
+  Executor ex;
+  call_options call;
+
+  template <class Handler, class... Args>
+  void operator()(Handler&& handler, Args&&... args) const {
+    using R = typename Chain::value_type;
+    using completion_type = asio_completion<std::decay_t<Handler>, Executor, R>;
+    auto loop = std::make_shared<asio_loop<Executor>>(ex);
+    auto slot = ::asio::get_associated_cancellation_slot(handler);
+    auto work = ::asio::make_work_guard(::asio::get_associated_executor(handler, ex));
+    completion_type done{std::forward<Handler>(handler), std::move(work), loop};
+    static inline_pool inline_runner;
+    auto state = launch_call(*chain, *loop, inline_runner, call,
+                             std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
+                             std::index_sequence_for<Args...>{});
+    if (slot.is_connected()) {
+      std::weak_ptr<typename decltype(state)::element_type> weak = state;
+      slot.assign([weak](::asio::cancellation_type type) {
+        // Terminal and partial cancellation end the call (its attempt and HTTP transfer are
+        // aborted); total cancellation cannot be honoured (an attempt may have had effects).
+        if ((type & (::asio::cancellation_type::terminal | ::asio::cancellation_type::partial)) ==
+            ::asio::cancellation_type::none)
+          return;
+        if (auto s = weak.lock()) s->cancel();
+      });
+    }
+  }
+};
+
+template <class Chain, class Executor, class Tuple, std::size_t... I>
+auto asio_run(const Chain& chain, const Executor& ex, const call_options& call, Tuple&& t,
+              std::index_sequence<I...>) {
+  using R = typename Chain::value_type;
+  constexpr std::size_t last = sizeof...(I);
+  auto& token = std::get<last>(t);
+  return ::asio::async_initiate<std::remove_reference_t<decltype(token)>, void(result<R>)>(
+      asio_initiation<Chain, Executor>{&chain, ex, call}, token,
+      std::decay_t<std::tuple_element_t<I, std::decay_t<Tuple>>>(std::get<I>(t))...);
+}
+
+}  // namespace detail
+
+// One call of `chain` on `ex` (an executor, or an io_context): async_run(chain, ex, args...,
+// token) completes with `result<R>` through the token. The arguments are copied into the call.
+// Waits are steady_timers on `ex`; the token's cancellation slot (terminal or partial) ends the
+// call with error_kind::cancelled and cancels the attempt in flight (its context's token), which
+// aborts a curl_multi transfer. Synchronous entries run inline on `ex`. The chain must use
+// failover::steady_clock (the timers' clock) and outlive the call.
+template <class Chain, class Executor, class... ArgsAndToken,
+          std::enable_if_t<detail::is_asio_executor_like<Executor>::value, int> = 0>
+auto async_run(const Chain& chain, const Executor& ex, ArgsAndToken&&... args_and_token) {
+  static_assert(sizeof...(ArgsAndToken) >= 1,
+                "failover::async_run(chain, executor, args..., token): the last argument must be "
+                "an Asio completion token");
+  return detail::asio_run(chain, ex, detail::no_call_options,
+                          std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
+                          std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+}
+
+template <class Chain, class... ArgsAndToken>
+auto async_run(const Chain& chain, ::asio::io_context& io, ArgsAndToken&&... args_and_token) {
+  return async_run(chain, io.get_executor(), std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+// The same with per-call options (a deadline, a cancel token).
+template <class Chain, class Executor, class... ArgsAndToken,
+          std::enable_if_t<detail::is_asio_executor_like<Executor>::value, int> = 0>
+auto async_run_with(const Chain& chain, const Executor& ex, const call_options& call,
+                    ArgsAndToken&&... args_and_token) {
+  return detail::asio_run(chain, ex, call,
+                          std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
+                          std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+}
+
+}  // namespace failover

@@ -1,0 +1,186 @@
+// The Asio driver against real loopback servers: completion tokens (a callback, use_future,
+// deferred, and under C++20 a coroutine with use_awaitable), retries and fallbacks over the
+// curl multi adapter, and cancellation through a cancellation slot in the middle of a transfer.
+#include <failover/adapters/curl_multi.hpp>
+#include <failover/drivers/asio.hpp>
+#include <failover/fallback_chain.hpp>
+#include <failover/testing/loopback_server.hpp>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/use_future.hpp>
+#if defined(ASIO_HAS_CO_AWAIT)
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/use_awaitable.hpp>
+#endif
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using chain_t = failover::fallback_chain<std::string(const std::string&)>;
+using failover::error_kind;
+using failover::testing::loopback_reply;
+using failover::testing::loopback_server;
+
+// An entry that POSTs the prompt to `url` through the curl multi adapter and answers with the
+// body of a 2xx response (anything else is the classified failure).
+auto over_http(failover::http::curl_multi& multi, std::string url) {
+  return [&multi, url](const failover::attempt_context& ctx, const std::string& prompt,
+                       failover::completion<std::string> done) {
+    multi.async_post(
+        ctx, url + "/v1/chat/completions", prompt, {}, {}, {}, "application/json",
+        [done = std::move(done)](failover::outcome<failover::http::response> r) mutable {
+          if (!r.has_value()) return done(r.failure());
+          failover::http::response& res = r.value();
+          if (res.status / 100 != 2) return done(failover::http::status_failure(res));
+          done(std::move(res.body));
+        });
+  };
+}
+
+failover::retry_options quick_retries() {
+  failover::retry_options o;
+  o.max_attempts = 3;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("a plain callback gets the result once, on the io_context's thread") {
+  asio::io_context io;
+  chain_t chain;
+  chain.add("inline", [](const std::string& p) { return "inline:" + p; });
+  int calls = 0;
+  std::optional<failover::result<std::string>> got;
+  failover::async_run(chain, io, std::string("q"), [&](failover::result<std::string> r) {
+    ++calls;
+    got.emplace(std::move(r));
+  });
+  CHECK(calls == 0);  // never inside async_run
+  io.run();
+  CHECK(calls == 1);
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK(**got == "inline:q");
+}
+
+TEST_CASE("use_future and deferred tokens complete with the result") {
+  asio::io_context io;
+  chain_t chain;
+  chain.add("inline", [](const std::string& p) { return "inline:" + p; });
+  auto future = failover::async_run(chain, io.get_executor(), std::string("f"), asio::use_future);
+  auto op = failover::async_run(chain, io, std::string("d"), asio::experimental::deferred);
+  std::optional<failover::result<std::string>> deferred_result;
+  std::move(op)([&](failover::result<std::string> r) { deferred_result.emplace(std::move(r)); });
+  io.run();
+  const failover::result<std::string> r = future.get();
+  REQUIRE(r.has_value());
+  CHECK(*r == "inline:f");
+  REQUIRE(deferred_result);
+  CHECK(**deferred_result == "inline:d");
+}
+
+TEST_CASE("over curl multi: a 503 is retried after its wait, then a fallback serves") {
+  loopback_server primary;
+  primary.script({loopback_reply{503, 0ms, "busy", {{"retry-after", "0"}}},
+                  loopback_reply{503, 0ms, "busy", {}}, loopback_reply{503, 0ms, "busy", {}}});
+  loopback_server backup(loopback_reply{200, 0ms, "backup answer", {}});
+  asio::io_context io;
+  failover::http::curl_multi multi(io);
+  chain_t chain;
+  chain.add("primary", over_http(multi, primary.url()), failover::role::standard, quick_retries());
+  chain.add("backup", over_http(multi, backup.url()));
+  std::optional<failover::result<std::string>> got;
+  failover::async_run(chain, io, std::string("{}"),
+                      [&](failover::result<std::string> r) { got.emplace(std::move(r)); });
+  io.run();
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK(**got == "backup answer");
+  CHECK(got->served_by() == "backup");
+  REQUIRE(got->trace().size() == 4);
+  for (int i = 0; i < 3; ++i) CHECK(got->trace().attempts()[i].error().status == 503);
+  CHECK(got->trace().attempts()[0].wait > 0ms);  // a real wait on the call's steady_timer
+  CHECK(primary.answered() == 3);
+}
+
+TEST_CASE("terminal cancellation through the slot aborts the transfer in flight") {
+  loopback_server slow(loopback_reply{200, 5000ms, "too late", {}});
+  asio::io_context io;
+  failover::http::curl_multi multi(io);
+  chain_t chain;
+  chain.add("slow", over_http(multi, slow.url()));
+  asio::cancellation_signal signal;
+  std::optional<failover::result<std::string>> got;
+  failover::async_run(
+      chain, io, std::string("{}"),
+      asio::bind_cancellation_slot(
+          signal.slot(), [&](failover::result<std::string> r) { got.emplace(std::move(r)); }));
+  asio::steady_timer later(io, 100ms);
+  later.async_wait([&](const std::error_code&) {
+    CHECK(slow.held() == 1);  // the request is at the server, held
+    signal.emit(asio::cancellation_type::terminal);
+  });
+  const auto started = std::chrono::steady_clock::now();
+  io.run();
+  REQUIRE(got);
+  REQUIRE_FALSE(got->has_value());
+  CHECK(got->error().kind == error_kind::cancelled);
+  CHECK(got->stop() == failover::stop_reason::cancelled);
+  CHECK(std::chrono::steady_clock::now() - started < 4s);  // not the server's 5 s hold
+  CHECK(slow.answered() == 0);
+  CHECK(multi.in_flight() == 0);  // the transfer was aborted, not left running
+}
+
+TEST_CASE("the call's token cancels it in the middle of a transfer") {
+  loopback_server slow(loopback_reply{200, 5000ms, "too late", {}});
+  asio::io_context io;
+  failover::http::curl_multi multi(io);
+  chain_t chain;
+  chain.add("slow", over_http(multi, slow.url()));
+  failover::cancel_source source;
+  failover::call_options call;
+  call.token = source.token();
+  std::optional<failover::result<std::string>> got;
+  failover::async_run_with(chain, io.get_executor(), call, std::string("{}"),
+                           [&](failover::result<std::string> r) { got.emplace(std::move(r)); });
+  asio::steady_timer later(io, 100ms);
+  later.async_wait([&](const std::error_code&) { source.cancel(); });
+  io.run();
+  REQUIRE(got);
+  CHECK(got->error().kind == error_kind::cancelled);
+  CHECK(slow.answered() == 0);
+  CHECK(multi.in_flight() == 0);
+}
+
+#if defined(ASIO_HAS_CO_AWAIT)
+TEST_CASE("a coroutine awaits a call with use_awaitable") {
+  loopback_server server(loopback_reply{200, 10ms, "awaited", {}});
+  asio::io_context io;
+  failover::http::curl_multi multi(io);
+  chain_t chain;
+  chain.add("m", over_http(multi, server.url()));
+  std::optional<failover::result<std::string>> got;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        got.emplace(co_await failover::async_run(chain, io.get_executor(), std::string("{}"),
+                                                 asio::use_awaitable));
+      },
+      asio::detached);
+  io.run();
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK(**got == "awaited");
+}
+#endif
