@@ -22,6 +22,7 @@
 #include <string>
 
 #include "catch.hpp"
+#include "driver_scenarios.hpp"
 
 using namespace std::chrono_literals;
 
@@ -184,3 +185,61 @@ TEST_CASE("a coroutine awaits a call with use_awaitable") {
   CHECK(**got == "awaited");
 }
 #endif
+
+namespace {
+
+// An Asio clock on the scenario's fake time line, and wait traits that never block: the test
+// advances the fake time itself whenever the io_context has nothing ready.
+struct fake_asio_clock {
+  using duration = failover::duration;
+  using rep = duration::rep;
+  using period = duration::period;
+  using time_point = failover::time_point;
+  static constexpr bool is_steady = true;
+  static failover::testing::fake_clock& line() {
+    static failover::testing::fake_clock clock;
+    return clock;
+  }
+  static time_point now() noexcept { return line().now(); }
+};
+struct no_wait_traits {
+  static fake_asio_clock::duration to_wait_duration(const fake_asio_clock::duration&) {
+    return fake_asio_clock::duration::zero();
+  }
+  static fake_asio_clock::duration to_wait_duration(const fake_asio_clock::time_point&) {
+    return fake_asio_clock::duration::zero();
+  }
+};
+using fake_timer = asio::basic_waitable_timer<fake_asio_clock, no_wait_traits>;
+
+failover::result<std::string> via_asio(failover_test::scenario& s, const std::string& prompt) {
+  fake_asio_clock::line() = s.clock;  // the timers read the scenario's time line
+  asio::io_context io;
+  std::optional<failover::result<std::string>> out;
+  int handled = 0;
+  failover::async_run_with<fake_timer>(s.chain, io.get_executor(), s.options, prompt,
+                                       [&](failover::result<std::string> r) {
+                                         ++handled;
+                                         out.emplace(std::move(r));
+                                       });
+  for (int idle = 0; !out && idle < 10'000'000; ++idle) {
+    if (io.poll() == 0) s.clock.advance(std::chrono::milliseconds(1));
+    if (io.stopped()) io.restart();
+  }
+  CHECK(handled == 1);
+  REQUIRE(out);
+  return std::move(*out);
+}
+
+}  // namespace
+
+TEST_CASE("drivers: the Asio driver ends every call as run() does, on fake time") {
+  for (const auto& [name, builder] : failover_test::driver_scenarios()) {
+    SECTION(name) {
+      auto blocking = failover_test::build(builder);
+      auto asio_run = failover_test::build(builder);
+      failover_test::check_same(blocking->chain.run_with(blocking->options, "q"),
+                                via_asio(*asio_run, "q"));
+    }
+  }
+}

@@ -1,6 +1,7 @@
 // The fallback chain on fake time: routing by role, the chain's bounds (hops, total attempts,
 // deadline, cancellation), exceptions, add() validation, the trace, and a thread-safety smoke test.
 #include "catch.hpp"
+#include "driver_scenarios.hpp"
 #include "support.hpp"
 
 #include <failover/drivers/callback.hpp>
@@ -1012,215 +1013,25 @@ TEST_CASE("chain: begin_call keeps its own copy of the call options", "[chain]")
   CHECK(r.trace().size() == 1);
 }
 
-namespace {
-
-// One scenario, built twice on fresh fake time: the entries' callables (kept here too, so that a
-// stepped call can make its attempts itself) and the call's options.
-struct scenario {
-  std::vector<std::function<answer(const std::string&)>> models;
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::call_options options;
-};
-
-using scenario_builder = std::function<void(scenario&)>;
-
-// Adds an entry whose waits are exact (no jitter), so that two runs can be compared wait by wait.
-// Each model call takes 1 ms of fake time: the chain's copy advances the clock itself, and a
-// stepped call advances it around its own call (see stepped()).
-void add_entry(scenario& s, std::string name, std::function<answer(const std::string&)> f,
-               role r = role::standard) {
-  failover::backoff_options b;
-  b.jitter = failover::jitter::none;
-  failover::testing::fake_clock clock = s.clock;
-  s.chain.add(
-      std::move(name),
-      [clock, f](const std::string& p) {
-        clock.advance(std::chrono::milliseconds(1));
-        return f(p);
-      },
-      r, failover::retry_options{}, failover::exponential_backoff<>(b));
-  s.models.push_back(std::move(f));
-}
-
-std::unique_ptr<scenario> build(const scenario_builder& b) {
-  auto s = std::make_unique<scenario>();
-  failover::testing::use_fake_time(s->chain, s->clock);
-  b(*s);
-  return s;
-}
-
-// The same call made through the machine one step at a time, as an async driver would.
-failover::result<std::string> stepped(scenario& s, const std::string& prompt) {
-  auto call = s.chain.begin_call(s.options);
-  while (auto a = call.poll()) {
-    if (const auto* st = std::get_if<failover::actions::start_attempt>(&*a)) {
-      std::optional<answer> got;
-      try {
-        s.clock.advance(std::chrono::milliseconds(1));  // as the chain's own copies do
-        got.emplace(s.models[st->entry](prompt));
-      } catch (...) {
-        call.handle(failover::events::failed{st->id, std::current_exception()}, s.clock.now());
-        continue;
-      }
-      call.handle(failover::events::answered<std::string>{st->id, std::move(*got)}, s.clock.now());
-    } else if (const auto* w = std::get_if<failover::actions::sleep_until>(&*a)) {
-      if (s.chain.sleeper().sleep_for(w->wait, call.token()))
-        call.handle(failover::events::timer_fired{}, s.clock.now());
-      else
-        call.handle(failover::events::cancelled{}, s.clock.now());
-    } else if (std::holds_alternative<failover::actions::done>(*a)) {
-      break;
-    }
-  }
-  return std::move(call).take();
-}
-
-// The same call through the callback driver on an event loop in virtual time.
-failover::result<std::string> via_callback(scenario& s, const std::string& prompt) {
-  failover::testing::fake_loop loop(s.clock);
-  failover::inline_pool pool;
-  std::optional<failover::result<std::string>> out;
-  int handled = 0;
-  failover::async_run_on(s.chain, loop, pool, s.options, prompt,
-                         [&](failover::result<std::string> r) {
-                           ++handled;
-                           out.emplace(std::move(r));
-                         });
-  loop.run();
-  CHECK(handled == 1);
-  REQUIRE(out);
-  return std::move(*out);
-}
-
-void check_same(const failover::result<std::string>& blocking,
-                const failover::result<std::string>& step) {
-  CHECK(blocking.stop() == step.stop());
-  REQUIRE(blocking.has_value() == step.has_value());
-  if (blocking.has_value()) {
-    CHECK(*blocking == *step);
-  } else {
-    CHECK(blocking.error().kind == step.error().kind);
-    CHECK(blocking.error().message == step.error().message);
-  }
-  const auto& x = blocking.trace().attempts();
-  const auto& y = step.trace().attempts();
-  REQUIRE(x.size() == y.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    INFO("attempt " << i);
-    CHECK(x[i].model == y[i].model);
-    CHECK(x[i].entry == y[i].entry);
-    CHECK(x[i].role == y[i].role);
-    CHECK(x[i].attempt == y[i].attempt);
-    CHECK(x[i].start == y[i].start);
-    CHECK(x[i].elapsed == y[i].elapsed);
-    CHECK(x[i].ok == y[i].ok);
-    CHECK(x[i].skipped == y[i].skipped);
-    CHECK(x[i].error().kind == y[i].error().kind);
-    CHECK(x[i].error().status == y[i].error().status);
-    CHECK(x[i].error().model == y[i].error().model);
-    CHECK(x[i].wait == y[i].wait);
-    CHECK(x[i].why_wait == y[i].why_wait);
-    CHECK(x[i].stop == y[i].stop);
-  }
-}
-
-}  // namespace
-
 TEST_CASE("drivers: run(), the stepped machine and the callback driver end every call alike",
           "[chain]") {
   // run() handles a call whose first attempt succeeds on its own and hands any other call to the
   // machine; begin_call() runs the machine from the start. Both must make the same call.
-  const auto ok = [](std::string name) {
-    return [name](const std::string& p) -> answer { return name + ":" + p; };
-  };
-  const auto fails = [](int status) {
-    return [status](const std::string&) -> answer { return failover::failure::http(status); };
-  };
-  const auto fails_then_ok = [](int failures, int status) {
-    auto left = std::make_shared<int>(failures);
-    return [left, status](const std::string& p) -> answer {
-      if ((*left)-- > 0) return failover::failure::http(status);
-      return "late:" + p;
-    };
-  };
-  const std::vector<std::pair<const char*, scenario_builder>> scenarios = {
-      {"first attempt succeeds", [&](scenario& s) { add_entry(s, "a", ok("a")); }},
-      {"a retry after a 503", [&](scenario& s) { add_entry(s, "a", fails_then_ok(1, 503)); }},
-      {"two retries after 429s, then a fallback",
-       [&](scenario& s) {
-         add_entry(s, "a", fails_then_ok(2, 429));
-         add_entry(s, "b", ok("b"));
-       }},
-      {"a permanent failure falls back",
-       [&](scenario& s) {
-         add_entry(s, "a", fails(401));
-         add_entry(s, "b", ok("b"));
-       }},
-      {"the first model throws",
-       [&](scenario& s) {
-         add_entry(s, "a", [](const std::string&) -> answer { throw std::runtime_error("boom"); });
-         add_entry(s, "b", ok("b"));
-       }},
-      {"every model fails",
-       [&](scenario& s) {
-         add_entry(s, "a", fails(503));
-         add_entry(s, "b", fails(400));
-       }},
-      {"a context-window fallback",
-       [&](scenario& s) {
-         add_entry(s, "a", [](const std::string&) -> answer {
-           return failover::failure::of(error_kind::context_window);
-         });
-         add_entry(s, "long", ok("long"), role::context_window);
-       }},
-      {"cancelled before the first attempt",
-       [&](scenario& s) {
-         add_entry(s, "a", ok("a"));
-         failover::cancel_source source;
-         source.cancel();
-         s.options.token = source.token();
-       }},
-      {"a deadline that ends the retries",
-       [&](scenario& s) {
-         add_entry(s, "a", fails(503));
-         s.options.deadline = std::chrono::milliseconds(1500);
-       }},
-      {"a server wait (429 with Retry-After), then success",
-       [&](scenario& s) {
-         auto left = std::make_shared<int>(1);
-         add_entry(s, "a", [left](const std::string& p) -> answer {
-           if ((*left)-- > 0) {
-             failover::failure f = failover::failure::http(429);
-             f.retry_after = "3";
-             return f;
-           }
-           return "a:" + p;
-         });
-       }},
-      {"a content-policy fallback",
-       [&](scenario& s) {
-         add_entry(s, "a", [](const std::string&) -> answer {
-           return failover::failure::of(error_kind::content_policy);
-         });
-         add_entry(s, "b", ok("b"));
-         add_entry(s, "lenient", ok("lenient"), role::content_policy);
-       }},
-  };
+  const auto scenarios = failover_test::driver_scenarios();
   for (const auto& [name, builder] : scenarios) {
     SECTION(name) {
-      auto blocking = build(builder);
-      auto step = build(builder);
+      auto blocking = failover_test::build(builder);
+      auto step = failover_test::build(builder);
       const auto r1 = blocking->chain.run_with(blocking->options, "q");
-      const auto r2 = stepped(*step, "q");
-      check_same(r1, r2);
-      auto async = build(builder);
-      check_same(r1, via_callback(*async, "q"));
+      const auto r2 = failover_test::stepped(*step, "q");
+      failover_test::check_same(r1, r2);
+      auto async = failover_test::build(builder);
+      failover_test::check_same(r1, failover_test::via_callback(*async, "q"));
       // run() takes its own path (no call options to read): where the scenario sets none, it
       // must end the call the same way too.
       if (!blocking->options.deadline && !blocking->options.token.cancelled()) {
-        auto plain = build(builder);
-        check_same(plain->chain.run("q"), r2);
+        auto plain = failover_test::build(builder);
+        failover_test::check_same(plain->chain.run("q"), r2);
       }
     }
   }

@@ -27,7 +27,7 @@ struct is_asio_executor_like<
 // The callback driver's loop on an Asio executor: post() is asio::post, at() is one steady_timer
 // per call. Its executor must run one thread at a time (an io_context run by one thread, or a
 // strand), as the call's events must not run concurrently.
-template <class Executor>
+template <class Executor, class Timer>
 class asio_loop {
  public:
   explicit asio_loop(const Executor& ex) : ex_(ex), timer_(ex) {}
@@ -41,17 +41,17 @@ class asio_loop {
 
  private:
   Executor ex_;
-  ::asio::steady_timer timer_;
+  Timer timer_;
 };
 
 // The completion the callback driver calls: clears the cancellation slot, then hands the result
 // to the user's handler on the handler's own executor. It owns the call's loop (and its timer),
 // so both go when the call is done.
-template <class Handler, class Executor, class R>
+template <class Handler, class Executor, class Timer, class R>
 struct asio_completion {
   Handler handler;
   ::asio::executor_work_guard<::asio::associated_executor_t<Handler, Executor>> work;
-  std::shared_ptr<asio_loop<Executor>> loop;
+  std::shared_ptr<asio_loop<Executor, Timer>> loop;
 
   void operator()(result<R> r) {
     auto slot = ::asio::get_associated_cancellation_slot(handler);
@@ -64,7 +64,7 @@ struct asio_completion {
   }
 };
 
-template <class Chain, class Executor>
+template <class Chain, class Executor, class Timer>
 struct asio_initiation {
   const Chain* chain;
   Executor ex;
@@ -73,8 +73,8 @@ struct asio_initiation {
   template <class Handler, class... Args>
   void operator()(Handler&& handler, Args&&... args) const {
     using R = typename Chain::value_type;
-    using completion_type = asio_completion<std::decay_t<Handler>, Executor, R>;
-    auto loop = std::make_shared<asio_loop<Executor>>(ex);
+    using completion_type = asio_completion<std::decay_t<Handler>, Executor, Timer, R>;
+    auto loop = std::make_shared<asio_loop<Executor, Timer>>(ex);
     auto slot = ::asio::get_associated_cancellation_slot(handler);
     auto work = ::asio::make_work_guard(::asio::get_associated_executor(handler, ex));
     completion_type done{std::forward<Handler>(handler), std::move(work), loop};
@@ -96,14 +96,14 @@ struct asio_initiation {
   }
 };
 
-template <class Chain, class Executor, class Tuple, std::size_t... I>
+template <class Timer, class Chain, class Executor, class Tuple, std::size_t... I>
 auto asio_run(const Chain& chain, const Executor& ex, const call_options& call, Tuple&& t,
               std::index_sequence<I...>) {
   using R = typename Chain::value_type;
   constexpr std::size_t last = sizeof...(I);
   auto& token = std::get<last>(t);
   return ::asio::async_initiate<std::remove_reference_t<decltype(token)>, void(result<R>)>(
-      asio_initiation<Chain, Executor>{&chain, ex, call}, token,
+      asio_initiation<Chain, Executor, Timer>{&chain, ex, call}, token,
       std::decay_t<std::tuple_element_t<I, std::decay_t<Tuple>>>(std::get<I>(t))...);
 }
 
@@ -121,9 +121,10 @@ auto async_run(const Chain& chain, const Executor& ex, ArgsAndToken&&... args_an
   static_assert(sizeof...(ArgsAndToken) >= 1,
                 "failover::async_run(chain, executor, args..., token): the last argument must be "
                 "an Asio completion token");
-  return detail::asio_run(chain, ex, detail::no_call_options,
-                          std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
-                          std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+  return detail::asio_run<::asio::steady_timer>(
+      chain, ex, detail::no_call_options,
+      std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
+      std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
 }
 
 template <class Chain, class... ArgsAndToken>
@@ -131,14 +132,16 @@ auto async_run(const Chain& chain, ::asio::io_context& io, ArgsAndToken&&... arg
   return async_run(chain, io.get_executor(), std::forward<ArgsAndToken>(args_and_token)...);
 }
 
-// The same with per-call options (a deadline, a cancel token).
-template <class Chain, class Executor, class... ArgsAndToken,
+// The same with per-call options (a deadline, a cancel token). `Timer` is the waitable timer the
+// waits use: steady_timer, or in tests a basic_waitable_timer on a clock that reads the chain's
+// fake time (tests/integration/asio_driver_test.cpp).
+template <class Timer = ::asio::steady_timer, class Chain, class Executor, class... ArgsAndToken,
           std::enable_if_t<detail::is_asio_executor_like<Executor>::value, int> = 0>
 auto async_run_with(const Chain& chain, const Executor& ex, const call_options& call,
                     ArgsAndToken&&... args_and_token) {
-  return detail::asio_run(chain, ex, call,
-                          std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
-                          std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+  return detail::asio_run<Timer>(
+      chain, ex, call, std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
+      std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
 }
 
 }  // namespace failover
