@@ -25,6 +25,7 @@
 #include "failover/machine/plan.hpp"
 #include "failover/outcome.hpp"
 #include "failover/policies.hpp"
+#include "failover/retrier.hpp"
 
 namespace failover {
 
@@ -100,6 +101,24 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     // An entry added at the end never changes a start entry already found.
     if (!start_.index) start_.index = first_entry(detail::roles_view<std::vector<entry>>{entries_});
     return *this;
+  }
+
+  // Adds a retrier as an entry: its model name, retry options and backoff, with `f` as its
+  // callable (any form add() takes). A one-entry chain of it runs a call as the retrier runs
+  // it, within the chain's limits: the chain's attempt cap and deadline span every entry (a
+  // deadline set on the retrier itself is not carried over).
+  template <class RetrierPolicies, class F>
+  basic_fallback_chain& add(const basic_retrier<RetrierPolicies>& r, F&& f,
+                            failover::role role = role::standard) {
+    static_assert(
+        std::is_same_v<typename basic_retrier<RetrierPolicies>::backoff_type, backoff_type>,
+        "failover::fallback_chain::add(retrier, f): the retrier's Backoff policy must "
+        "be the chain's (build both from policy bundles with the same `backoff`)");
+    if (r.model().empty())
+      throw std::invalid_argument(
+          "failover::fallback_chain::add: the retrier has no model (it "
+          "was moved from)");
+    return add(std::string(r.model()), std::forward<F>(f), role, r.options(), r.backoff());
   }
 
   // Shares model health through `b` (copies of a circuit_breaker share one registry). Each entry's

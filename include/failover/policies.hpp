@@ -149,8 +149,18 @@ using budget_of = typename P::budget;
 template <class P>
 using gates_of = typename P::gates;
 
+template <class List>
+struct is_gate_list : std::false_type {};
+template <class... G>
+struct is_gate_list<gate_list<G...>> : std::true_type {};
+
 template <class Breaker, class Budget, class List>
-struct gate_set_of;
+struct gate_set_of {
+  static_assert(is_gate_list<List>::value,
+                "failover policies: Policies::gates must be failover::gate_list<Gate...> (the "
+                "gates asked after the breaker and the budget)");
+  using type = gate_set<breaker_gate<Breaker>, budget_gate<Budget>>;
+};
 template <class Breaker, class Budget, class... Extra>
 struct gate_set_of<Breaker, Budget, gate_list<Extra...>> {
   using type = gate_set<breaker_gate<Breaker>, budget_gate<Budget>, Extra...>;

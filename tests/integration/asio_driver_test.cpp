@@ -110,7 +110,7 @@ TEST_CASE("over curl multi: a 503 is retried after its wait, then a fallback ser
   CHECK(**got == "backup answer");
   CHECK(got->served_by() == "backup");
   REQUIRE(got->trace().size() == 4);
-  for (int i = 0; i < 3; ++i) CHECK(got->trace().attempts()[i].error().status == 503);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(got->trace().attempts()[i].error().status == 503);
   CHECK(got->trace().attempts()[0].wait > 0ms);  // a real wait on the call's steady_timer
   CHECK(primary.answered() == 3);
 }

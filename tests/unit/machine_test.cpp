@@ -11,6 +11,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <variant>
@@ -282,4 +283,129 @@ TEST_CASE("gates: a gate's wait verdict delays the attempt, then the gate is ask
   CHECK(*chain.gates().get<2>().asks == 2);
   CHECK(r.trace().size() == 1);
   CHECK(r.trace().attempts()[0].start == 2s);
+}
+
+namespace {
+failover::basic_retrier<failover::testing::fake_policies> exact_retrier(std::string model,
+                                                                        int attempts) {
+  failover::retry_options o;
+  o.max_attempts = attempts;
+  failover::backoff_options b;
+  b.jitter = failover::jitter::none;
+  return failover::basic_retrier<failover::testing::fake_policies>(
+      std::move(model), o, failover::exponential_backoff<>(b));
+}
+}  // namespace
+
+TEST_CASE("composition: a retrier alone and a one-entry chain of it make the same call") {
+  const auto scripted = [](std::vector<answer> script) {
+    auto left = std::make_shared<std::vector<answer>>(std::move(script));
+    return [left]() -> answer {
+      answer a = left->front();
+      if (left->size() > 1) left->erase(left->begin());
+      return a;
+    };
+  };
+  const std::vector<std::vector<answer>> scripts = {
+      {answer("at once")},
+      {answer(failover::failure::http(503)), answer(failover::failure::http(429)), answer("third")},
+      {answer(failover::failure::http(503))},  // retries run out
+      {answer(failover::failure::http(401))},  // permanent
+  };
+  for (const auto& script : scripts) {
+    failover::testing::fake_clock alone_clock;
+    auto alone = exact_retrier("m", 4);
+    failover::testing::use_fake_time(alone, alone_clock);
+    const auto r1 = alone.run(scripted(script));
+
+    failover::testing::fake_clock chain_clock;
+    failover::basic_fallback_chain<std::string(), failover::testing::fake_policies> chain;
+    failover::testing::use_fake_time(chain, chain_clock);
+    chain.add(exact_retrier("m", 4), scripted(script));
+    const auto r2 = chain.run();
+
+    REQUIRE(r1.has_value() == r2.has_value());
+    CHECK(r1.stop() == r2.stop());
+    if (r1.has_value()) CHECK(*r1 == *r2);
+    REQUIRE(r1.trace().size() == r2.trace().size());
+    for (std::size_t i = 0; i < r1.trace().size(); ++i) {
+      const auto& x = r1.trace().attempts()[i];
+      const auto& y = r2.trace().attempts()[i];
+      CHECK(x.model == y.model);
+      CHECK(x.attempt == y.attempt);
+      CHECK(x.start == y.start);
+      CHECK(x.wait == y.wait);
+      CHECK(x.why_wait == y.why_wait);
+      CHECK(x.stop == y.stop);
+      CHECK(x.error().kind == y.error().kind);
+    }
+  }
+}
+
+TEST_CASE("composition: the chain's attempt cap spans the retriers it is made of") {
+  failover::testing::fake_clock clock;
+  failover::chain_options o;
+  o.max_total_attempts = 4;
+  failover::basic_fallback_chain<std::string(), failover::testing::fake_policies> chain(o);
+  failover::testing::use_fake_time(chain, clock);
+  int a = 0;
+  int b = 0;
+  chain.add(exact_retrier("a", 3), [&]() -> answer {
+    ++a;
+    return failover::failure::http(503);
+  });
+  chain.add(exact_retrier("b", 3), [&]() -> answer {
+    ++b;
+    return failover::failure::http(503);
+  });
+  const auto r = chain.run();
+  CHECK_FALSE(r.has_value());
+  CHECK(a == 3);
+  CHECK(b == 1);  // the cap, not b's own three attempts, ends the call
+  CHECK(r.trace().calls() == 4);
+  CHECK(r.stop() == stop_reason::total_attempts_exhausted);
+}
+
+TEST_CASE("async calls: what an entry throws is its answer, not a lost completion") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  SECTION("a synchronous entry") {
+    chain.add("throws", [](const std::string&) -> std::string { throw std::runtime_error("x"); });
+  }
+  SECTION("an asynchronous entry, before it answers") {
+    chain.add("throws", [](const failover::attempt_context&, const std::string&,
+                           failover::completion<std::string>) { throw std::runtime_error("x"); });
+  }
+  int handled = 0;
+  const auto r = on_loop(chain, loop, "q", handled);
+  CHECK(handled == 1);
+  REQUIRE_FALSE(r.has_value());
+  const auto& e = r.trace().attempts()[0].error();
+  CHECK(e.exception != nullptr);  // classified from what was thrown
+  CHECK(e.message.find("destroyed without being called") == std::string::npos);
+  // The same call through run() ends the same way.
+  const auto blocking = chain.run("q");
+  CHECK(blocking.trace().size() == r.trace().size());
+  CHECK(blocking.error().kind == r.error().kind);
+}
+
+TEST_CASE("machine: every action survives a burst of events between two polls") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  auto m = chain.begin_call(failover::call_options{}, clock.now());
+  for (int i = 0; i < 5; ++i) m.handle(events::launch_attempt{}, clock.now());  // 4 at most
+  m.handle(events::cancelled{}, clock.now());
+  int cancels = 0;
+  bool done = false;
+  while (auto a = m.poll()) {
+    cancels += std::holds_alternative<actions::cancel_attempt>(*a) ? 1 : 0;
+    done = done || std::holds_alternative<actions::done>(*a);
+  }
+  CHECK(cancels == 4);
+  CHECK(done);
+  CHECK(std::move(m).take().error().kind == error_kind::cancelled);
 }

@@ -2,6 +2,7 @@
 // the result to a callback. The Asio driver (drivers/asio.hpp) is this driver on an Asio executor.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -48,9 +49,13 @@ class async_call
   };
   // Where an attempt's completion sends its answer; holds the attempt (its context must outlive
   // the entry's use of it), never the call.
+  enum : int { calling, lost_while_calling, returned };
   struct route {
     std::weak_ptr<async_call> call;
     std::shared_ptr<attempt> at;
+    // While the entry is being called, a completion destroyed unanswered is only noted: if the
+    // call then throws, what it threw is the attempt's answer, not the lost completion.
+    std::atomic<int> phase{calling};
   };
 
  public:
@@ -128,26 +133,31 @@ class async_call
     at->context = *s.context;
     at->context.cancel = &at->token;  // cancel_attempt cancels this one, not the whole call
     in_flight_.push_back(at);
-    auto r = std::make_shared<route>(route{self_, at});
-    completion<R> done(&answer_sink, std::move(r));
+    auto r = std::make_shared<route>();
+    r->call = self_;
+    r->at = at;
+    completion<R> done(&answer_sink, r);
     const std::size_t entry = s.entry;
     if (chain_.entry_is_async(entry)) {
-      invoke(entry, at, std::move(done));
+      invoke(entry, r, std::move(done));
     } else {
       // A synchronous entry runs where the pool says; the completion is shared so that the pool's
       // std::function can be copied.
       auto self = self_;
       auto boxed = std::make_shared<completion<R>>(std::move(done));
-      pool_.submit([self, entry, at, boxed] { self->invoke(entry, at, std::move(*boxed)); });
+      pool_.submit([self, entry, r, boxed] { self->invoke(entry, r, std::move(*boxed)); });
     }
   }
 
-  void invoke(std::size_t entry, const std::shared_ptr<attempt>& at, completion<R> done) {
+  void invoke(std::size_t entry, const std::shared_ptr<route>& r, completion<R> done) {
+    const std::shared_ptr<attempt>& at = r->at;
     try {
       std::apply(
           [&](Stored&... a) { chain_.start_entry(entry, at->context, a..., std::move(done)); },
           args_);
+      if (r->phase.exchange(returned) == lost_while_calling) post_lost(at->id);
     } catch (...) {
+      r->phase.store(returned);
       // What the entry threw is its answer (a later answer through the completion is dropped).
       const attempt_id id = at->id;
       auto thrown = std::current_exception();
@@ -158,8 +168,19 @@ class async_call
     }
   }
 
+  void post_lost(attempt_id id) {
+    std::weak_ptr<async_call> weak = self_;
+    loop_.post([weak, id] {
+      if (auto s = weak.lock()) s->on_answer(id, outcome<R>(lost_completion()));
+    });
+  }
+
   static void answer_sink(void* state, outcome<R>* answer) noexcept {
     auto* r = static_cast<route*>(state);
+    if (!answer) {
+      int expected = calling;
+      if (r->phase.compare_exchange_strong(expected, lost_while_calling)) return;  // see route
+    }
     auto self = r->call.lock();
     if (!self) return;  // the call has ended: an answer too late for it
     try {

@@ -85,7 +85,7 @@ class action_queue {
     attempt_id id = 0;
   };
   void push(kind k, attempt_id id = 0) noexcept {
-    if (size_ == items_.size()) return;  // cannot happen: at most one per slot, plus two
+    if (size_ == items_.size()) return;  // cannot happen: see items_
     items_[(head_ + size_++) % items_.size()] = item{k, id};
   }
   bool empty() const noexcept { return size_ == 0; }
@@ -98,7 +98,8 @@ class action_queue {
   void clear() noexcept { size_ = 0; }
 
  private:
-  std::array<item, 8> items_{};
+  // Room for the worst case between two polls: a start and a cancel per slot, then done.
+  std::array<item, 16> items_{};
   std::size_t head_ = 0;
   std::size_t size_ = 0;
 };
