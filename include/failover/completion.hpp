@@ -3,6 +3,7 @@
 // the attempt fails as `unknown`, so a lost answer can neither hang a call nor end it twice.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <utility>
 
@@ -13,9 +14,10 @@ namespace failover {
 template <class R>
 class completion {
  public:
-  // Where the answer goes: `sink(state, &answer)`, or `sink(state, nullptr)` when the completion
-  // is destroyed unanswered. `state` is kept alive by the completion.
-  using sink_type = void (*)(void* state, outcome<R>* answer) noexcept;
+  // Where the answer goes: `sink(state, &answer, nullptr)`; `sink(state, nullptr, &thrown)` for
+  // fail(); `sink(state, nullptr, nullptr)` when the completion is destroyed unanswered. `state` is
+  // kept alive by the completion.
+  using sink_type = void (*)(void* state, outcome<R>* answer, std::exception_ptr* thrown) noexcept;
 
   completion() = default;
   completion(sink_type sink, std::shared_ptr<void> state) noexcept
@@ -37,7 +39,15 @@ class completion {
   // Hands over the attempt's answer. Only the first call counts.
   void operator()(outcome<R> answer) noexcept {
     if (sink_type s = std::exchange(sink_, nullptr)) {
-      s(state_.get(), &answer);
+      s(state_.get(), &answer, nullptr);
+      state_.reset();
+    }
+  }
+  // The attempt threw `thrown` (e.g. in a coroutine or on another thread): it is classified as
+  // what a synchronous callable throws is. A null exception_ptr is reported as `unknown`.
+  void fail(std::exception_ptr thrown) noexcept {
+    if (sink_type s = std::exchange(sink_, nullptr)) {
+      s(state_.get(), nullptr, &thrown);
       state_.reset();
     }
   }
@@ -47,7 +57,7 @@ class completion {
  private:
   void lose() noexcept {
     if (sink_type s = std::exchange(sink_, nullptr)) {
-      s(state_.get(), nullptr);
+      s(state_.get(), nullptr, nullptr);
       state_.reset();
     }
   }

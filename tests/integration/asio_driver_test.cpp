@@ -19,6 +19,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "catch.hpp"
@@ -165,6 +166,41 @@ TEST_CASE("the call's token cancels it in the middle of a transfer") {
 }
 
 #if defined(ASIO_HAS_CO_AWAIT)
+TEST_CASE("an entry written as a coroutine awaits curl multi, and one that throws falls back") {
+  loopback_server server(loopback_reply{200, 10ms, "from a coroutine", {}});
+  asio::io_context io;
+  failover::http::curl_multi multi(io);
+  chain_t chain;
+  const std::string url = server.url() + "/v1/chat/completions";
+  chain.add("throws", failover::make_awaitable_entry<std::string(const std::string&)>(
+                          io.get_executor(),
+                          [](const failover::attempt_context&,
+                             std::string) -> asio::awaitable<failover::outcome<std::string>> {
+                            throw std::runtime_error("coroutine failed");
+                            co_return std::string("never");
+                          }));
+  chain.add(
+      "coroutine",
+      failover::make_awaitable_entry<std::string(const std::string&)>(
+          io.get_executor(),
+          [&multi, url](const failover::attempt_context& ctx,
+                        std::string prompt) -> asio::awaitable<failover::outcome<std::string>> {
+            failover::outcome<failover::http::response> r = co_await multi.async_post(
+                ctx, url, std::move(prompt), {}, {}, {}, "application/json", asio::use_awaitable);
+            if (!r.has_value()) co_return r.failure();
+            co_return std::move(r.value().body);
+          }));
+  std::optional<failover::result<std::string>> got;
+  failover::async_run(chain, io, std::string("{}"),
+                      [&](failover::result<std::string> r) { got.emplace(std::move(r)); });
+  io.run();
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK(**got == "from a coroutine");
+  REQUIRE(got->trace().size() == 2);
+  CHECK(got->trace().attempts()[0].error().exception != nullptr);  // classified from the throw
+}
+
 TEST_CASE("a coroutine awaits a call with use_awaitable") {
   loopback_server server(loopback_reply{200, 10ms, "awaited", {}});
   asio::io_context io;

@@ -409,3 +409,25 @@ TEST_CASE("machine: every action survives a burst of events between two polls") 
   CHECK(done);
   CHECK(std::move(m).take().error().kind == error_kind::cancelled);
 }
+
+TEST_CASE("async entries: completion::fail reports a throw, in run() and in async_run alike") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("fails", [](const failover::attempt_context&, const std::string&,
+                        failover::completion<std::string> done) {
+    done.fail(std::make_exception_ptr(std::runtime_error("on another thread")));
+    done(answer("dropped"));  // after fail(), nothing more is taken
+  });
+  chain.add("backup", [](const std::string& p) { return "backup:" + p; });
+  int handled = 0;
+  const auto async = on_loop(chain, loop, "q", handled);
+  const auto blocking = chain.run("q");
+  for (const auto* r : {&async, &blocking}) {
+    REQUIRE(r->has_value());
+    CHECK(**r == "backup:q");
+    REQUIRE(r->trace().size() == 2);
+    CHECK(r->trace().attempts()[0].error().exception != nullptr);
+  }
+}

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 
 #include "failover/completion.hpp"
@@ -53,10 +54,13 @@ struct awaited_answer {
   std::mutex mutex;
   std::condition_variable ready;
   std::optional<outcome<R>> answer;
-  static void sink(void* state, outcome<R>* o) noexcept {
+  std::exception_ptr thrown;
+  static void sink(void* state, outcome<R>* o, std::exception_ptr* e) noexcept {
     auto* self = static_cast<awaited_answer*>(state);
     std::lock_guard<std::mutex> lock(self->mutex);
     try {
+      if (e)
+        self->thrown = *e ? *e : std::make_exception_ptr(std::runtime_error("empty exception"));
       self->answer.emplace(o ? std::move(*o) : outcome<R>(lost_completion()));
     } catch (...) {  // the value's move threw: a failed attempt, as a thrown exception would be
       self->answer.emplace(failure::of(error_kind::unknown, "moving the answer threw"));
@@ -74,6 +78,7 @@ outcome<R> invoke_as_outcome(F& f, const attempt_context& ctx, Args&... args) {
     f(ctx, args..., completion<R>(&awaited_answer<R>::sink, state));
     std::unique_lock<std::mutex> lock(state->mutex);
     state->ready.wait(lock, [&] { return state->answer.has_value(); });
+    if (state->thrown) std::rethrow_exception(state->thrown);  // classified as a throw
     return std::move(*state->answer);
   } else if constexpr (form == call_form::ctx_outcome || form == call_form::ctx_value) {
     return outcome<R>(f(ctx, args...));

@@ -144,4 +144,60 @@ auto async_run_with(const Chain& chain, const Executor& ex, const call_options& 
       std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
 }
 
+#if defined(ASIO_HAS_CO_AWAIT)
+// An entry written as a coroutine (C++20): `f(ctx, args...)` returns
+// asio::awaitable<outcome<R>>, and runs on `ex` through co_spawn. What it throws is classified as
+// what a synchronous callable throws; the attempt's cancellation (cancel_attempt, or the call's)
+// reaches the coroutine as a terminal cancellation of the operation it awaits. The coroutine may
+// outlive its call (it is cancelled, not waited for): take the arguments by value.
+//   chain.add("m", failover::awaitable_entry<std::string(const std::string&)>(ex, coroutine));
+template <class Signature, class Executor, class F>
+class awaitable_entry;
+
+template <class R, class... Args, class Executor, class F>
+class awaitable_entry<R(Args...), Executor, F> {
+ public:
+  awaitable_entry(const Executor& ex, F f) : ex_(ex), f_(std::move(f)) {}
+  void operator()(const attempt_context& ctx, std::add_lvalue_reference_t<Args>... args,
+                  completion<R> done) {
+    auto signal = std::make_shared<::asio::cancellation_signal>();
+    std::shared_ptr<cancel_callback> watch;
+    if (ctx.cancel) {
+      Executor ex = ex_;
+      watch = std::make_shared<cancel_callback>(*ctx.cancel, [signal, ex]() noexcept {
+        try {
+          ::asio::post(ex, [signal] { signal->emit(::asio::cancellation_type::terminal); });
+        } catch (
+            ...) {  // NOLINT(bugprone-empty-catch): the executor takes no work: nothing to cancel
+        }
+      });
+    }
+    ::asio::co_spawn(ex_, deliver(f_(ctx, args...), std::move(done)),
+                     ::asio::bind_cancellation_slot(signal->slot(),
+                                                    [watch, signal](const std::exception_ptr&) {}));
+  }
+
+ private:
+  // Awaits the entry's coroutine and hands its answer, or what it threw, to the completion.
+  static ::asio::awaitable<void> deliver(::asio::awaitable<outcome<R>> entry, completion<R> done) {
+    std::exception_ptr thrown;
+    try {
+      outcome<R> answer = co_await std::move(entry);
+      done(std::move(answer));
+    } catch (...) {
+      thrown = std::current_exception();
+    }
+    if (thrown) done.fail(std::move(thrown));
+  }
+
+  Executor ex_;
+  F f_;
+};
+
+template <class Signature, class Executor, class F>
+auto make_awaitable_entry(const Executor& ex, F f) {
+  return awaitable_entry<Signature, Executor, F>(ex, std::move(f));
+}
+#endif
+
 }  // namespace failover

@@ -175,8 +175,22 @@ class async_call
     });
   }
 
-  static void answer_sink(void* state, outcome<R>* answer) noexcept {
+  static void answer_sink(void* state, outcome<R>* answer, std::exception_ptr* thrown) noexcept {
     auto* r = static_cast<route*>(state);
+    if (thrown) {
+      auto self = r->call.lock();
+      if (!self) return;
+      try {
+        const attempt_id id = r->at->id;
+        std::weak_ptr<async_call> weak = self;
+        auto e = *thrown;
+        self->loop_.post([weak, id, e] {
+          if (auto s = weak.lock()) s->on_failed(id, e);
+        });
+      } catch (...) {  // NOLINT(bugprone-empty-catch): the loop cannot take work: nothing to do
+      }
+      return;
+    }
     if (!answer) {
       int expected = calling;
       if (r->phase.compare_exchange_strong(expected, lost_while_calling)) return;  // see route
@@ -194,11 +208,11 @@ class async_call
     } catch (...) {
       // Out of memory, or the answer's move threw: the attempt fails with what was thrown.
       try {
-        auto thrown = std::current_exception();
+        auto cause = std::current_exception();
         const attempt_id id = r->at->id;
         std::weak_ptr<async_call> weak = self;
-        self->loop_.post([weak, id, thrown] {
-          if (auto s = weak.lock()) s->on_failed(id, thrown);
+        self->loop_.post([weak, id, cause] {
+          if (auto s = weak.lock()) s->on_failed(id, cause);
         });
       } catch (...) {  // NOLINT(bugprone-empty-catch): nothing left to report it with
       }
