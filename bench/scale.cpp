@@ -9,8 +9,12 @@
 //               FORBID_REUSE): shows what libcurl's connection cache costs at this scale
 //   threads     what users do today: a fallback_chain whose entry calls the blocking
 //               curl_endpoint, run() on a pool of --threads threads
-//   failover    the chain on the Asio driver with the curl-multi adapter: not built yet (see
-//               run_failover below)
+//   failover    the same chain on the Asio driver (async_run) with its entry an async POST on
+//               the curl-multi adapter, one I/O thread, connections kept as in bare
+//   failover-fresh  the same with a new connection per call, as bare-fresh: the async layer's
+//               own cost, without libcurl's connection-cache scans
+//   adapter, adapter-fresh  the curl-multi adapter's async_post alone, no chain: splits the
+//               async layer's cost into the adapter's and the driver's
 //
 // Per mode: peak RSS above the RSS before the calls, per call in flight (the HTTP handles
 // included); the client's CPU seconds per 1000 calls; and p50/p99 of (completion seen by the
@@ -20,9 +24,13 @@
 // for every process on the machine, so the two times compare.
 //
 // Usage: failover_scale [--calls=10000] [--hold-ms=2000] [--threads=1000]
-//                       [--mode=bare,bare-fresh,threads,failover] [--server-threads=1]
+//                       [--mode=bare,bare-fresh,threads,adapter,adapter-fresh,failover,...]
+//                       [--server-threads=1]
+//        failover_scale --serve=SECONDS [--hold-ms=2000]   (the server alone, for a profiler)
 #include <curl/curl.h>
 #include <failover/adapters/curl.hpp>
+#include <failover/adapters/curl_multi.hpp>
+#include <failover/drivers/asio.hpp>
 #include <failover/fallback_chain.hpp>
 #include <failover/testing/loopback_server.hpp>
 
@@ -40,6 +48,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -363,14 +372,103 @@ void run_threads(const params& p, record& r) {
     }
 }
 
-// ---- failover: THE PLACE FOR THE ASYNC MODE. The same N calls through a fallback_chain on the
-// Asio driver (failover/drivers/asio.hpp, async_run with a callback) whose entry is an async POST
-// on the curl-multi adapter (failover/adapters/curl_multi.hpp), all on one io_context run by this
-// thread. Measure as run_bare does: rss_base_kib before the first call is started, the completion
-// time taken in the completion handler, x-sent-ns from the response. Until both headers exist this
-// mode is not built and reports nothing: it returns false.
-bool run_failover(const params&, record&) {
-  return false;
+// ---- adapter and failover: the curl-multi adapter on one io_context run by this thread, like
+// for like with bare: the same MAXCONNECTS (every connection kept), the same overall transfer
+// timeout, the same body, measured the same way (rss_base_kib before the first call, the
+// completion time taken in the completion handler, x-sent-ns from the response). `adapter` calls
+// curl_multi_endpoint::async_post directly; `failover` makes each call through a fallback_chain on
+// the Asio driver (async_run with a plain callback) whose one entry is that async_post. So
+// bare → adapter is the adapter's cost, and adapter → failover the driver's and the machine's.
+class multi_calls {
+ public:
+  multi_calls(const params& p, record& r, bool fresh)
+      : p_(p), r_(r), added_(p.calls, -1), received_(p.calls, 0), multi_(io_, setup(fresh)) {
+    r.in_flight = p.calls;
+    curl_multi_setopt(multi_.native_handle(), CURLMOPT_MAXCONNECTS, static_cast<long>(p.calls));
+    failover::http::timeouts wanted;  // bare sets only CURLOPT_TIMEOUT_MS: the same here
+    wanted.connect = wanted.read = std::chrono::milliseconds(p.hold_ms + 60000L);
+    endpoint_.emplace(multi_, p.url, wanted);
+  }
+
+  // Starts every call with `start(call)`, runs the loop until all are done, and records.
+  template <class Start>
+  void run(Start start) {
+    r_.rss_base_kib = status_kib("VmRSS");
+    const double cpu0 = cpu_seconds();
+    const auto t0 = clock_type::now();
+    r_.start_ns = steady_ns();
+    for (std::size_t call = 0; call < p_.calls; ++call) start(call);
+    io_.run();
+    r_.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+    r_.cpu_seconds = cpu_seconds() - cpu0;
+    r_.rss_peak_kib = status_kib("VmHWM");
+    for (std::int64_t in : received_) r_.last_received_ns = std::max(r_.last_received_ns, in);
+    for (std::int64_t a : added_)
+      if (a >= 0) {
+        ++r_.ok;
+        r_.added_ns.push_back(a);
+      }
+  }
+
+  // What the caller does with an answer: the time it saw it, and the server's two stamps.
+  void answered(std::size_t call, const failover::http::response& answer) {
+    const std::int64_t seen = steady_ns();
+    const std::string_view sent = answer.header("x-sent-ns");
+    if (!sent.empty()) added_[call] = seen - std::strtoll(std::string(sent).c_str(), nullptr, 10);
+    received_[call] =
+        std::strtoll(std::string(answer.header("x-received-ns")).c_str(), nullptr, 10);
+  }
+
+  asio::io_context& io() { return io_; }
+  failover::http::curl_multi_endpoint& endpoint() { return *endpoint_; }
+
+ private:
+  static std::function<void(CURL*)> setup(bool fresh) {
+    if (!fresh) return {};
+    // As bare-fresh: set once on each new easy handle, and kept for all of its transfers.
+    return [](CURL* easy) {
+      curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+      curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+    };
+  }
+
+  const params& p_;
+  record& r_;
+  std::vector<std::int64_t> added_, received_;
+  asio::io_context io_;  // as bare's
+  failover::http::curl_multi multi_;
+  std::optional<failover::http::curl_multi_endpoint> endpoint_;
+};
+
+void run_adapter(const params& p, record& r, bool fresh) {
+  using failover::http::response;
+  multi_calls calls(p, r, fresh);
+  calls.run([&calls](std::size_t call) {
+    calls.endpoint().async_post(failover::attempt_context{}, "/v1/chat/completions", request_body,
+                                [&calls, call](failover::outcome<response> o) {
+                                  if (o && (*o).ok()) calls.answered(call, *o);
+                                });
+  });
+}
+
+void run_failover(const params& p, record& r, bool fresh) {
+  using failover::http::response;
+  multi_calls calls(p, r, fresh);
+  failover::fallback_chain<response()> chain;
+  chain.add("loopback", [&calls](const failover::attempt_context& ctx,
+                                 failover::completion<response> done) {
+    calls.endpoint().async_post(ctx, "/v1/chat/completions", request_body,
+                                [done = std::move(done)](failover::outcome<response> o) mutable {
+                                  if (o && !(*o).ok())
+                                    return done(failover::http::status_failure(*o));
+                                  done(std::move(o));
+                                });
+  });
+  calls.run([&calls, &chain](std::size_t call) {
+    failover::async_run(chain, calls.io(), [&calls, call](failover::result<response> answer) {
+      if (answer) calls.answered(call, *answer);
+    });
+  });
 }
 
 std::int64_t percentile(std::vector<std::int64_t>& v, double q) {
@@ -396,12 +494,11 @@ int child(const std::string& mode, const params& p) {
   } else if (mode == "threads") {
     run_threads(p, r);
   } else if (mode == "failover") {
-    if (!run_failover(p, r)) {
-      std::fprintf(stderr,
-                   "failover_scale: the failover mode is not built yet (it needs "
-                   "failover/drivers/asio.hpp and failover/adapters/curl_multi.hpp)\n");
-      return 3;
-    }
+    run_failover(p, r, false);
+  } else if (mode == "failover-fresh") {
+    run_failover(p, r, true);
+  } else if (mode == "adapter" || mode == "adapter-fresh") {
+    run_adapter(p, r, mode == "adapter-fresh");
   } else {
     std::fprintf(stderr, "failover_scale: unknown mode '%s'\n", mode.c_str());
     return 2;
@@ -470,10 +567,11 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   p.url = server.url();
   std::printf("%zu calls, each held %ld ms by the server; threads mode: %zu threads\n\n", p.calls,
               p.hold_ms, p.threads);
-  std::printf("%-10s %6s %9s %8s %8s %10s %10s %9s %9s %9s %8s\n", "mode", "ok", "in flight",
+  std::printf("%-14s %6s %9s %8s %8s %10s %10s %9s %9s %9s %8s\n", "mode", "ok", "in flight",
               "seconds", "sent in", "KiB/call", "CPU s/1000", "p50 ms", "p99 ms", "max ms",
               "srv peak");
   std::vector<std::string> json;
+  int status = 0;  // 1 once a mode failed or left a call unanswered
   for (const std::string& mode : modes) {
     server.reset_peak();
     int code = 0;
@@ -482,15 +580,16 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
     for (int i = 0; i < 3000 && server.open() > 0; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (line.empty()) {
-      std::printf("%-10s %s (exit %d)\n", mode.c_str(), code == 3 ? "not built yet" : "failed",
-                  code);
+      std::printf("%-14s failed (exit %d)\n", mode.c_str(), code);
+      status = 1;
       continue;
     }
+    if (field(line, "ok") != static_cast<double>(p.calls)) status = 1;
     const double in_flight = field(line, "in_flight");
     const double kib = (field(line, "rss_peak_kib") - field(line, "rss_base_kib")) / in_flight;
     const double cpu_per_1000 = field(line, "cpu") / static_cast<double>(p.calls) * 1000;
     const double ms = 1e-6;
-    std::printf("%-10s %6.0f %9.0f %8.2f %8.2f %10.1f %10.4f %9.3f %9.3f %9.3f %8zu\n",
+    std::printf("%-14s %6.0f %9.0f %8.2f %8.2f %10.1f %10.4f %9.3f %9.3f %9.3f %8zu\n",
                 mode.c_str(), field(line, "ok"), in_flight, field(line, "seconds"),
                 field(line, "requests_in_s"), kib, cpu_per_1000, field(line, "p50_ns") * ms,
                 field(line, "p99_ns") * ms, field(line, "max_ns") * ms, server.peak_held());
@@ -510,6 +609,25 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   }
   std::printf("\n");
   for (const auto& j : json) std::printf("%s\n", j.c_str());
+  if (status != 0)
+    std::fprintf(stderr, "failover_scale: a mode failed or left calls without a 200 answer\n");
+  return status;
+}
+
+// The server alone for `seconds`, its URL on stdout: a profiler runs one mode against it as
+// `failover_scale --child --mode=X --url=URL --calls=N --hold-ms=H` (valgrind cannot follow the
+// parent's re-exec of /proc/self/exe).
+int serve(const params& p, std::size_t server_threads, long seconds) {
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit(p.calls + 256, "the loopback server");
+  failover::testing::loopback_reply reply;
+  reply.hold = std::chrono::milliseconds(p.hold_ms);
+  failover::testing::loopback_options options;
+  options.threads = server_threads;
+  failover::testing::loopback_server server(reply, options);
+  std::printf("%s\n", server.url().c_str());
+  std::fflush(stdout);
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
   return 0;
 }
 
@@ -518,8 +636,9 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
 int main(int argc, char** argv) {
   try {
     params p;
-    std::string mode = "bare,bare-fresh,threads,failover";
+    std::string mode = "bare,bare-fresh,threads,adapter,adapter-fresh,failover,failover-fresh";
     bool is_child = false;
+    long serve_seconds = 0;
     std::size_t server_threads = 1;
     auto number = [](const std::string& arg, const char* name) {
       char* end = nullptr;
@@ -543,6 +662,8 @@ int main(int argc, char** argv) {
         server_threads = static_cast<std::size_t>(number(a, "--server-threads"));
       else if (is("--mode"))
         mode = a.substr(7);
+      else if (is("--serve"))
+        serve_seconds = static_cast<long>(number(a, "--serve"));
       else if (is("--url"))
         p.url = a.substr(6);
       else
@@ -550,6 +671,7 @@ int main(int argc, char** argv) {
                                     "' (see the top of bench/scale.cpp)");
     }
     if (is_child) return child(mode, p);
+    if (serve_seconds > 0) return serve(p, server_threads, serve_seconds);
     std::vector<std::string> modes;
     std::stringstream list(mode);
     for (std::string m; std::getline(list, m, ',');) modes.push_back(m);
