@@ -32,6 +32,7 @@ class asio_loop {
  public:
   explicit asio_loop(const Executor& ex) : ex_(ex), timer_(ex) {}
   void post(std::function<void()> f) { ::asio::post(ex_, std::move(f)); }
+  bool running_in_this_thread() const noexcept { return ex_.running_in_this_thread(); }
   void at(time_point t, std::function<void()> f) {
     timer_.expires_at(t);  // cancels the earlier wait, whose handler then does nothing
     timer_.async_wait([f = std::move(f)](const std::error_code& ec) {

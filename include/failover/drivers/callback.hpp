@@ -34,6 +34,22 @@ struct inline_pool {
 
 namespace detail {
 
+// Whether the caller is on the loop's thread, for a Loop that can tell
+// (`bool running_in_this_thread() const`); a Loop that cannot is never assumed to be.
+template <class, class = void>
+struct loop_knows_thread : std::false_type {};
+template <class L>
+struct loop_knows_thread<
+    L, std::void_t<decltype(bool(std::declval<const L&>().running_in_this_thread()))>>
+    : std::true_type {};
+template <class L>
+bool on_loop_thread(const L& loop) noexcept {
+  if constexpr (loop_knows_thread<L>::value)
+    return loop.running_in_this_thread();
+  else
+    return false;
+}
+
 template <class Chain, class Loop, class Pool, class Handler, class... Stored>
 class async_call
     : public std::enable_shared_from_this<async_call<Chain, Loop, Pool, Handler, Stored...>> {
@@ -111,6 +127,11 @@ class async_call
 
   // Carries out every action the machine has.
   void pump() {
+    pumping_ = true;
+    struct done_pumping {
+      bool& flag;
+      ~done_pumping() { flag = false; }
+    } reset{pumping_};
     while (machine_) {
       std::optional<typename machine_type::action> a = machine_->poll();
       if (!a) return;
@@ -197,6 +218,15 @@ class async_call
     }
     auto self = r->call.lock();
     if (!self) return;  // the call has ended: an answer too late for it
+    if (answer && !self->pumping_ && on_loop_thread(self->loop_)) {
+      // Already on the loop's thread and not inside one of the machine's actions (an HTTP
+      // client's handler, typically): hand the answer over now, without a trip through the queue.
+      try {
+        self->on_answer(r->at->id, std::move(*answer));
+        return;
+      } catch (...) {  // NOLINT(bugprone-empty-catch): posted below as what was thrown
+      }
+    }
     try {
       auto boxed =
           std::make_shared<outcome<R>>(answer ? std::move(*answer) : outcome<R>(lost_completion()));
@@ -281,6 +311,7 @@ class async_call
   std::optional<cancel_callback> on_token_;
   std::vector<std::shared_ptr<attempt>> in_flight_;
   std::uint64_t timer_generation_ = 0;
+  bool pumping_ = false;  // inside pump(): answers are posted, never handled re-entrantly
   std::shared_ptr<async_call> self_;  // the call owns itself until it is done
 };
 
