@@ -19,8 +19,7 @@ result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& 
                        const Sleeper& sleeper, Invoke&& invoke) {
   // The machine borrows the options and writes into `out`, which is returned as it is (NRVO).
   result<R> out(plan.names);
-  call_machine<R, Plan, detail::borrowed_call<R>> m(plan, detail::borrowed_call<R>(call, out),
-                                                    clock.now());
+  call_machine<R, Plan, detail::borrowed_call<R, Plan>> m(clock.now(), plan, call, out);
   while (auto a = m.poll()) {
     if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
       try {

@@ -41,9 +41,11 @@ class attempt_table {
   }
   ~attempt_table() = default;
 
-  // A slot with a fresh id and every field written, or null when N are in flight.
-  slot* open(std::size_t entry, std::size_t record, time_point started, const Tickets& tickets,
-             const attempt_context& context) noexcept {
+  // A slot with a fresh id and every field but the context written (the caller writes that field
+  // by field: a context built apart and copied in is read back before its stores have landed), or
+  // null when N are in flight.
+  slot* open(std::size_t entry, std::size_t record, time_point started,
+             const Tickets& tickets) noexcept {
     if (count_ == N) return nullptr;
     std::size_t i = 0;
     while (used_[i]) ++i;
@@ -55,7 +57,6 @@ class attempt_table {
     s.record = record;
     s.started = started;
     s.tickets = tickets;
-    s.context = context;
     return &s;
   }
   slot* find(attempt_id id) noexcept {
@@ -104,7 +105,9 @@ class attempt_table {
   attempt_id next_ = 1;
 };
 
-// The machine's outbox: what poll() hands out next, in order. Items are written only when pushed.
+// The machine's outbox: what poll() hands out next, in order. Items are written only when pushed,
+// each field apart and read back apart (an item stored in parts and loaded whole waits for the
+// parts to land).
 class action_queue {
  public:
   enum class kind : std::uint8_t { start, cancel, sleep, done };
@@ -117,18 +120,24 @@ class action_queue {
   action_queue& operator=(const action_queue& other) noexcept {
     head_ = 0;
     size_ = other.size_;
-    for (std::uint8_t i = 0; i < size_; ++i) items_[i] = other.items_[(other.head_ + i) % capacity];
+    for (std::uint8_t i = 0; i < size_; ++i) {
+      const std::uint8_t from = (other.head_ + i) % capacity;
+      kinds_[i] = other.kinds_[from];
+      ids_[i] = other.ids_[from];
+    }
     return *this;
   }
   ~action_queue() = default;
 
   void push(kind k, attempt_id id = 0) noexcept {
     if (size_ == capacity) return;  // cannot happen: at most one per slot, plus two
-    items_[(head_ + size_++) % capacity] = item{k, id};
+    const std::uint8_t at = (head_ + size_++) % capacity;
+    kinds_[at] = k;
+    ids_[at] = id;
   }
   bool empty() const noexcept { return size_ == 0; }
   item pop() noexcept {
-    const item i = items_[head_];
+    const item i{kinds_[head_], ids_[head_]};
     head_ = static_cast<std::uint8_t>((head_ + 1) % capacity);
     --size_;
     return i;
@@ -137,7 +146,8 @@ class action_queue {
 
  private:
   static constexpr std::uint8_t capacity = 8;
-  std::array<item, capacity> items_;
+  std::array<kind, capacity> kinds_;
+  std::array<attempt_id, capacity> ids_;
   std::uint8_t head_ = 0;
   std::uint8_t size_ = 0;
 };

@@ -42,36 +42,41 @@ namespace failover {
 
 namespace detail {
 
-// Where a machine keeps its call's options and result. A machine that may outlive the frame that
-// began it (an async driver's) owns copies of both; the blocking driver's lives inside one call and
-// borrows both from it, so that the result is built where the call returns it (no move) and no
-// cancel_token is copied.
-template <class R>
+// Where a machine keeps its plan, its call's options and its result. A machine that may outlive the
+// frame that began it (an async driver's) owns copies of all three; the blocking driver's lives
+// inside one call and borrows them from it, so that the result is built where the call returns it
+// (no move), and no plan or cancel_token is copied. Each is built in place inside the machine.
+template <class R, class Plan>
 class owned_call {
  public:
-  owned_call(call_options call, trace::names_ptr names) noexcept
-      : call_(std::move(call)), res_(names) {}
+  owned_call(const Plan& plan, call_options call) noexcept
+      : plan_(plan), call_(std::move(call)), res_(plan.names) {}
+  const Plan& plan() const noexcept { return plan_; }
   const call_options& call() const noexcept { return call_; }
   result<R>& res() noexcept { return res_; }
   const result<R>& res() const noexcept { return res_; }
   result<R> take() { return std::move(res_); }
 
  private:
+  Plan plan_;
   call_options call_;
   result<R> res_;
 };
 
-template <class R>
+template <class R, class Plan>
 class borrowed_call {
  public:
-  // `call` and `out` must outlive the machine.
-  borrowed_call(const call_options& call, result<R>& out) noexcept : call_(&call), res_(&out) {}
+  // All three must outlive the machine.
+  borrowed_call(const Plan& plan, const call_options& call, result<R>& out) noexcept
+      : plan_(&plan), call_(&call), res_(&out) {}
+  const Plan& plan() const noexcept { return *plan_; }
   const call_options& call() const noexcept { return *call_; }
   result<R>& res() noexcept { return *res_; }
   const result<R>& res() const noexcept { return *res_; }
   result<R> take() { return std::move(*res_); }
 
  private:
+  const Plan* plan_;
   const call_options* call_;
   result<R>* res_;
 };
@@ -89,7 +94,7 @@ struct launch_attempt {};
 // handle() is noexcept: what a policy throws ends the call with an `unknown` error that names it.
 // Move a machine only while no start_attempt it handed out is still unanswered (its context
 // pointer refers into the machine).
-template <class R, class Plan, class Store = detail::owned_call<R>>
+template <class R, class Plan, class Store = detail::owned_call<R, Plan>>
 class call_machine {
   using entries_type = typename Plan::entries_type;
   using gates_type = typename Plan::gates_type;
@@ -104,24 +109,29 @@ class call_machine {
                               actions::done>;
   static constexpr std::size_t max_in_flight = 4;
 
-  // A machine that owns a copy of `call` and its result (begin_call).
-  template <class S = Store, std::enable_if_t<std::is_same_v<S, detail::owned_call<R>>, int> = 0>
+  // A machine that owns copies of the plan, of `call` and of its result (begin_call).
   call_machine(const Plan& plan, call_options call, time_point now) noexcept
-      : call_machine(plan, Store(std::move(call), plan.names), now) {}
-  call_machine(const Plan& plan, Store store, time_point now) noexcept
-      : plan_(plan),
-        store_(std::move(store)),
-        start_(now),
-        last_now_(now),
-        deadline_(detail::earlier(plan.options->deadline, call().deadline)) {
-    guarded(now, [&] { begin(now); });
+      : call_machine(now, plan, std::move(call)) {}
+  // A machine whose Store is built from `store_args` (the blocking driver's borrows).
+  template <class... A>
+  FAILOVER_MACHINE_HOT call_machine(time_point now, A&&... store_args) noexcept
+      : store_(std::forward<A>(store_args)...), start_(now), last_now_(now) {
+    const std::optional<duration> d = detail::earlier(opts().deadline, call().deadline);
+    has_deadline_ = d.has_value();
+    deadline_ = d.value_or(duration::zero());
+    if (!enter(now)) return;
+    try {
+      begin(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   call_machine(call_machine&&) noexcept = default;
   call_machine& operator=(call_machine&&) = delete;
   call_machine(const call_machine&) = delete;
   call_machine& operator=(const call_machine&) = delete;
   // A machine dropped with attempts out gives back what they hold (a half-open probe slot).
-  ~call_machine() { abandon_all(last_now_, false); }
+  FAILOVER_MACHINE_HOT ~call_machine() { abandon_all(last_now_, false); }
 
   // ---- inputs ----
   void handle(events::attempt_started e, time_point now) noexcept {
@@ -133,23 +143,48 @@ class call_machine {
   // The same as handle(answered{id, answer}), without moving the answer into an event first.
   FAILOVER_MACHINE_HOT void handle_answer(attempt_id id, outcome<R>&& answer,
                                           time_point now) noexcept {
-    guarded(now, [&] { on_answer(id, std::move(answer), now); });
+    if (!enter(now)) return;
+    try {
+      on_answer(id, std::move(answer), now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::failed e, time_point now) noexcept {
-    guarded(now, [&] { on_thrown(e.id, std::move(e.thrown), now); });
+    if (!enter(now)) return;
+    try {
+      on_thrown(e.id, std::move(e.thrown), now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::timer_fired, time_point now) noexcept {
-    guarded(now, [&] { on_timer(now); });
+    if (!enter(now)) return;
+    try {
+      on_timer(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::cancelled, time_point now) noexcept {
-    guarded(now, [&] { on_cancel(now); });
+    if (!enter(now)) return;
+    try {
+      on_cancel(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::driver_failed e, time_point now) noexcept {
     last_now_ = now;
     end_with_exception(e.what, std::move(e.cause), now);
   }
   void handle(events::launch_attempt, time_point now) noexcept {
-    guarded(now, [&] { on_launch(now); });
+    if (!enter(now)) return;
+    try {
+      on_launch(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
 
   // ---- outputs ----
@@ -193,11 +228,12 @@ class call_machine {
   const call_options& call() const noexcept { return store_.call(); }
   failover::result<R>& res() noexcept { return store_.res(); }
   const failover::result<R>& res() const noexcept { return store_.res(); }
-  const entries_type& entries() const noexcept { return *plan_.entries; }
-  const chain_options& opts() const noexcept { return *plan_.options; }
-  const gates_type& gates() const noexcept { return *plan_.gates; }
+  const Plan& plan() const noexcept { return store_.plan(); }
+  const entries_type& entries() const noexcept { return *plan().entries; }
+  const chain_options& opts() const noexcept { return *plan().options; }
+  const gates_type& gates() const noexcept { return *plan().gates; }
   const entry_type& entry() const noexcept { return entries()[index_]; }
-  std::string_view name(std::size_t i) const noexcept { return (*plan_.names)[i]; }
+  std::string_view name(std::size_t i) const noexcept { return (*plan().names)[i]; }
   std::string_view model() const noexcept { return name(index_); }
   detail::roles_view<entries_type> roles() const noexcept { return {entries()}; }
   attempt_record& record(std::size_t i) noexcept { return res().mutable_trace().at(i); }
@@ -206,12 +242,15 @@ class call_machine {
     return last_call_ ? &res().trace().attempts()[*last_call_].error() : nullptr;
   }
 
-  template <class Step>
-  FAILOVER_MACHINE_HOT void guarded(time_point now, Step&& step) noexcept {
+  // Every handle() runs its step as `if (!enter(now)) return; try { step } catch (...) {
+  // step_threw(now); }`: after done a step changes nothing, and what a step throws ends the call.
+  FAILOVER_MACHINE_HOT bool enter(time_point now) noexcept {
     last_now_ = now;
-    if (phase_ == phase::done) return;
+    return phase_ != phase::done;
+  }
+  FAILOVER_MACHINE_COLD void step_threw(time_point now) noexcept {
     try {
-      step();
+      throw;
     } catch (const detail::policy_failure& f) {
       end_with_exception(f.policy, f.cause, now);
     } catch (const std::bad_alloc&) {
@@ -225,10 +264,10 @@ class call_machine {
   template <class Hook, class Event>
   void notify(Hook hook, const Event& e) const noexcept {
     if constexpr (noexcept((std::declval<const hooks_type&>().*hook)(e))) {
-      (plan_.hooks->*hook)(e);
+      (plan().hooks->*hook)(e);
     } else {
       try {
-        (plan_.hooks->*hook)(e);
+        (plan().hooks->*hook)(e);
       } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
       }
     }
@@ -248,9 +287,9 @@ class call_machine {
   }
 
   FAILOVER_MACHINE_HOT std::optional<duration> time_left(time_point at) const noexcept {
-    if (!deadline_) return std::nullopt;
+    if (!has_deadline_) return std::nullopt;
     // A clock that steps back gives no more time than the deadline itself.
-    return detail::sat_sub(*deadline_, std::max(detail::sat_diff(at, start_), duration::zero()));
+    return detail::sat_sub(deadline_, std::max(detail::sat_diff(at, start_), duration::zero()));
   }
   // What the current model may still use: the time left, cut to its share (model_time()), which
   // is fixed when its first attempt starts.
@@ -274,17 +313,14 @@ class call_machine {
   }
 
   FAILOVER_MACHINE_HOT void begin(time_point now) {
-    if (!plan_.start) {
+    if (!plan().start) {
       error e;
       e.message = "the chain has no standard entry to start from";
       return finish(std::move(e), stop_reason::no_fallback);
     }
-    index_ = *plan_.start;
-    const stop_reason why = decide_start(opts(), call().token.cancelled(), 0, deadline_);
+    index_ = *plan().start;
     begin_model();
-    if (why != stop_reason::none) return model_done(why, now);
-    gates().on_call(now);
-    next_attempt(now);
+    next_attempt(now, true);
   }
 
   FAILOVER_MACHINE_HOT void begin_model() {
@@ -300,15 +336,27 @@ class call_machine {
                                      counters_.attempts, now - start_);
   }
 
-  // The current model's next attempt: asks the rules, then the gates, then starts it.
-  FAILOVER_MACHINE_HOT void next_attempt(time_point now) {
-    const std::optional<duration> left = time_left(now);
+  // The current model's next attempt: asks the rules, then the gates, then starts it. The one
+  // body below runs in two instances: without a deadline every time it reads is a constant
+  // "none", so the call that has none computes no time left at all.
+  FAILOVER_MACHINE_HOT void next_attempt(time_point now, bool first_of_call = false) {
+    if (has_deadline_) return next_timed_attempt(now, first_of_call);
+    next_attempt_as<false>(now, first_of_call);
+  }
+  FAILOVER_MACHINE_COLD void next_timed_attempt(time_point now, bool first_of_call) {
+    next_attempt_as<true>(now, first_of_call);
+  }
+  template <bool Timed>
+  FAILOVER_MACHINE_HOT void next_attempt_as(time_point now, bool first_of_call) {
+    const std::optional<duration> left = Timed ? time_left(now) : std::nullopt;
     const stop_reason why = decide_start(opts(), call().token.cancelled(), total_, left);
     if (why != stop_reason::none) return model_done(why, now);
-    if (left && counters_.attempts == 0)  // the model's first attempt: fix its share
+    // A call that never starts is no first attempt: the gates count it only now.
+    if (first_of_call) gates().on_call(now);
+    if (Timed && counters_.attempts == 0)  // the model's first attempt: fix its share
       share_end_ = detail::sat_add(
           now, model_time(*left, can_answer_after(error_kind::unknown, now, total_ + 1), opts()));
-    const std::optional<duration> remaining = model_left(now);
+    const std::optional<duration> remaining = Timed ? model_left(now) : std::nullopt;
     // A retry whose wait ran past the model's share (a late wake-up): its fallback's time is not
     // spent on it.
     if (remaining && *remaining <= duration::zero())
@@ -331,9 +379,12 @@ class call_machine {
     // The slot opens before the record is added: if adding it runs out of memory, the call ends
     // and abandon_all() still gives the gates their tickets back.
     const std::size_t at = res().trace().size();
-    const slot* s =
-        slots_.open(index_, at, now, t,
-                    attempt_context{model(), counters_.attempts, total_, remaining, &call().token});
+    slot* s = slots_.open(index_, at, now, t);
+    s->context.model = model();
+    s->context.attempt = counters_.attempts;
+    s->context.total_attempt = total_;
+    s->context.remaining = remaining;
+    s->context.cancel = &call().token;
     last_call_ = at;
     add_record(now);
     phase_ = phase::running;
@@ -394,7 +445,8 @@ class call_machine {
     const ended done = close(*s, now);
     if (!answer.has_value()) {
       return failed(done, now, classify([&] {
-                      return plan_.classifier->classify(answer.failure(), plan_.clock->wall_now());
+                      return plan().classifier->classify(answer.failure(),
+                                                         plan().clock->wall_now());
                     }));
     }
     try {
@@ -425,7 +477,7 @@ class call_machine {
       return failed(done, now, std::move(e));
     }
     failed(done, now,
-           classify([&] { return plan_.classifier->classify(thrown, plan_.clock->wall_now()); }));
+           classify([&] { return plan().classifier->classify(thrown, plan().clock->wall_now()); }));
   }
 
   static error unstored_value(std::exception_ptr cause) {
@@ -617,7 +669,7 @@ class call_machine {
     e.kind = error_kind::unknown;
     e.exception = std::move(cause);
     try {
-      if (index_ < plan_.names->size()) e.model = std::string(model());
+      if (index_ < plan().names->size()) e.model = std::string(model());
       e.message = std::string("failover: ") + what + " threw; the call ended there";
     } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the bare error still ends it
     }
@@ -627,11 +679,12 @@ class call_machine {
     out_.push(detail::action_queue::kind::done);
   }
 
-  Plan plan_;
   Store store_;
   time_point start_;
   time_point last_now_;
-  std::optional<duration> deadline_;
+  // The call's deadline, held as two plain fields (read apart, never copied as one optional).
+  duration deadline_{};
+  bool has_deadline_ = false;
 
   std::size_t index_ = 0;
   int models_tried_ = 0;
