@@ -21,6 +21,7 @@ class attempt_table {
  public:
   struct slot {
     attempt_id id;
+    std::uint32_t at;  // its place in the table
     std::size_t entry;
     std::size_t record;  // the attempt's record in the trace
     time_point started;
@@ -48,11 +49,12 @@ class attempt_table {
              const Tickets& tickets) noexcept {
     if (count_ == N) return nullptr;
     std::size_t i = 0;
-    while (used_[i]) ++i;
-    used_[i] = true;
+    while (ids_[i] != 0) ++i;
     ++count_;
     slot& s = cells_[i].s;
+    ids_[i] = next_;
     s.id = next_++;
+    s.at = static_cast<std::uint32_t>(i);
     s.entry = entry;
     s.record = record;
     s.started = started;
@@ -60,14 +62,14 @@ class attempt_table {
     return &s;
   }
   slot* find(attempt_id id) noexcept {
-    if (id == 0 || count_ == 0) return nullptr;
+    if (id == 0) return nullptr;
     for (std::size_t i = 0; i < N; ++i)
-      if (used_[i] && cells_[i].s.id == id) return &cells_[i].s;
+      if (ids_[i] == id) return &cells_[i].s;
     return nullptr;
   }
   // Frees `s`; its fields stay readable until the next open().
   void close(slot& s) noexcept {
-    used_[index_of(s)] = false;
+    ids_[s.at] = 0;
     --count_;
   }
   std::size_t in_flight() const noexcept { return count_; }
@@ -75,10 +77,10 @@ class attempt_table {
   template <class F>
   void each(F&& f) noexcept {
     for (std::size_t i = 0; i < N && count_ != 0; ++i)
-      if (used_[i]) f(cells_[i].s);
+      if (ids_[i] != 0) f(cells_[i].s);
   }
   void clear() noexcept {
-    used_ = {};
+    ids_ = {};
     count_ = 0;
   }
 
@@ -87,20 +89,17 @@ class attempt_table {
     cell() noexcept {}  // NOLINT(modernize-use-equals-default): unwritten until opened
     slot s;
   };
-  std::size_t index_of(const slot& s) const noexcept {
-    return static_cast<std::size_t>(reinterpret_cast<const cell*>(&s) - cells_.data());
-  }
   void take(attempt_table& other) noexcept {
-    used_ = other.used_;
+    ids_ = other.ids_;
     count_ = other.count_;
     next_ = other.next_;
     for (std::size_t i = 0; i < N; ++i)
-      if (used_[i]) cells_[i].s = other.cells_[i].s;
+      if (ids_[i] != 0) cells_[i].s = other.cells_[i].s;
     other.clear();
   }
 
   std::array<cell, N> cells_;
-  std::array<bool, N> used_{};
+  std::array<attempt_id, N> ids_{};  // each slot's attempt, 0 when free
   std::uint32_t count_ = 0;
   attempt_id next_ = 1;
 };
