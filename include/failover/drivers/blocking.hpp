@@ -17,7 +17,9 @@ namespace failover {
 template <class R, class Plan, class Clock, class Sleeper, class Invoke>
 result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& clock,
                        const Sleeper& sleeper, Invoke&& invoke) {
-  call_machine<R, Plan> m(plan, call, clock.now());
+  // The machine borrows the options and writes into `out`, which is returned as it is (NRVO).
+  result<R> out(plan.names);
+  call_machine<R, Plan, detail::borrowed_call<R, Plan>> m(clock.now(), plan, call, out);
   while (auto a = m.poll()) {
     if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
       try {
@@ -44,7 +46,7 @@ result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& 
     }
     // cancel_attempt: nothing to abort; a blocking attempt has returned before the next action.
   }
-  return std::move(m).take();
+  return out;
 }
 
 }  // namespace failover

@@ -24,7 +24,64 @@
 #include "failover/machine/plan.hpp"
 #include "failover/outcome.hpp"
 
+// The success path (begin, one attempt, its answer) is a few dozen stores around the model call:
+// its steps are forced inline into the driver's loop, and the steps of failures, waits, fallbacks
+// and skips are kept out of line, so that a call that succeeds at once runs as one straight piece.
+#if defined(__GNUC__) || defined(__clang__)
+#define FAILOVER_MACHINE_HOT inline __attribute__((always_inline))
+#define FAILOVER_MACHINE_COLD __attribute__((noinline, cold))
+#elif defined(_MSC_VER)
+#define FAILOVER_MACHINE_HOT __forceinline
+#define FAILOVER_MACHINE_COLD __declspec(noinline)
+#else
+#define FAILOVER_MACHINE_HOT inline
+#define FAILOVER_MACHINE_COLD
+#endif
+
 namespace failover {
+
+namespace detail {
+
+// Where a machine keeps its plan, its call's options and its result. A machine that may outlive the
+// frame that began it (an async driver's) owns copies of all three; the blocking driver's lives
+// inside one call and borrows them from it, so that the result is built where the call returns it
+// (no move), and no plan or cancel_token is copied. Each is built in place inside the machine.
+template <class R, class Plan>
+class owned_call {
+ public:
+  owned_call(const Plan& plan, call_options call) noexcept
+      : plan_(plan), call_(std::move(call)), res_(plan.names) {}
+  const Plan& plan() const noexcept { return plan_; }
+  const call_options& call() const noexcept { return call_; }
+  result<R>& res() noexcept { return res_; }
+  const result<R>& res() const noexcept { return res_; }
+  result<R> take() { return std::move(res_); }
+
+ private:
+  Plan plan_;
+  call_options call_;
+  result<R> res_;
+};
+
+template <class R, class Plan>
+class borrowed_call {
+ public:
+  // All three must outlive the machine.
+  borrowed_call(const Plan& plan, const call_options& call, result<R>& out) noexcept
+      : plan_(&plan), call_(&call), res_(&out) {}
+  const Plan& plan() const noexcept { return *plan_; }
+  const call_options& call() const noexcept { return *call_; }
+  result<R>& res() noexcept { return *res_; }
+  const result<R>& res() const noexcept { return *res_; }
+  result<R> take() { return std::move(*res_); }
+
+ private:
+  const Plan* plan_;
+  const call_options* call_;
+  result<R>* res_;
+};
+
+}  // namespace detail
 
 // Asks for one more attempt on the current model beside those in flight (hedging). Refused
 // quietly when the gates say no, the attempt cap is reached, or max_in_flight are out.
@@ -37,7 +94,7 @@ struct launch_attempt {};
 // handle() is noexcept: what a policy throws ends the call with an `unknown` error that names it.
 // Move a machine only while no start_attempt it handed out is still unanswered (its context
 // pointer refers into the machine).
-template <class R, class Plan>
+template <class R, class Plan, class Store = detail::owned_call<R, Plan>>
 class call_machine {
   using entries_type = typename Plan::entries_type;
   using gates_type = typename Plan::gates_type;
@@ -52,21 +109,29 @@ class call_machine {
                               actions::done>;
   static constexpr std::size_t max_in_flight = 4;
 
+  // A machine that owns copies of the plan, of `call` and of its result (begin_call).
   call_machine(const Plan& plan, call_options call, time_point now) noexcept
-      : plan_(plan),
-        call_(std::move(call)),
-        res_(plan.names),
-        start_(now),
-        last_now_(now),
-        deadline_(detail::earlier(plan.options->deadline, call_.deadline)) {
-    guarded(now, [&] { begin(now); });
+      : call_machine(now, plan, std::move(call)) {}
+  // A machine whose Store is built from `store_args` (the blocking driver's borrows).
+  template <class... A>
+  FAILOVER_MACHINE_HOT call_machine(time_point now, A&&... store_args) noexcept
+      : store_(std::forward<A>(store_args)...), start_(now), last_now_(now) {
+    const std::optional<duration> d = detail::earlier(opts().deadline, call().deadline);
+    has_deadline_ = d.has_value();
+    deadline_ = d.value_or(duration::zero());
+    if (!enter(now)) return;
+    try {
+      begin(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   call_machine(call_machine&&) noexcept = default;
   call_machine& operator=(call_machine&&) = delete;
   call_machine(const call_machine&) = delete;
   call_machine& operator=(const call_machine&) = delete;
   // A machine dropped with attempts out gives back what they hold (a half-open probe slot).
-  ~call_machine() { abandon_all(last_now_, false); }
+  FAILOVER_MACHINE_HOT ~call_machine() { abandon_all(last_now_, false); }
 
   // ---- inputs ----
   void handle(events::attempt_started e, time_point now) noexcept {
@@ -76,34 +141,60 @@ class call_machine {
     handle_answer(e.id, std::move(e.answer), now);
   }
   // The same as handle(answered{id, answer}), without moving the answer into an event first.
-  void handle_answer(attempt_id id, outcome<R>&& answer, time_point now) noexcept {
-    guarded(now, [&] { on_answer(id, std::move(answer), now); });
+  FAILOVER_MACHINE_HOT void handle_answer(attempt_id id, outcome<R>&& answer,
+                                          time_point now) noexcept {
+    if (!enter(now)) return;
+    try {
+      on_answer(id, std::move(answer), now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::failed e, time_point now) noexcept {
-    guarded(now, [&] { on_thrown(e.id, std::move(e.thrown), now); });
+    if (!enter(now)) return;
+    try {
+      on_thrown(e.id, std::move(e.thrown), now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::timer_fired, time_point now) noexcept {
-    guarded(now, [&] { on_timer(now); });
+    if (!enter(now)) return;
+    try {
+      on_timer(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::cancelled, time_point now) noexcept {
-    guarded(now, [&] { on_cancel(now); });
+    if (!enter(now)) return;
+    try {
+      on_cancel(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
   void handle(events::driver_failed e, time_point now) noexcept {
     last_now_ = now;
     end_with_exception(e.what, std::move(e.cause), now);
   }
   void handle(events::launch_attempt, time_point now) noexcept {
-    guarded(now, [&] { on_launch(now); });
+    if (!enter(now)) return;
+    try {
+      on_launch(now);
+    } catch (...) {
+      step_threw(now);
+    }
   }
 
   // ---- outputs ----
-  std::optional<action> poll() noexcept {
+  FAILOVER_MACHINE_HOT std::optional<action> poll() noexcept {
     while (!out_.empty()) {
       const auto item = out_.pop();
       switch (item.what) {
         case detail::action_queue::kind::start:
           if (auto* s = slots_.find(item.id)) {
-            s->context.cancel = &call_.token;
+            s->context.cancel = &call().token;
             return action(actions::start_attempt{s->id, s->entry, &s->context});
           }
           break;  // cancelled before it was handed out
@@ -125,34 +216,41 @@ class call_machine {
     return phase_ == phase::waiting ? std::optional<time_point>(wake_at_) : std::nullopt;
   }
   std::size_t in_flight() const noexcept { return slots_.in_flight(); }
-  const cancel_token& token() const noexcept { return call_.token; }
-  const failover::result<R>& result() const noexcept { return res_; }
-  failover::result<R> take() && { return std::move(res_); }
+  const cancel_token& token() const noexcept { return call().token; }
+  const failover::result<R>& result() const noexcept { return store_.res(); }
+  failover::result<R> take() && { return store_.take(); }
 
  private:
   using slot = typename detail::attempt_table<tickets, max_in_flight>::slot;
   enum class phase : std::uint8_t { idle, running, waiting, done };
   enum class waiting_for : std::uint8_t { retry, reopen, gate };
 
-  const entries_type& entries() const noexcept { return *plan_.entries; }
-  const chain_options& opts() const noexcept { return *plan_.options; }
-  const gates_type& gates() const noexcept { return *plan_.gates; }
+  const call_options& call() const noexcept { return store_.call(); }
+  failover::result<R>& res() noexcept { return store_.res(); }
+  const failover::result<R>& res() const noexcept { return store_.res(); }
+  const Plan& plan() const noexcept { return store_.plan(); }
+  const entries_type& entries() const noexcept { return *plan().entries; }
+  const chain_options& opts() const noexcept { return *plan().options; }
+  const gates_type& gates() const noexcept { return *plan().gates; }
   const entry_type& entry() const noexcept { return entries()[index_]; }
-  std::string_view name(std::size_t i) const noexcept { return (*plan_.names)[i]; }
+  std::string_view name(std::size_t i) const noexcept { return (*plan().names)[i]; }
   std::string_view model() const noexcept { return name(index_); }
   detail::roles_view<entries_type> roles() const noexcept { return {entries()}; }
-  attempt_record& record(std::size_t i) noexcept { return res_.mutable_trace().at(i); }
-  attempt_record& current() noexcept { return res_.mutable_trace().back(); }
+  attempt_record& record(std::size_t i) noexcept { return res().mutable_trace().at(i); }
+  attempt_record& current() noexcept { return res().mutable_trace().back(); }
   const error* last_error() const noexcept {
-    return last_call_ ? &res_.trace().attempts()[*last_call_].error() : nullptr;
+    return last_call_ ? &res().trace().attempts()[*last_call_].error() : nullptr;
   }
 
-  template <class Step>
-  void guarded(time_point now, Step&& step) noexcept {
+  // Every handle() runs its step as `if (!enter(now)) return; try { step } catch (...) {
+  // step_threw(now); }`: after done a step changes nothing, and what a step throws ends the call.
+  FAILOVER_MACHINE_HOT bool enter(time_point now) noexcept {
     last_now_ = now;
-    if (phase_ == phase::done) return;
+    return phase_ != phase::done;
+  }
+  FAILOVER_MACHINE_COLD void step_threw(time_point now) noexcept {
     try {
-      step();
+      throw;
     } catch (const detail::policy_failure& f) {
       end_with_exception(f.policy, f.cause, now);
     } catch (const std::bad_alloc&) {
@@ -166,10 +264,10 @@ class call_machine {
   template <class Hook, class Event>
   void notify(Hook hook, const Event& e) const noexcept {
     if constexpr (noexcept((std::declval<const hooks_type&>().*hook)(e))) {
-      (plan_.hooks->*hook)(e);
+      (plan().hooks->*hook)(e);
     } else {
       try {
-        (plan_.hooks->*hook)(e);
+        (plan().hooks->*hook)(e);
       } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
       }
     }
@@ -188,14 +286,14 @@ class call_machine {
     }
   }
 
-  std::optional<duration> time_left(time_point at) const noexcept {
-    if (!deadline_) return std::nullopt;
+  FAILOVER_MACHINE_HOT std::optional<duration> time_left(time_point at) const noexcept {
+    if (!has_deadline_) return std::nullopt;
     // A clock that steps back gives no more time than the deadline itself.
-    return detail::sat_sub(*deadline_, std::max(detail::sat_diff(at, start_), duration::zero()));
+    return detail::sat_sub(deadline_, std::max(detail::sat_diff(at, start_), duration::zero()));
   }
   // What the current model may still use: the time left, cut to its share (model_time()), which
   // is fixed when its first attempt starts.
-  std::optional<duration> model_left(time_point at) const noexcept {
+  FAILOVER_MACHINE_HOT std::optional<duration> model_left(time_point at) const noexcept {
     const std::optional<duration> left = time_left(at);
     if (!left || !share_end_) return left;
     return std::min(*left, detail::sat_diff(*share_end_, at));
@@ -204,7 +302,8 @@ class call_machine {
   // Whether a later entry could take over a failure of kind `kind` from entry `index` at `now`:
   // one the walk would reach (roles, hops and the attempt cap: fallback_exists) that no gate
   // would refuse. Only then is time kept back for it, or a read timeout handed over to it.
-  bool can_answer_after(error_kind kind, time_point now, int attempts_after) const noexcept {
+  FAILOVER_MACHINE_COLD bool can_answer_after(error_kind kind, time_point now,
+                                              int attempts_after) const noexcept {
     if (attempts_after >= opts().max_total_attempts) return false;
     if (!fallback_exists(roles(), index_, kind, models_tried_, opts())) return false;
     for (std::size_t j = index_ + 1; j < entries().size(); ++j)
@@ -213,21 +312,18 @@ class call_machine {
     return false;
   }
 
-  void begin(time_point now) {
-    if (!plan_.start) {
+  FAILOVER_MACHINE_HOT void begin(time_point now) {
+    if (!plan().start) {
       error e;
       e.message = "the chain has no standard entry to start from";
       return finish(std::move(e), stop_reason::no_fallback);
     }
-    index_ = *plan_.start;
-    const stop_reason why = decide_start(opts(), call_.token.cancelled(), 0, deadline_);
+    index_ = *plan().start;
     begin_model();
-    if (why != stop_reason::none) return model_done(why, now);
-    gates().on_call(now);
-    next_attempt(now);
+    next_attempt(now, true);
   }
 
-  void begin_model() {
+  FAILOVER_MACHINE_HOT void begin_model() {
     ++models_tried_;
     counters_ = retry_counters{};
     counters_.total_attempts = total_;
@@ -235,20 +331,32 @@ class call_machine {
     share_end_.reset();  // fixed at the model's first attempt (next_attempt)
   }
 
-  attempt_record& add_record(time_point now) {
-    return res_.mutable_trace().add(model(), static_cast<std::uint16_t>(index_), entry().role,
-                                    counters_.attempts, now - start_);
+  FAILOVER_MACHINE_HOT attempt_record& add_record(time_point now) {
+    return res().mutable_trace().add(model(), static_cast<std::uint16_t>(index_), entry().role,
+                                     counters_.attempts, now - start_);
   }
 
-  // The current model's next attempt: asks the rules, then the gates, then starts it.
-  void next_attempt(time_point now) {
-    const std::optional<duration> left = time_left(now);
-    const stop_reason why = decide_start(opts(), call_.token.cancelled(), total_, left);
+  // The current model's next attempt: asks the rules, then the gates, then starts it. The one
+  // body below runs in two instances: without a deadline every time it reads is a constant
+  // "none", so the call that has none computes no time left at all.
+  FAILOVER_MACHINE_HOT void next_attempt(time_point now, bool first_of_call = false) {
+    if (has_deadline_) return next_timed_attempt(now, first_of_call);
+    next_attempt_as<false>(now, first_of_call);
+  }
+  FAILOVER_MACHINE_COLD void next_timed_attempt(time_point now, bool first_of_call) {
+    next_attempt_as<true>(now, first_of_call);
+  }
+  template <bool Timed>
+  FAILOVER_MACHINE_HOT void next_attempt_as(time_point now, bool first_of_call) {
+    const std::optional<duration> left = Timed ? time_left(now) : std::nullopt;
+    const stop_reason why = decide_start(opts(), call().token.cancelled(), total_, left);
     if (why != stop_reason::none) return model_done(why, now);
-    if (left && counters_.attempts == 0)  // the model's first attempt: fix its share
+    // A call that never starts is no first attempt: the gates count it only now.
+    if (first_of_call) gates().on_call(now);
+    if (Timed && counters_.attempts == 0)  // the model's first attempt: fix its share
       share_end_ = detail::sat_add(
           now, model_time(*left, can_answer_after(error_kind::unknown, now, total_ + 1), opts()));
-    const std::optional<duration> remaining = model_left(now);
+    const std::optional<duration> remaining = Timed ? model_left(now) : std::nullopt;
     // A retry whose wait ran past the model's share (a late wake-up): its fallback's time is not
     // spent on it.
     if (remaining && *remaining <= duration::zero())
@@ -260,34 +368,39 @@ class call_machine {
     start(now, remaining, t);
   }
 
-  void start(time_point now, std::optional<duration> remaining, const tickets& t) {
-    slot* s = slots_.open();
-    if (!s) throw std::logic_error("failover: more attempts in flight than the machine holds");
+  FAILOVER_MACHINE_HOT void start(time_point now, std::optional<duration> remaining,
+                                  const tickets& t) {
+    if (slots_.in_flight() == max_in_flight)
+      throw std::logic_error("failover: more attempts in flight than the machine holds");
     ++counters_.attempts;
     counters_.total_attempts = ++total_;
-    s->entry = index_;
-    s->tickets = t;
-    s->started = now;
-    s->context = attempt_context{model(), counters_.attempts, total_, remaining, &call_.token};
     notify(&hooks_type::on_attempt_start,
            attempt_started{model(), counters_.attempts, total_, remaining});
-    last_call_ = res_.trace().size();
-    s->record = *last_call_;
+    // The slot opens before the record is added: if adding it runs out of memory, the call ends
+    // and abandon_all() still gives the gates their tickets back.
+    const std::size_t at = res().trace().size();
+    slot* s = slots_.open(index_, at, now, t);
+    s->context.model = model();
+    s->context.attempt = counters_.attempts;
+    s->context.total_attempt = total_;
+    s->context.remaining = remaining;
+    s->context.cancel = &call().token;
+    last_call_ = at;
     add_record(now);
     phase_ = phase::running;
     out_.push(detail::action_queue::kind::start, s->id);
   }
 
-  void on_launch(time_point now) {
+  FAILOVER_MACHINE_COLD void on_launch(time_point now) {
     if (phase_ != phase::running || slots_.in_flight() >= max_in_flight) return;
-    if (total_ >= opts().max_total_attempts || call_.token.cancelled()) return;
+    if (total_ >= opts().max_total_attempts || call().token.cancelled()) return;
     tickets t{};
     const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
     if (!v.is_go()) return;
     start(now, model_left(now), t);
   }
 
-  void wait(time_point now, duration d, waiting_for why) {
+  FAILOVER_MACHINE_COLD void wait(time_point now, duration d, waiting_for why) {
     phase_ = phase::waiting;
     waiting_ = why;
     wait_ = d;
@@ -296,7 +409,7 @@ class call_machine {
   }
 
   // The current entry's gates refused it: record the skip and move on.
-  void skip(time_point now, const verdict& v) {
+  FAILOVER_MACHINE_COLD void skip(time_point now, const verdict& v) {
     attempt_record& rec = add_record(now);
     rec.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
     rec.skipped = true;
@@ -313,27 +426,39 @@ class call_machine {
     model_done(stop_reason::circuit_open, now);
   }
 
-  void on_answer(attempt_id id, outcome<R>&& answer, time_point now) {
+  // What an attempt that ended leaves behind once its slot is free.
+  struct ended {
+    std::size_t entry;
+    std::size_t record;
+    tickets held;
+  };
+  FAILOVER_MACHINE_HOT ended close(slot& s, time_point now) noexcept {
+    record(s.record).elapsed = now - s.started;
+    const ended e{s.entry, s.record, s.tickets};
+    slots_.close(s);
+    return e;
+  }
+
+  FAILOVER_MACHINE_HOT void on_answer(attempt_id id, outcome<R>&& answer, time_point now) {
     slot* s = slots_.find(id);
     if (!s) return;  // cancelled, or never handed out: ignored
-    const slot done_slot = *s;
-    slots_.close(*s);
-    record(done_slot.record).elapsed = now - done_slot.started;
+    const ended done = close(*s, now);
     if (!answer.has_value()) {
-      return failed(done_slot, now, classify([&] {
-                      return plan_.classifier->classify(answer.failure(), plan_.clock->wall_now());
+      return failed(done, now, classify([&] {
+                      return plan().classifier->classify(answer.failure(),
+                                                         plan().clock->wall_now());
                     }));
     }
     try {
-      res_.set_value(*std::move(answer));
+      res().set_value(*std::move(answer));
     } catch (...) {
-      return failed(done_slot, now, unstored_value(std::current_exception()));
+      return failed(done, now, unstored_value(std::current_exception()));
     }
     // Only now are the gates and the hooks told of a success: a value whose move throws is a
     // failed attempt, and nothing counted it as a success.
-    attempt_record& rec = record(done_slot.record);
+    attempt_record& rec = record(done.record);
     rec.ok = true;
-    gates().tell(entries()[done_slot.entry].keys, now, nullptr, done_slot.tickets);
+    gates().tell(entries()[done.entry].keys, now, nullptr, done.held);
     notify(&hooks_type::on_attempt_end,
            attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
     abandon_all(now, true);  // a hedged sibling still out is not wanted any more
@@ -341,20 +466,18 @@ class call_machine {
     out_.push(detail::action_queue::kind::done);
   }
 
-  void on_thrown(attempt_id id, std::exception_ptr thrown, time_point now) {
+  FAILOVER_MACHINE_COLD void on_thrown(attempt_id id, std::exception_ptr thrown, time_point now) {
     slot* s = slots_.find(id);
     if (!s) return;
-    const slot done_slot = *s;
-    slots_.close(*s);
-    record(done_slot.record).elapsed = now - done_slot.started;
+    const ended done = close(*s, now);
     if (!thrown) {
       error e;
       e.kind = error_kind::unknown;
       e.message = "the attempt reported an empty exception";
-      return failed(done_slot, now, std::move(e));
+      return failed(done, now, std::move(e));
     }
-    failed(done_slot, now,
-           classify([&] { return plan_.classifier->classify(thrown, plan_.clock->wall_now()); }));
+    failed(done, now,
+           classify([&] { return plan().classifier->classify(thrown, plan().clock->wall_now()); }));
   }
 
   static error unstored_value(std::exception_ptr cause) {
@@ -365,12 +488,12 @@ class call_machine {
     return e;
   }
 
-  void failed(const slot& s, time_point end, error classified) {
+  FAILOVER_MACHINE_COLD void failed(const ended& s, time_point end, error classified) {
     attempt_record& rec = record(s.record);
     classified.model = std::string(name(s.entry));
     const error& e = rec.set_error(std::move(classified));
     if (e.kind == error_kind::read_timeout) ++counters_.read_timeouts;
-    gates().tell(entries()[s.entry].keys, end, &e, s.tickets);
+    gates().tell(entries()[s.entry].keys, end, &e, s.held);
     if (slots_.in_flight() > 0) {  // a hedged sibling may still answer: decide after it
       notify(&hooks_type::on_attempt_end,
              attempt_ended{rec.model, rec.attempt, false, &e, rec.elapsed});
@@ -404,7 +527,7 @@ class call_machine {
     wait(end, d.wait, waiting_for::retry);
   }
 
-  void on_timer(time_point now) {
+  FAILOVER_MACHINE_COLD void on_timer(time_point now) {
     if (phase_ != phase::waiting) return;
     phase_ = phase::running;
     if (waiting_ == waiting_for::reopen) {
@@ -417,20 +540,20 @@ class call_machine {
     next_attempt(now);
   }
 
-  void on_cancel(time_point now) {
+  FAILOVER_MACHINE_COLD void on_cancel(time_point now) {
     if (phase_ == phase::waiting) {
       phase_ = phase::running;
       if (waiting_ == waiting_for::reopen)
         return finish(detail::stop_error(error_kind::cancelled, nullptr, model()),
                       stop_reason::cancelled);
-      if (res_.trace().size() > 0) current().stop = stop_reason::cancelled;
+      if (res().trace().size() > 0) current().stop = stop_reason::cancelled;
       return model_done(stop_reason::cancelled, now);
     }
     if (slots_.in_flight() == 0) return;
     // Attempts in flight end as cancelled; the call's error names the last failure before them.
     const std::optional<std::size_t> before = last_failure_before_flight();
     abandon_all(now, true);
-    const error* prior = before ? &res_.trace().attempts()[*before].error() : nullptr;
+    const error* prior = before ? &res().trace().attempts()[*before].error() : nullptr;
     finish(detail::stop_error(error_kind::cancelled, prior, model()), stop_reason::cancelled);
   }
 
@@ -439,7 +562,7 @@ class call_machine {
     slots_.each([&](slot& s) {
       if (!first_in_flight || s.record < *first_in_flight) first_in_flight = s.record;
     });
-    const auto& attempts = res_.trace().attempts();
+    const auto& attempts = res().trace().attempts();
     for (std::size_t i = first_in_flight.value_or(attempts.size()); i-- > 0;)
       if (!attempts[i].skipped && !attempts[i].ok) return i;
     return std::nullopt;
@@ -447,32 +570,40 @@ class call_machine {
 
   // Every attempt in flight is given up: its gates get their tickets back, its record says it was
   // cancelled, and (`tell_driver`) the driver is asked to abort it.
-  void abandon_all(time_point now, bool tell_driver) noexcept {
+  FAILOVER_MACHINE_HOT void abandon_all(time_point now, bool tell_driver) noexcept {
+    if (!slots_.empty()) abandon_in_flight(now, tell_driver);
+  }
+  FAILOVER_MACHINE_COLD void abandon_in_flight(time_point now, bool tell_driver) noexcept {
     slots_.each([&](slot& s) {
       gates().tell(entries()[s.entry].keys, now, nullptr, s.tickets, true);
       if (tell_driver) {
-        try {
-          attempt_record& rec = record(s.record);
-          rec.elapsed = now - s.started;
-          rec.stop = stop_reason::cancelled;
-          error e;
-          e.kind = error_kind::cancelled;
-          e.model = std::string(name(s.entry));
-          e.message = "cancelled while in flight";
-          rec.set_error(std::move(e));
-        } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the record stays bare
-        }
+        // The record of an attempt whose record could not be added (out of memory) is not there.
+        if (s.record < res().trace().size()) mark_cancelled(s, now);
         out_.push(detail::action_queue::kind::cancel, s.id);
       }
       slots_.close(s);
     });
   }
 
+  FAILOVER_MACHINE_COLD void mark_cancelled(const slot& s, time_point now) noexcept {
+    try {
+      attempt_record& rec = record(s.record);
+      rec.elapsed = now - s.started;
+      rec.stop = stop_reason::cancelled;
+      error e;
+      e.kind = error_kind::cancelled;
+      e.model = std::string(name(s.entry));
+      e.message = "cancelled while in flight";
+      rec.set_error(std::move(e));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the record stays bare
+    }
+  }
+
   // The current model is done for `why`: end the call, or walk to the next entry.
-  void model_done(stop_reason why, time_point now) {
+  FAILOVER_MACHINE_COLD void model_done(stop_reason why, time_point now) {
     // The model's last record says why it gave up, whichever step found it (a late wake-up, the
     // deadline or the cap found before a retry): the trace's "gave up on X" reads it.
-    if (res_.trace().size() > 0) {
+    if (res().trace().size() > 0) {
       attempt_record& last = current();
       if (last.entry == index_ && !last.ok && last.stop == stop_reason::none) last.stop = why;
     }
@@ -513,23 +644,24 @@ class call_machine {
       return finish(*last_error(), w.stop == stop_reason::no_fallback ? why : w.stop);
     }
     notify(&hooks_type::on_fallback, fallback_taken{model(), name(*w.next), entries()[*w.next].role,
-                                                    res_.trace().attempts().back().error(), why});
+                                                    res().trace().attempts().back().error(), why});
     routing_ = walk_kind;
     index_ = *w.next;
     begin_model();
     next_attempt(now);
   }
 
-  void finish(error e, stop_reason why) {
-    res_.set_error(std::move(e), why);
-    notify(&hooks_type::on_give_up, gave_up{res_.error(), why});
+  FAILOVER_MACHINE_COLD void finish(error e, stop_reason why) {
+    res().set_error(std::move(e), why);
+    notify(&hooks_type::on_give_up, gave_up{res().error(), why});
     phase_ = phase::done;
     out_.push(detail::action_queue::kind::done);
   }
 
   // Ends the call at once with an `unknown` error holding `cause`, saying that `what` threw. After
   // done it changes nothing: the call has its one outcome already.
-  void end_with_exception(const char* what, std::exception_ptr cause, time_point now) noexcept {
+  FAILOVER_MACHINE_COLD void end_with_exception(const char* what, std::exception_ptr cause,
+                                                time_point now) noexcept {
     if (phase_ == phase::done) return;
     out_.clear();
     abandon_all(now, true);
@@ -537,22 +669,22 @@ class call_machine {
     e.kind = error_kind::unknown;
     e.exception = std::move(cause);
     try {
-      if (index_ < plan_.names->size()) e.model = std::string(model());
+      if (index_ < plan().names->size()) e.model = std::string(model());
       e.message = std::string("failover: ") + what + " threw; the call ended there";
     } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the bare error still ends it
     }
-    res_.set_error(std::move(e), stop_reason::permanent_error);
-    notify(&hooks_type::on_give_up, gave_up{res_.error(), stop_reason::permanent_error});
+    res().set_error(std::move(e), stop_reason::permanent_error);
+    notify(&hooks_type::on_give_up, gave_up{res().error(), stop_reason::permanent_error});
     phase_ = phase::done;
     out_.push(detail::action_queue::kind::done);
   }
 
-  Plan plan_;
-  call_options call_;
-  failover::result<R> res_;
+  Store store_;
   time_point start_;
   time_point last_now_;
-  std::optional<duration> deadline_;
+  // The call's deadline, held as two plain fields (read apart, never copied as one optional).
+  duration deadline_{};
+  bool has_deadline_ = false;
 
   std::size_t index_ = 0;
   int models_tried_ = 0;
