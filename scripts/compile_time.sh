@@ -70,28 +70,33 @@ int main() {
 }
 TU
 
-# Median of the wall-clock seconds of `runs` compiles (to an object file: linking is not the cost).
+# Compiles `tu` `runs` times (to an object file: linking is not the cost) and prints the median
+# wall-clock seconds and the median CPU seconds (user + system) of the compiler. Under load the CPU
+# figure moves less than the wall-clock one; the goal is on the wall clock.
+median() { sort -g | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.2f", m}'; }
 measure() {
-  local cxx="$1" tu="$2" i t
-  local times=()
+  local cxx="$1" tu="$2" i line
+  local walls=() cpus=()
   for ((i = 0; i < runs; i++)); do
-    local start end
-    start=$(date +%s.%N)
-    "$cxx" -O2 -std=c++17 -I"$root/include" ${CXXFLAGS_EXTRA:-} -c "$dir/$tu.cpp" -o "$dir/$tu.o"
-    end=$(date +%s.%N)
-    times+=("$(echo "$end - $start" | bc -l)")
+    line=$( { TIMEFORMAT='%R %U %S'; time "$cxx" -O2 -std=c++17 -I"$root/include" ${CXXFLAGS_EXTRA:-} \
+      -c "$dir/$tu.cpp" -o "$dir/$tu.o"; } 2>&1 | tail -1)
+    walls+=("$(echo "$line" | awk '{print $1}')")
+    cpus+=("$(echo "$line" | awk '{print $2 + $3}')")
   done
-  printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f", m}'
+  echo "$(printf '%s\n' "${walls[@]}" | median) $(printf '%s\n' "${cpus[@]}" | median)"
 }
 
 front_door_diff=""
 report() {
   local cxx="$1"
-  echo "== $cxx ($("$cxx" --version | head -1)), -O2 -std=c++17, median of $runs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
-  local base
+  echo "== $cxx ($("$cxx" --version | head -1)), -O2 -std=c++17, median of $runs, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  printf '  %-44s %8s %10s %8s %10s\n' "translation unit" "wall s" "+ wall s" "CPU s" "+ CPU s"
+  local base base_wall base_cpu
   base=$(measure "$cxx" unwrapped)
-  printf '  %-44s %6.2f s\n' "unwrapped call" "$base"
-  local tu label t diff
+  base_wall=${base% *}
+  base_cpu=${base#* }
+  printf '  %-44s %8.2f %10s %8.2f %10s\n' "unwrapped call" "$base_wall" "" "$base_cpu" ""
+  local tu label t wall cpu diff
   for tu in front_door umbrella retrier; do
     case "$tu" in
       front_door) label="failover/fallback_chain.hpp (front door)" ;;
@@ -99,10 +104,13 @@ report() {
       retrier) label="failover/retrier.hpp" ;;
     esac
     t=$(measure "$cxx" "$tu")
-    diff=$(echo "$t - $base" | bc -l)
-    printf '  %-44s %6.2f s  (+%.2f s)\n' "$label" "$t" "$diff"
+    wall=${t% *}
+    cpu=${t#* }
+    diff=$(echo "$wall - $base_wall" | bc -l)
+    printf '  %-44s %8.2f %+10.2f %8.2f %+10.2f\n' "$label" "$wall" "$diff" "$cpu" "$(echo "$cpu - $base_cpu" | bc -l)"
     if [ "$tu" = front_door ] && [ "$cxx" = "${CXX:-g++}" ]; then front_door_diff="$diff"; fi
   done
+  echo "  load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 report "${CXX:-g++}"
