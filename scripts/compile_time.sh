@@ -2,8 +2,10 @@
 # Compile time of wrapping one call: what a translation unit that wraps one call costs to compile,
 # against the same call unwrapped. Prints the median of N compiles (default 5) per translation unit.
 #
-# Usage: scripts/compile_time.sh [--runs N] [--clang] [--check SECONDS] [--keep]
+# Usage: scripts/compile_time.sh [--runs N] [--clang] [--include DIR] [--check SECONDS] [--keep]
 #   --runs N         compiles per translation unit (default 5)
+#   --include DIR    the headers to measure (default: this tree's include/); e.g. another commit's,
+#                    from `git archive <commit> include | tar -x -C /tmp/old`, for a before/after
 #   --clang          also measure with clang++
 #   --check SECONDS  exit 1 when the front door (fallback_chain.hpp) costs more than SECONDS over
 #                    the unwrapped call with g++. Not wired into CI on purpose: wall-clock times on a
@@ -18,13 +20,15 @@ runs=5
 with_clang=0
 check=""
 keep=0
+include="$root/include"
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --clang) with_clang=1; shift ;;
     --check) check="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --include) include=$(cd "$2" && pwd); shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "compile_time.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -78,7 +82,7 @@ measure() {
   local cxx="$1" tu="$2" i line
   local walls=() cpus=()
   for ((i = 0; i < runs; i++)); do
-    line=$( { TIMEFORMAT='%R %U %S'; time "$cxx" -O2 -std=c++17 -I"$root/include" ${CXXFLAGS_EXTRA:-} \
+    line=$( { TIMEFORMAT='%R %U %S'; time "$cxx" -O2 -std=c++17 -I"$include" ${CXXFLAGS_EXTRA:-} \
       -c "$dir/$tu.cpp" -o "$dir/$tu.o"; } 2>&1 | tail -1)
     walls+=("$(echo "$line" | awk '{print $1}')")
     cpus+=("$(echo "$line" | awk '{print $2 + $3}')")
@@ -89,7 +93,8 @@ measure() {
 front_door_diff=""
 report() {
   local cxx="$1"
-  echo "== $cxx ($("$cxx" --version | head -1)), -O2 -std=c++17, median of $runs, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== $cxx ($("$cxx" --version | head -1)), -O2 -std=c++17, median of $runs, headers $include"
+  echo "  load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   printf '  %-44s %8s %10s %8s %10s\n' "translation unit" "wall s" "+ wall s" "CPU s" "+ CPU s"
   local base base_wall base_cpu
   base=$(measure "$cxx" unwrapped)
