@@ -82,8 +82,14 @@ measure() {
   local cxx="$1" tu="$2" i line
   local walls=() cpus=()
   for ((i = 0; i < runs; i++)); do
-    line=$( { TIMEFORMAT='%R %U %S'; time "$cxx" -O2 -std=c++17 -I"$include" ${CXXFLAGS_EXTRA:-} \
-      -c "$dir/$tu.cpp" -o "$dir/$tu.o"; } 2>&1 | tail -1)
+    # CXXFLAGS_EXTRA is split into words on purpose: it may hold several flags.
+    # shellcheck disable=SC2086
+    if ! line=$( { TIMEFORMAT='%R %U %S'; time "$cxx" -O2 -std=c++17 -I"$include" ${CXXFLAGS_EXTRA:-} \
+      -c "$dir/$tu.cpp" -o "$dir/$tu.o" 2>"$dir/$tu.err"; } 2>&1); then
+      echo "compile_time.sh: $cxx failed on $tu.cpp:" >&2
+      cat "$dir/$tu.err" >&2
+      exit 1
+    fi
     walls+=("$(echo "$line" | awk '{print $1}')")
     cpus+=("$(echo "$line" | awk '{print $2 + $3}')")
   done
