@@ -8,11 +8,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
+#include "failover/detail/failure_path.hpp"
 #include "failover/error.hpp"
 
 namespace failover {
@@ -95,8 +95,8 @@ inline duration exponential_delay(const backoff_options& o, int attempt) noexcep
 
 // The jittered delay, pure: `u` is a uniform draw in [0, 1) and `previous` the last delay this
 // policy produced (decorrelated and rising jitter only; pass zero before the first).
-inline duration jittered_delay(const backoff_options& o, int attempt, duration previous,
-                               double u) noexcept {
+FAILOVER_FAILURE_PATH inline duration jittered_delay(const backoff_options& o, int attempt,
+                                                     duration previous, double u) noexcept {
   u = std::clamp(std::isfinite(u) ? u : 0.0, 0.0, 1.0);
   switch (o.jitter) {
     case jitter::none:
@@ -146,17 +146,46 @@ class splitmix64 {
   std::uint64_t state_;
 };
 
+// The first seed mixes both clocks with two addresses that address-space randomisation moves, so
+// processes started together draw different jitter. Spreading retries needs no more (this is not
+// cryptography), and std::random_device would bring <random> into every TU that wraps a call.
 inline std::uint64_t fresh_seed() {
   static std::atomic<std::uint64_t> counter{[] {
-    std::random_device rd;
-    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+    static const char in_image = 0;
+    const char on_stack = 0;
+    const auto ticks = [](auto now) {
+      return static_cast<std::uint64_t>(now.time_since_epoch().count());
+    };
+    std::uint64_t z = splitmix64::mix(ticks(std::chrono::steady_clock::now()));
+    z = splitmix64::mix(z ^ ticks(std::chrono::system_clock::now()));
+    z = splitmix64::mix(z ^
+                        static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&in_image)));
+    return splitmix64::mix(z ^
+                           static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&on_stack)));
   }()};
   return splitmix64::mix(counter.fetch_add(0x9e3779b97f4a7c15ULL, std::memory_order_relaxed));
 }
 
+// A uniform draw in [0, 1) as [rand.util.canonical] defines std::generate_canonical for double:
+// k draws for 53 bits, S = sum of (g_i - min) * R^i, S / R^k, held below 1 (so a seeded stream
+// gives the waits it gave with the standard function), without <random>.
 template <class Generator>
 double uniform01(Generator& g) {
-  return std::generate_canonical<double, std::numeric_limits<double>::digits>(g);
+  constexpr auto lo = Generator::min();
+  const long double range =
+      static_cast<long double>(Generator::max()) - static_cast<long double>(lo) + 1.0L;
+  int bits = 0;  // floor(log2(range))
+  for (long double r = range; r >= 2.0L; r /= 2.0L) ++bits;
+  const int digits = std::numeric_limits<double>::digits;
+  const int draws = std::max(1, (digits + bits - 1) / std::max(bits, 1));
+  double sum = 0.0;
+  double scale = 1.0;
+  for (int i = 0; i < draws; ++i) {
+    sum += static_cast<double>(g() - lo) * scale;
+    scale = static_cast<double>(scale * range);
+  }
+  const double u = sum / scale;
+  return u < 1.0 ? u : std::nextafter(1.0, 0.0);
 }
 
 }  // namespace detail

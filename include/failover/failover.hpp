@@ -7,6 +7,7 @@
 #define FAILOVER_VERSION_PATCH 0
 
 #include "failover/backoff.hpp"
+#include "failover/callback_hooks.hpp"
 #include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
 #include "failover/clock.hpp"

@@ -1,9 +1,8 @@
 // Hooks for logging and metrics: attempt start/end, retry, fallback, skip (open circuit), give-up.
-// The default `no_hooks` compiles to nothing; `callback_hooks` takes std::function callbacks at run
-// time.
+// The default `no_hooks` compiles to nothing; `callback_hooks` (failover/callback_hooks.hpp) takes
+// std::function callbacks at run time.
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string_view>
 
@@ -69,7 +68,7 @@ struct no_hook_slot {
                   "which take no callbacks. Build it with callback hooks: `struct my_policies : "
                   "failover::default_policies { using hooks = failover::callback_hooks; };` and "
                   "failover::basic_fallback_chain<Signature, my_policies> (or "
-                  "failover::basic_retrier<my_policies>)");
+                  "failover::basic_retrier<my_policies>), from <failover/callback_hooks.hpp>");
     return *this;
   }
 };
@@ -93,33 +92,6 @@ struct no_hooks {
   static constexpr detail::no_hook_slot fallback{};
   static constexpr detail::no_hook_slot skip{};
   static constexpr detail::no_hook_slot give_up{};
-};
-
-// Run-time callbacks. A callback that throws is ignored: observing a call must not change its end.
-struct callback_hooks {
-  std::function<void(const attempt_started&)> attempt_start;
-  std::function<void(const attempt_ended&)> attempt_end;
-  std::function<void(const retry_scheduled&)> retry;
-  std::function<void(const fallback_taken&)> fallback;
-  std::function<void(const attempt_skipped&)> skip;
-  std::function<void(const gave_up&)> give_up;
-
-  void on_attempt_start(const attempt_started& e) const noexcept { call(attempt_start, e); }
-  void on_attempt_end(const attempt_ended& e) const noexcept { call(attempt_end, e); }
-  void on_retry(const retry_scheduled& e) const noexcept { call(retry, e); }
-  void on_fallback(const fallback_taken& e) const noexcept { call(fallback, e); }
-  void on_skip(const attempt_skipped& e) const noexcept { call(skip, e); }
-  void on_give_up(const gave_up& e) const noexcept { call(give_up, e); }
-
- private:
-  template <class F, class E>
-  static void call(const F& f, const E& e) noexcept {
-    if (!f) return;
-    try {
-      f(e);
-    } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
-    }
-  }
 };
 
 }  // namespace failover

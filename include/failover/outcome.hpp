@@ -3,13 +3,13 @@
 // trace of every attempt, wait and error on the way, so a fallback never looks like plain success.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "failover/decision.hpp"
+#include "failover/detail/failure_path.hpp"
 #include "failover/detail/saturate.hpp"
 #include "failover/detail/small_vector.hpp"
 #include "failover/error.hpp"
@@ -112,18 +113,28 @@ namespace detail {
 // call has used are interned (see name_list): names are identifiers (the circuit breaker's health
 // keys too), a small set however many chains are built from them. Thread-safe.
 struct name_registry {
+  using list = std::vector<std::string>;
   std::mutex lock;
-  std::set<std::vector<std::string>> lists;  // node-based: addresses never move
+  // Sorted by their lists; each list is held by pointer, so its address never moves.
+  std::vector<std::unique_ptr<const list>> lists;
+
+  // The interned copy of `names`, added when missing. Under `lock`.
+  const list* find_or_add(const list& names) {
+    const auto at = std::lower_bound(lists.begin(), lists.end(), names,
+                                     [](const auto& held, const list& n) { return *held < n; });
+    if (at != lists.end() && **at == names) return at->get();  // chains built per request
+    return lists.insert(at, std::make_unique<const list>(names))->get();
+  }
 };
 inline name_registry& names_interned() {
   static name_registry registry;
   return registry;
 }
 
-inline const std::vector<std::string>* intern_names(std::vector<std::string> names) {
+inline const std::vector<std::string>* intern_names(const std::vector<std::string>& names) {
   name_registry& r = names_interned();
   const std::lock_guard<std::mutex> hold(r.lock);
-  return &*r.lists.insert(std::move(names)).first;
+  return r.find_or_add(names);
 }
 
 // How many distinct lists are interned (for tests: building chains must not make it grow).
@@ -189,14 +200,14 @@ class name_list {
   }
 
  private:
-  names_ptr intern_now() const noexcept {
+  // Once per chain (its first call after a change): not the path a call takes.
+  FAILOVER_FAILURE_PATH names_ptr intern_now() const noexcept {
     try {
       name_registry& r = names_interned();
       names_ptr p = nullptr;
       {
         const std::lock_guard<std::mutex> hold(r.lock);
-        const auto found = r.lists.find(names_);  // chains built per request: found, no copy
-        p = found != r.lists.end() ? &*found : &*r.lists.insert(names_).first;
+        p = r.find_or_add(names_);
       }
       // Calls racing here intern the same list and store the same pointer.
       interned_.store(p, std::memory_order_release);

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string_view>
 
+#include "failover/detail/failure_path.hpp"
 #include "failover/error.hpp"
 
 namespace failover {
@@ -168,8 +169,8 @@ inline std::optional<std::int64_t> http_date_seconds(std::string_view text, wall
 //   IMF-fixdate  "Sun, 06 Nov 1994 08:49:37 GMT"
 //   RFC 850      "Sunday, 06-Nov-94 08:49:37 GMT"  (two-digit year resolved against `now`)
 //   asctime      "Sun Nov  6 08:49:37 1994"
-inline std::optional<std::int64_t> detail::http_date_seconds(std::string_view text,
-                                                             wall_time now) noexcept {
+FAILOVER_FAILURE_PATH inline std::optional<std::int64_t> detail::http_date_seconds(
+    std::string_view text, wall_time now) noexcept {
   using namespace detail;
   const std::string_view s = trim(text);
   int wd = 0, d = 0, mon = 0, y = 0, hh = 0, mm = 0, ss = 0;
@@ -250,8 +251,9 @@ inline std::optional<duration> parse_retry_after_ms(std::string_view value) noex
 // Either may hold several values, one per line (the header came more than once, as
 // failure::header keeps it): the longest valid one counts, because retrying after a shorter one
 // would come before one of the times the server named.
-inline std::optional<duration> server_wait(std::string_view retry_after_ms,
-                                           std::string_view retry_after, wall_time now) noexcept {
+FAILOVER_FAILURE_PATH inline std::optional<duration> server_wait(std::string_view retry_after_ms,
+                                                                 std::string_view retry_after,
+                                                                 wall_time now) noexcept {
   auto longest = [](std::string_view values, auto parse) {
     std::optional<duration> best;
     for (;;) {

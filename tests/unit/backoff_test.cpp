@@ -595,3 +595,35 @@ TEST_CASE("rising jitter: full jitter's first window, then windows that never sh
     }
   }
 }
+
+TEST_CASE(
+    "backoff: the uniform draw is std::generate_canonical's, so seeded waits stay as they were",
+    "[backoff]") {
+  // The draw is written out (<random> stays out of the headers); a seeded policy must still give
+  // the waits the standard function gave, for the default generator and for the standard ones,
+  // whose ranges need one draw (2^64, 2^32 with two) or a range that is no power of two.
+  auto same_stream = [](auto a) {
+    auto b = a;
+    for (int i = 0; i < 1000; ++i) {
+      const double ours = failover::detail::uniform01(a);
+      const double standard =
+          std::generate_canonical<double, std::numeric_limits<double>::digits>(b);
+      if (ours != standard) return false;
+      if (!(ours >= 0.0 && ours < 1.0)) return false;
+    }
+    return true;
+  };
+  CHECK(same_stream(failover::detail::splitmix64(42)));
+  CHECK(same_stream(std::mt19937_64(42)));
+  CHECK(same_stream(std::mt19937(42)));
+  CHECK(same_stream(std::minstd_rand(42)));
+}
+
+TEST_CASE("backoff: policies built without a seed get different seeds", "[backoff]") {
+  // The first seed comes from the clocks and addresses, then a counter: no two policies of one
+  // process share a stream, so their clients do not retry in step.
+  std::vector<std::uint64_t> seeds;
+  for (int i = 0; i < 100; ++i) seeds.push_back(failover::exponential_backoff<>().seed());
+  std::sort(seeds.begin(), seeds.end());
+  CHECK(std::adjacent_find(seeds.begin(), seeds.end()) == seeds.end());
+}

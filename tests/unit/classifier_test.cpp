@@ -840,3 +840,19 @@ TEST_CASE("classifier: an Authorization value without a scheme is masked whole",
   CHECK(failover::detail::redact("Authorization: Token abcdef0123456789xyz") ==
         "Authorization: Token [redacted]");
 }
+
+TEST_CASE("classifier: a copy maps the exceptions its original mapped, and adds its own apart") {
+  struct first_error {};
+  struct second_error {};
+  failover::classifier original;
+  original.on_exception<first_error>(failover::error_kind::rate_limited);
+  failover::classifier copy = original;
+  copy.on_exception<second_error>(failover::error_kind::overloaded);
+  const auto kind = [](const failover::classifier& c, std::exception_ptr p) {
+    return c.classify(p, failover::wall_time{}).kind;
+  };
+  CHECK(kind(copy, std::make_exception_ptr(first_error{})) == failover::error_kind::rate_limited);
+  CHECK(kind(copy, std::make_exception_ptr(second_error{})) == failover::error_kind::overloaded);
+  // The original keeps its own list: a mapping added to a copy is not shared back.
+  CHECK(kind(original, std::make_exception_ptr(second_error{})) == failover::error_kind::unknown);
+}
