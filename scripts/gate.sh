@@ -6,7 +6,8 @@
 #   format        clang-format --dry-run -Werror over every C++ source
 #   tidy          clang-tidy (.clang-tidy) over every public header, through its header-check TU
 #   warnings      g++ and clang++, C++17 and C++20, strict warnings as errors; all tests in each
-#   headers       every public header compiles on its own (g++ and clang++, C++17 and C++20)
+#   headers       every public header compiles on its own (g++ and clang++, C++17 and C++20), and
+#                 each room includes only the rooms it may (check_arrows)
 #   compile-fail  misuse is rejected by the intended static_assert (g++ and clang++)
 #   asan          the whole suite and the examples under AddressSanitizer + UBSan
 #   tsan          the whole suite (its concurrency tests included) under ThreadSanitizer
@@ -67,8 +68,46 @@ gate_warnings() {
   for p in "${matrix[@]}"; do workflow "$p"; done
 }
 
+# Which room may include which (docs/architecture.md, "The rooms"): the core never reaches into
+# the machine, the gates, the drivers or the adapters; the machine sees the gates' verdict shape
+# only; the adapters never see the machine or a driver (adapters/asio.hpp is a forwarding name for
+# drivers/asio.hpp).
+check_arrows() {
+  local bad=0 f inc room
+  local front='^(fallback_chain|retrier|policies|failover|format)\.hpp$'
+  while read -r f; do
+    room=${f#include/failover/}
+    case "$room" in testing.hpp) room=testing ;; */*) room=${room%%/*} ;; *) room=top ;; esac
+    while read -r inc; do
+      local ok=1
+      case "$room" in
+        testing) ;;  # test support may use every room
+        top)
+          if [[ ! "$(basename "$f")" =~ $front ]] &&
+             [[ "$inc" =~ ^(machine|drivers|adapters)/ || "$inc" =~ $front ]]; then ok=0; fi
+          if [[ "$(basename "$f")" != circuit_breaker.hpp && "$(basename "$f")" != retry_budget.hpp &&
+                ! "$(basename "$f")" =~ $front && "$inc" =~ ^gates/ ]]; then ok=0; fi ;;
+        detail) [[ "$inc" =~ ^(machine|drivers|adapters|gates)/ || "$inc" =~ $front ]] && ok=0 ;;
+        gates) [[ "$inc" =~ ^(machine|drivers|adapters)/ || "$inc" =~ $front ]] && ok=0 ;;
+        machine) [[ "$inc" =~ ^(drivers|adapters)/ || "$inc" =~ $front ||
+                    ("$inc" =~ ^gates/ && "$inc" != gates/gate.hpp) ]] && ok=0 ;;
+        drivers) [[ "$inc" =~ ^adapters/ || "$inc" =~ ^(failover|format)\.hpp$ ]] && ok=0 ;;
+        adapters) [[ ("$inc" =~ ^(machine|drivers)/ && "$f" != include/failover/adapters/asio.hpp) ||
+                     "$inc" =~ $front ]] && ok=0 ;;
+      esac
+      if [ "$ok" -eq 0 ]; then
+        printf '%s includes failover/%s: the %s room may not\n' "$f" "$inc" "$room" >&2
+        bad=1
+      fi
+    done < <(grep -o '#include [<"]failover/[^>"]*' "$f" | sed 's/.*failover\///')
+  done < <(git ls-files --cached --others --exclude-standard -- 'include/failover/*.hpp' | sort -u)
+  [ "$bad" -eq 0 ] && echo "include arrows: every room includes only what it may"
+  return "$bad"
+}
+
 gate_headers() {
   local p targets
+  check_arrows
   for p in "${matrix[@]}"; do
     configure "$p"
     # failover_header_check, and one failover_header_check_* per adapter (with its library).
