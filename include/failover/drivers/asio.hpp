@@ -24,6 +24,13 @@ struct is_asio_executor_like<
     E, std::enable_if_t<::asio::is_executor<E>::value || ::asio::execution::is_executor<E>::value>>
     : std::true_type {};
 
+template <class, class = void>
+struct has_running_in_this_thread : std::false_type {};
+template <class E>
+struct has_running_in_this_thread<
+    E, std::void_t<decltype(bool(std::declval<const E&>().running_in_this_thread()))>>
+    : std::true_type {};
+
 // The callback driver's loop on an Asio executor: post() is asio::post, at() is one steady_timer
 // per call. Its executor must run one thread at a time (an io_context run by one thread, or a
 // strand), as the call's events must not run concurrently.
@@ -32,7 +39,13 @@ class asio_loop {
  public:
   explicit asio_loop(const Executor& ex) : ex_(ex), timer_(ex) {}
   void post(std::function<void()> f) { ::asio::post(ex_, std::move(f)); }
-  bool running_in_this_thread() const noexcept { return ex_.running_in_this_thread(); }
+  // Known for an io_context's executor and a strand; other executors (any_io_executor) say no.
+  bool running_in_this_thread() const noexcept {
+    if constexpr (has_running_in_this_thread<Executor>::value)
+      return ex_.running_in_this_thread();
+    else
+      return false;
+  }
   void at(time_point t, std::function<void()> f) {
     timer_.expires_at(t);  // cancels the earlier wait, whose handler then does nothing
     timer_.async_wait([f = std::move(f)](const std::error_code& ec) {
