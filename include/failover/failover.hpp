@@ -3,7 +3,7 @@
 #pragma once
 
 #define FAILOVER_VERSION_MAJOR 0
-#define FAILOVER_VERSION_MINOR 1
+#define FAILOVER_VERSION_MINOR 2
 #define FAILOVER_VERSION_PATCH 0
 
 #include "failover/backoff.hpp"
@@ -11,12 +11,18 @@
 #include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
 #include "failover/clock.hpp"
+#include "failover/completion.hpp"
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
+#include "failover/drivers/blocking.hpp"
+#include "failover/drivers/callback.hpp"
 #include "failover/error.hpp"
 #include "failover/fallback_chain.hpp"
 #include "failover/format.hpp"
+#include "failover/gates/gate.hpp"
+#include "failover/gates/gate_set.hpp"
 #include "failover/hooks.hpp"
+#include "failover/machine/call_machine.hpp"
 #include "failover/outcome.hpp"
 #include "failover/policies.hpp"
 #include "failover/remedy.hpp"
