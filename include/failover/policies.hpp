@@ -266,8 +266,11 @@ constexpr bool check_policies() {
 // The policies a call reads on every path must not throw: a call that cannot read the time or hear
 // its gates' answer has no way to end cleanly. (The Classifier, Hooks, Backoff and Sleeper may
 // throw: the call ends with an error naming what threw.)
-template <class clock, class breaker, class budget>
+template <class Clock, class Breaker, class Budget>
 constexpr bool check_noexcept_policies() {
+  using clock = Clock;
+  using breaker = Breaker;
+  using budget = Budget;
   using handle = typename breaker::handle;
   const time_point at{};  // an lvalue: building a time_point{} temporary is not noexcept
   static_assert(noexcept(std::declval<const clock&>().now()),

@@ -106,7 +106,12 @@ class curl_multi {
       : curl_multi(executor_type(io.get_executor()), std::move(setup)) {}
   curl_multi(const curl_multi&) = delete;
   curl_multi& operator=(const curl_multi&) = delete;
-  ~curl_multi() { core_->shutdown(); }
+  ~curl_multi() {
+    try {
+      core_->shutdown();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory while posting the last
+    }                // completions: the transfers' handlers are then dropped, never run twice
+  }
 
   // POSTs `body` to `url` as curl_post does (the attempt's timeouts, its cancel token, `bounds`,
   // the same failures) and completes `token` with `void(outcome<http::response>)`: never inside

@@ -10,8 +10,7 @@
 #include "failover/detail/invoke.hpp"
 #include "failover/outcome.hpp"
 
-namespace failover {
-namespace detail {
+namespace failover::detail {
 template <class T>
 struct is_std_function : std::false_type {};
 template <class S>
@@ -93,5 +92,4 @@ class erased_call {
   void (*destroy_)(void*);
   bool async_ = false;
 };
-}  // namespace detail
-}  // namespace failover
+}  // namespace failover::detail

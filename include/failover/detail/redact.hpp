@@ -9,9 +9,7 @@
 #include "failover/detail/failure_path.hpp"
 #include "failover/error.hpp"
 
-namespace failover {
-
-namespace detail {
+namespace failover::detail {
 
 // Masks credentials that a careless message might carry: the value after a word ending in "key",
 // "token", "secret", "password", "signature" or "credential", after "bearer"/"basic", the whole
@@ -276,6 +274,4 @@ FAILOVER_FAILURE_PATH inline std::string redact(const std::string& text) {
   return out;
 }
 
-}  // namespace detail
-
-}  // namespace failover
+}  // namespace failover::detail

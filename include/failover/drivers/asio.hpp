@@ -86,8 +86,8 @@ struct asio_initiation {
 
   template <class Handler, class... Args>
   void operator()(Handler&& handler, Args&&... args) const {
-    using R = typename Chain::value_type;
-    using completion_type = asio_completion<std::decay_t<Handler>, Executor, Timer, R>;
+    using value = typename Chain::value_type;
+    using completion_type = asio_completion<std::decay_t<Handler>, Executor, Timer, value>;
     auto loop = std::make_shared<asio_loop<Executor, Timer>>(ex);
     auto slot = ::asio::get_associated_cancellation_slot(handler);
     auto work = ::asio::make_work_guard(::asio::get_associated_executor(handler, ex));
@@ -113,10 +113,10 @@ struct asio_initiation {
 template <class Timer, class Chain, class Executor, class Tuple, std::size_t... I>
 auto asio_run(const Chain& chain, const Executor& ex, const call_options& call, Tuple&& t,
               std::index_sequence<I...>) {
-  using R = typename Chain::value_type;
+  using value = typename Chain::value_type;
   constexpr std::size_t last = sizeof...(I);
   auto& token = std::get<last>(t);
-  return ::asio::async_initiate<std::remove_reference_t<decltype(token)>, void(result<R>)>(
+  return ::asio::async_initiate<std::remove_reference_t<decltype(token)>, void(result<value>)>(
       asio_initiation<Chain, Executor, Timer>{&chain, ex, call}, token,
       std::decay_t<std::tuple_element_t<I, std::decay_t<Tuple>>>(std::get<I>(t))...);
 }

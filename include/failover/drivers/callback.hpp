@@ -53,7 +53,7 @@ bool on_loop_thread(const L& loop) noexcept {
 template <class Chain, class Loop, class Pool, class Handler, class... Stored>
 class async_call
     : public std::enable_shared_from_this<async_call<Chain, Loop, Pool, Handler, Stored...>> {
-  using R = typename Chain::value_type;
+  using value = typename Chain::value_type;
   using machine_type = decltype(std::declval<const Chain&>().begin_call(
       std::declval<const call_options&>(), std::declval<time_point>()));
 
@@ -157,7 +157,7 @@ class async_call
     auto r = std::make_shared<route>();
     r->call = self_;
     r->at = at;
-    completion<R> done(&answer_sink, r);
+    completion<value> done(&answer_sink, r);
     const std::size_t entry = s.entry;
     if (chain_.entry_is_async(entry)) {
       invoke(entry, r, std::move(done));
@@ -165,12 +165,12 @@ class async_call
       // A synchronous entry runs where the pool says; the completion is shared so that the pool's
       // std::function can be copied.
       auto self = self_;
-      auto boxed = std::make_shared<completion<R>>(std::move(done));
+      auto boxed = std::make_shared<completion<value>>(std::move(done));
       pool_.submit([self, entry, r, boxed] { self->invoke(entry, r, std::move(*boxed)); });
     }
   }
 
-  void invoke(std::size_t entry, const std::shared_ptr<route>& r, completion<R> done) {
+  void invoke(std::size_t entry, const std::shared_ptr<route>& r, completion<value> done) {
     const std::shared_ptr<attempt>& at = r->at;
     try {
       std::apply(
@@ -192,11 +192,12 @@ class async_call
   void post_lost(attempt_id id) {
     std::weak_ptr<async_call> weak = self_;
     loop_.post([weak, id] {
-      if (auto s = weak.lock()) s->on_answer(id, outcome<R>(lost_completion()));
+      if (auto s = weak.lock()) s->on_answer(id, outcome<value>(lost_completion()));
     });
   }
 
-  static void answer_sink(void* state, outcome<R>* answer, std::exception_ptr* thrown) noexcept {
+  static void answer_sink(void* state, outcome<value>* answer,
+                          std::exception_ptr* thrown) noexcept {
     auto* r = static_cast<route*>(state);
     if (thrown) {
       auto self = r->call.lock();
@@ -228,8 +229,8 @@ class async_call
       }
     }
     try {
-      auto boxed =
-          std::make_shared<outcome<R>>(answer ? std::move(*answer) : outcome<R>(lost_completion()));
+      auto boxed = std::make_shared<outcome<value>>(answer ? std::move(*answer)
+                                                           : outcome<value>(lost_completion()));
       const attempt_id id = r->at->id;
       std::weak_ptr<async_call> weak = self;
       self->loop_.post([weak, id, boxed] {
@@ -256,7 +257,7 @@ class async_call
         return;
       }
   }
-  void on_answer(attempt_id id, outcome<R>&& answer) {
+  void on_answer(attempt_id id, outcome<value>&& answer) {
     if (!machine_) return;
     forget(id);
     machine_->handle_answer(id, std::move(answer), now());
@@ -292,7 +293,7 @@ class async_call
 
   // Frees everything the call holds, then hands over its result.
   void finish() {
-    result<R> res = std::move(*machine_).take();
+    result<value> res = std::move(*machine_).take();
     machine_.reset();
     on_token_.reset();
     for (const auto& at : in_flight_) at->source.cancel();
@@ -331,10 +332,10 @@ auto launch_call(const Chain& chain, Loop& loop, Pool& pool, const call_options&
 }  // namespace detail
 
 // Runs one call of `chain` on `loop`: async_run(chain, loop, args..., on_done), where on_done is
-// called once, on the loop's thread, with the call's result<R>. The arguments are copied into the
-// call (every attempt needs them). `chain` and `loop` must outlive the call. Synchronous entries
-// run inline on the loop's thread; async_run_on(chain, loop, pool, call, args..., on_done) puts
-// them on `pool`, with per-call options.
+// called once, on the loop's thread, with the call's result<value>. The arguments are copied into
+// the call (every attempt needs them). `chain` and `loop` must outlive the call. Synchronous
+// entries run inline on the loop's thread; async_run_on(chain, loop, pool, call, args..., on_done)
+// puts them on `pool`, with per-call options.
 template <class Chain, class Loop, class Pool, class... ArgsAndHandler>
 void async_run_on(const Chain& chain, Loop& loop, Pool& pool, const call_options& call,
                   ArgsAndHandler&&... args_and_handler) {

@@ -17,7 +17,7 @@ namespace failover::testing {
 
 class fake_loop {
  public:
-  explicit fake_loop(fake_clock clock) : clock_(std::move(clock)) {}
+  explicit fake_loop(const fake_clock& clock) : clock_(clock) {}
 
   // The loop contract of drivers/callback.hpp. post() may be called from any thread.
   void post(std::function<void()> f) {
