@@ -9,6 +9,7 @@
 #include <failover/testing/fake_loop.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -252,6 +253,42 @@ TEST_CASE("async calls: the call's token cancels it during a wait") {
   REQUIRE(out);
   CHECK(out->error().kind == error_kind::cancelled);
   CHECK(out->trace().size() == 1);
+}
+
+namespace {
+// A pool that counts what it is handed, and runs it at once.
+struct counting_pool {
+  std::shared_ptr<int> submitted = std::make_shared<int>(0);
+  void submit(const std::function<void()>& f) const {
+    ++*submitted;
+    f();
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "async calls: an asynchronous entry is started on the loop and never handed to the pool") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("async", [](const failover::attempt_context&, const std::string& p,
+                        failover::completion<std::string> done) { done(answer("async:" + p)); });
+  chain.add("sync", [](const std::string& p) { return "sync:" + p; });
+  const chain_t copy = chain;  // copies of a chain keep what each entry is
+  for (const chain_t* c : {static_cast<const chain_t*>(&chain), &copy}) {
+    CHECK(c->entry_is_async(0));
+    CHECK_FALSE(c->entry_is_async(1));
+    counting_pool pool;
+    std::optional<failover::result<std::string>> out;
+    failover::async_run_on(*c, loop, pool, failover::call_options{}, std::string("q"),
+                           [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+    loop.run();
+    REQUIRE(out);
+    REQUIRE(out->has_value());
+    CHECK(**out == "async:q");
+    CHECK(*pool.submitted == 0);
+  }
 }
 
 namespace {
