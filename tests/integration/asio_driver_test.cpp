@@ -231,7 +231,7 @@ struct fake_asio_clock {
   using rep = duration::rep;
   using period = duration::period;
   using time_point = failover::time_point;
-  static constexpr bool is_steady = true;
+  [[maybe_unused]] static constexpr bool is_steady = true;
   static failover::testing::fake_clock& line() {
     static failover::testing::fake_clock clock;
     return clock;
