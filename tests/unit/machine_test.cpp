@@ -220,6 +220,33 @@ TEST_CASE("async entries: an answer from another thread, held over a retry wait"
   CHECK(out->trace().attempts()[1].start >= out->trace().attempts()[0].wait);
 }
 
+TEST_CASE("async entries: answers from other threads race nothing the loop's thread writes") {
+  // Each worker answers while the loop's thread may still be inside the action that started its
+  // attempt: the driver must read nothing there that the loop's thread writes (a data race that
+  // ThreadSanitizer sees when the two meet, which many calls make likely).
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::vector<std::thread> threads;
+  chain.add("threaded", [&threads](const failover::attempt_context&, const std::string& p,
+                                   failover::completion<std::string> done) {
+    threads.emplace_back([p, done = std::move(done)]() mutable { done(answer("ok:" + p)); });
+  });
+  for (int i = 0; i < 100; ++i) {
+    std::optional<failover::result<std::string>> out;
+    failover::async_run(chain, loop, std::string("q"),
+                        [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+    while (!out) {
+      loop.run();
+      std::this_thread::yield();
+    }
+    REQUIRE(out->has_value());
+    CHECK(**out == "ok:q");
+  }
+  for (auto& t : threads) t.join();
+}
+
 TEST_CASE("async entries: run() waits for an asynchronous entry's completion") {
   failover::testing::fake_clock clock;
   chain_t chain;

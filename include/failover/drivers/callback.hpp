@@ -222,9 +222,10 @@ class async_call
     }
     auto self = r->call.lock();
     if (!self) return;  // the call has ended: an answer too late for it
-    if (answer && !self->pumping_ && on_loop_thread(self->loop_)) {
+    if (answer && on_loop_thread(self->loop_) && !self->pumping_) {
       // Already on the loop's thread and not inside one of the machine's actions (an HTTP
       // client's handler, typically): hand the answer over now, without a trip through the queue.
+      // pumping_ belongs to the loop's thread: it is read only once the thread is known to be it.
       try {
         self->on_answer(r->at->id, std::move(*answer));
         return;
