@@ -17,10 +17,14 @@
 #endif
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "catch.hpp"
 #include "driver_scenarios.hpp"
@@ -165,6 +169,85 @@ TEST_CASE("the call's token cancels it in the middle of a transfer") {
   CHECK(multi.in_flight() == 0);
 }
 
+namespace {
+// A value whose second move on the thread that answers waits until the call is over: the
+// answer is then being handed over from that thread while the loop ends the call.
+struct handoff {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool answering = false;  // the worker is inside the completion
+  bool call_over = false;  // the call's handler has run, and the loop has moved on
+};
+thread_local int moves_while_answering = -1;  // -1: not the answering thread
+struct held_value {
+  std::string text;
+  std::shared_ptr<handoff> h;
+  held_value() = default;
+  held_value(std::string t, std::shared_ptr<handoff> p) : text(std::move(t)), h(std::move(p)) {}
+  held_value(const held_value&) = default;
+  held_value& operator=(const held_value&) = default;
+  held_value& operator=(held_value&&) = default;
+  held_value(held_value&& o) noexcept : text(std::move(o.text)), h(std::move(o.h)) {
+    if (h && moves_while_answering >= 0 && ++moves_while_answering == 2) {
+      std::unique_lock<std::mutex> lock(h->mutex);
+      h->answering = true;
+      h->changed.notify_all();
+      h->changed.wait_for(lock, 10s, [&] { return h->call_over; });
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("an answer handed over from another thread as the call is cancelled is dropped safely") {
+  asio::io_context io;
+  asio::cancellation_signal signal;
+  auto h = std::make_shared<handoff>();
+  failover::fallback_chain<held_value(const std::string&)> chain;
+  std::thread worker;
+  chain.add("threaded", [&worker, h](const failover::attempt_context&, const std::string& p,
+                                     failover::completion<held_value> done) {
+    worker = std::thread([h, p, done = std::move(done)]() mutable {
+      failover::outcome<held_value> answer{held_value(p, h)};
+      moves_while_answering = 0;
+      done(std::move(answer));
+    });
+  });
+  int handled = 0;
+  std::optional<failover::result<held_value>> got;
+  failover::async_run(
+      chain, io, std::string("q"),
+      asio::bind_cancellation_slot(signal.slot(), [&](failover::result<held_value> r) {
+        ++handled;
+        got.emplace(std::move(r));
+        asio::post(io, [h] {  // after the driver has finished with the call
+          std::lock_guard<std::mutex> lock(h->mutex);
+          h->call_over = true;
+          h->changed.notify_all();
+        });
+      }));
+  // Once the worker is inside the completion, cancel the call on the loop's thread.
+  asio::steady_timer poll(io);
+  std::function<void(const std::error_code&)> watch = [&](const std::error_code&) {
+    bool answering = false;
+    {
+      std::lock_guard<std::mutex> lock(h->mutex);
+      answering = h->answering;
+    }
+    if (answering) return signal.emit(asio::cancellation_type::terminal);
+    poll.expires_after(1ms);
+    poll.async_wait(watch);
+  };
+  poll.expires_after(1ms);
+  poll.async_wait(watch);
+  io.run();
+  worker.join();
+  io.restart();
+  io.run();  // what the worker posted: ignored, the call is over
+  CHECK(handled == 1);
+  REQUIRE(got);
+  CHECK(got->error().kind == error_kind::cancelled);
+}
+
 #if defined(ASIO_HAS_CO_AWAIT)
 TEST_CASE("an entry written as a coroutine awaits curl multi, and one that throws falls back") {
   loopback_server server(loopback_reply{200, 10ms, "from a coroutine", {}});
@@ -231,7 +314,7 @@ struct fake_asio_clock {
   using rep = duration::rep;
   using period = duration::period;
   using time_point = failover::time_point;
-  static constexpr bool is_steady = true;
+  [[maybe_unused]] static constexpr bool is_steady = true;
   static failover::testing::fake_clock& line() {
     static failover::testing::fake_clock clock;
     return clock;

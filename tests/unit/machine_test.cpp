@@ -9,6 +9,7 @@
 #include <failover/testing/fake_loop.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -219,6 +220,33 @@ TEST_CASE("async entries: an answer from another thread, held over a retry wait"
   CHECK(out->trace().attempts()[1].start >= out->trace().attempts()[0].wait);
 }
 
+TEST_CASE("async entries: answers from other threads race nothing the loop's thread writes") {
+  // Each worker answers while the loop's thread may still be inside the action that started its
+  // attempt: the driver must read nothing there that the loop's thread writes (a data race that
+  // ThreadSanitizer sees when the two meet, which many calls make likely).
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::vector<std::thread> threads;
+  chain.add("threaded", [&threads](const failover::attempt_context&, const std::string& p,
+                                   failover::completion<std::string> done) {
+    threads.emplace_back([p, done = std::move(done)]() mutable { done(answer("ok:" + p)); });
+  });
+  for (int i = 0; i < 100; ++i) {
+    std::optional<failover::result<std::string>> out;
+    failover::async_run(chain, loop, std::string("q"),
+                        [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+    while (!out) {
+      loop.run();
+      std::this_thread::yield();
+    }
+    REQUIRE(out->has_value());
+    CHECK(**out == "ok:q");
+  }
+  for (auto& t : threads) t.join();
+}
+
 TEST_CASE("async entries: run() waits for an asynchronous entry's completion") {
   failover::testing::fake_clock clock;
   chain_t chain;
@@ -252,6 +280,42 @@ TEST_CASE("async calls: the call's token cancels it during a wait") {
   REQUIRE(out);
   CHECK(out->error().kind == error_kind::cancelled);
   CHECK(out->trace().size() == 1);
+}
+
+namespace {
+// A pool that counts what it is handed, and runs it at once.
+struct counting_pool {
+  std::shared_ptr<int> submitted = std::make_shared<int>(0);
+  void submit(const std::function<void()>& f) const {
+    ++*submitted;
+    f();
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "async calls: an asynchronous entry is started on the loop and never handed to the pool") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("async", [](const failover::attempt_context&, const std::string& p,
+                        failover::completion<std::string> done) { done(answer("async:" + p)); });
+  chain.add("sync", [](const std::string& p) { return "sync:" + p; });
+  const chain_t copy = chain;  // copies of a chain keep what each entry is
+  for (const chain_t* c : {static_cast<const chain_t*>(&chain), &copy}) {
+    CHECK(c->entry_is_async(0));
+    CHECK_FALSE(c->entry_is_async(1));
+    counting_pool pool;
+    std::optional<failover::result<std::string>> out;
+    failover::async_run_on(*c, loop, pool, failover::call_options{}, std::string("q"),
+                           [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+    loop.run();
+    REQUIRE(out);
+    REQUIRE(out->has_value());
+    CHECK(**out == "async:q");
+    CHECK(*pool.submitted == 0);
+  }
 }
 
 namespace {

@@ -36,13 +36,15 @@ class erased_call {
         call_(other.call_),
         start_(other.start_),
         copy_(other.copy_),
-        destroy_(other.destroy_) {}
+        destroy_(other.destroy_),
+        async_(other.async_) {}
   erased_call(erased_call&& other) noexcept
       : object_(std::exchange(other.object_, nullptr)),
         call_(other.call_),
         start_(other.start_),
         copy_(other.copy_),
-        destroy_(other.destroy_) {}
+        destroy_(other.destroy_),
+        async_(other.async_) {}
   erased_call& operator=(erased_call other) noexcept {
     std::swap(object_, other.object_);
     std::swap(call_, other.call_);

@@ -59,22 +59,20 @@ class asio_loop {
 };
 
 // The completion the callback driver calls: clears the cancellation slot, then hands the result
-// to the user's handler on the handler's own executor. It owns the call's loop (and its timer),
-// so both go when the call is done.
-template <class Handler, class Executor, class Timer, class R>
+// to the user's handler on the handler's own executor. The call's loop (and its timer) is owned
+// by the call itself, not by this: an attempt's completion on another thread may still post
+// through the loop after this has run.
+template <class Handler, class Executor, class R>
 struct asio_completion {
   Handler handler;
   ::asio::executor_work_guard<::asio::associated_executor_t<Handler, Executor>> work;
-  std::shared_ptr<asio_loop<Executor, Timer>> loop;
 
   void operator()(result<R> r) {
     auto slot = ::asio::get_associated_cancellation_slot(handler);
     if (slot.is_connected()) slot.clear();
     auto ex = work.get_executor();
-    auto keep = std::move(loop);  // the timer may be the caller of this: it goes after dispatch
     auto guard = std::move(work);
     ::asio::dispatch(ex, [h = std::move(handler), r = std::move(r)]() mutable { h(std::move(r)); });
-    (void)keep;
   }
 };
 
@@ -87,15 +85,16 @@ struct asio_initiation {
   template <class Handler, class... Args>
   void operator()(Handler&& handler, Args&&... args) const {
     using value = typename Chain::value_type;
-    using completion_type = asio_completion<std::decay_t<Handler>, Executor, Timer, value>;
+    using completion_type = asio_completion<std::decay_t<Handler>, Executor, value>;
     auto loop = std::make_shared<asio_loop<Executor, Timer>>(ex);
     auto slot = ::asio::get_associated_cancellation_slot(handler);
     auto work = ::asio::make_work_guard(::asio::get_associated_executor(handler, ex));
-    completion_type done{std::forward<Handler>(handler), std::move(work), loop};
+    completion_type done{std::forward<Handler>(handler), std::move(work)};
     static inline_pool inline_runner;
-    auto state = launch_call(*chain, *loop, inline_runner, call,
+    auto& loop_ref = *loop;
+    auto state = launch_call(*chain, loop_ref, inline_runner, call,
                              std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
-                             std::index_sequence_for<Args...>{});
+                             std::index_sequence_for<Args...>{}, std::move(loop));
     if (slot.is_connected()) {
       std::weak_ptr<typename decltype(state)::element_type> weak = state;
       slot.assign([weak](::asio::cancellation_type type) {

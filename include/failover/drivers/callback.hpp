@@ -75,8 +75,12 @@ class async_call
   };
 
  public:
-  async_call(const Chain& chain, Loop& loop, Pool& pool, Handler handler, Stored... args)
-      : chain_(chain),
+  // `loop_owner`, when given, owns `loop`: the loop then lives as long as this call, which a
+  // completion on another thread may keep alive (and post through) after the call is done.
+  async_call(const Chain& chain, Loop& loop, std::shared_ptr<void> loop_owner, Pool& pool,
+             Handler handler, Stored... args)
+      : loop_owner_(std::move(loop_owner)),
+        chain_(chain),
         loop_(loop),
         pool_(pool),
         handler_(std::move(handler)),
@@ -219,9 +223,10 @@ class async_call
     }
     auto self = r->call.lock();
     if (!self) return;  // the call has ended: an answer too late for it
-    if (answer && !self->pumping_ && on_loop_thread(self->loop_)) {
+    if (answer && on_loop_thread(self->loop_) && !self->pumping_) {
       // Already on the loop's thread and not inside one of the machine's actions (an HTTP
       // client's handler, typically): hand the answer over now, without a trip through the queue.
+      // pumping_ belongs to the loop's thread: it is read only once the thread is known to be it.
       try {
         self->on_answer(r->at->id, std::move(*answer));
         return;
@@ -303,6 +308,7 @@ class async_call
     h(std::move(res));
   }
 
+  std::shared_ptr<void> loop_owner_;  // declared first: the loop goes after everything else
   const Chain& chain_;
   Loop& loop_;
   Pool& pool_;
@@ -318,12 +324,13 @@ class async_call
 
 template <class Chain, class Loop, class Pool, class Tuple, std::size_t... I>
 auto launch_call(const Chain& chain, Loop& loop, Pool& pool, const call_options& call, Tuple&& t,
-                 std::index_sequence<I...>) {
+                 std::index_sequence<I...>, std::shared_ptr<void> loop_owner = nullptr) {
   constexpr std::size_t last = sizeof...(I);
   using handler = std::decay_t<std::tuple_element_t<last, std::decay_t<Tuple>>>;
   using state = async_call<Chain, Loop, Pool, handler,
                            std::decay_t<std::tuple_element_t<I, std::decay_t<Tuple>>>...>;
-  auto s = std::make_shared<state>(chain, loop, pool, std::get<last>(std::forward<Tuple>(t)),
+  auto s = std::make_shared<state>(chain, loop, std::move(loop_owner), pool,
+                                   std::get<last>(std::forward<Tuple>(t)),
                                    std::get<I>(std::forward<Tuple>(t))...);
   s->start(call);
   return s;
