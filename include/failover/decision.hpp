@@ -299,10 +299,13 @@ constexpr walk_decision next_entry(const Roles& roles, std::size_t current, cons
 }
 
 // Whether a later entry would take over from model `current` after a failure of kind `kind`
-// (error_kind::unknown: after any ordinary failure), within the hop limit.
+// (error_kind::unknown: after any ordinary failure), within the hop limit, and within the attempt
+// cap once `attempts_after` attempts have been made.
 template <class Roles>
 constexpr bool fallback_exists(const Roles& roles, std::size_t current, error_kind kind,
-                               int models_tried, const chain_options& o) noexcept {
+                               int models_tried, const chain_options& o,
+                               int attempts_after = 0) noexcept {
+  if (attempts_after >= o.max_total_attempts) return false;
   return next_entry(roles, current, kind, stop_reason::none, models_tried, o).next.has_value();
 }
 

@@ -616,3 +616,14 @@ TEST_CASE("first_entry: the first standard entry", "[decision]") {
         std::nullopt);
   CHECK(failover::first_entry(std::vector<role>{}) == std::nullopt);
 }
+
+TEST_CASE("fallback_exists: no later entry can answer once the attempt cap is reached",
+          "[decision]") {
+  chain_options o;
+  o.max_total_attempts = 3;
+  const std::vector<role> roles = {role::standard, role::standard};
+  CHECK(failover::fallback_exists(roles, 0, error_kind::server_error, 1, o));
+  CHECK(failover::fallback_exists(roles, 0, error_kind::server_error, 1, o, 2));
+  CHECK_FALSE(failover::fallback_exists(roles, 0, error_kind::server_error, 1, o, 3));
+  CHECK_FALSE(failover::fallback_exists(roles, 1, error_kind::server_error, 2, o));  // none left
+}

@@ -184,17 +184,20 @@ class async_call
     } catch (...) {
       r->phase.store(returned);
       // What the entry threw is its answer (a later answer through the completion is dropped).
-      const attempt_id id = at->id;
-      auto thrown = std::current_exception();
-      std::weak_ptr<async_call> weak = self_;
-      loop_.post([weak, id, thrown] {
-        if (auto self = weak.lock()) self->on_failed(id, thrown);
-      });
+      post_failed(at->id, std::current_exception());
     }
   }
 
+  // Hands what attempt `id` threw to the machine from the loop's thread (dropped once the call
+  // has ended).
+  void post_failed(attempt_id id, std::exception_ptr thrown) {
+    std::weak_ptr<async_call> weak = this->weak_from_this();
+    loop_.post([weak, id, thrown] {
+      if (auto s = weak.lock()) s->on_failed(id, thrown);
+    });
+  }
   void post_lost(attempt_id id) {
-    std::weak_ptr<async_call> weak = self_;
+    std::weak_ptr<async_call> weak = this->weak_from_this();
     loop_.post([weak, id] {
       if (auto s = weak.lock()) s->on_answer(id, outcome<value>(lost_completion()));
     });
@@ -207,12 +210,7 @@ class async_call
       auto self = r->call.lock();
       if (!self) return;
       try {
-        const attempt_id id = r->at->id;
-        std::weak_ptr<async_call> weak = self;
-        auto e = *thrown;
-        self->loop_.post([weak, id, e] {
-          if (auto s = weak.lock()) s->on_failed(id, e);
-        });
+        self->post_failed(r->at->id, *thrown);
       } catch (...) {  // NOLINT(bugprone-empty-catch): the loop cannot take work: nothing to do
       }
       return;
@@ -244,12 +242,7 @@ class async_call
     } catch (...) {
       // Out of memory, or the answer's move threw: the attempt fails with what was thrown.
       try {
-        auto cause = std::current_exception();
-        const attempt_id id = r->at->id;
-        std::weak_ptr<async_call> weak = self;
-        self->loop_.post([weak, id, cause] {
-          if (auto s = weak.lock()) s->on_failed(id, cause);
-        });
+        self->post_failed(r->at->id, std::current_exception());
       } catch (...) {  // NOLINT(bugprone-empty-catch): nothing left to report it with
       }
     }

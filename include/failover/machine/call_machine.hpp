@@ -304,8 +304,8 @@ class call_machine {
   // would refuse. Only then is time kept back for it, or a read timeout handed over to it.
   FAILOVER_MACHINE_COLD bool can_answer_after(error_kind kind, time_point now,
                                               int attempts_after) const noexcept {
-    if (attempts_after >= opts().max_total_attempts) return false;
-    if (!fallback_exists(roles(), index_, kind, models_tried_, opts())) return false;
+    if (!fallback_exists(roles(), index_, kind, models_tried_, opts(), attempts_after))
+      return false;
     for (std::size_t j = index_ + 1; j < entries().size(); ++j)
       if (accepts(entries()[j].role, kind, opts()) && !gates().would_refuse(entries()[j].keys, now))
         return true;
@@ -393,7 +393,8 @@ class call_machine {
 
   FAILOVER_MACHINE_COLD void on_launch(time_point now) {
     if (phase_ != phase::running || slots_.in_flight() >= max_in_flight) return;
-    if (total_ >= opts().max_total_attempts || call().token.cancelled()) return;
+    if (decide_start(opts(), call().token.cancelled(), total_, time_left(now)) != stop_reason::none)
+      return;
     tickets t{};
     const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
     if (!v.is_go()) return;
