@@ -38,6 +38,16 @@ Action expect(Machine& m) {
   return std::get<Action>(*a);
 }
 
+// One model, "m", that answers with its prompt, on fake time.
+struct echo_chain {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  echo_chain() {
+    failover::testing::use_fake_time(chain, clock);
+    chain.add("m", [](const std::string& p) { return p; });
+  }
+};
+
 failover::result<std::string> on_loop(const chain_t& chain, failover::testing::fake_loop& loop,
                                       const std::string& prompt, int& handled) {
   std::optional<failover::result<std::string>> out;
@@ -53,10 +63,9 @@ failover::result<std::string> on_loop(const chain_t& chain, failover::testing::f
 }  // namespace
 
 TEST_CASE("machine: two attempts in flight, the first answer wins, the other is cancelled") {
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::testing::use_fake_time(chain, clock);
-  chain.add("m", [](const std::string& p) { return p; });
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
   auto m = chain.begin_call(failover::call_options{}, clock.now());
   const auto first = expect<actions::start_attempt>(m);
   CHECK(first.context->attempt == 1);
@@ -87,10 +96,9 @@ TEST_CASE("machine: two attempts in flight, the first answer wins, the other is 
 }
 
 TEST_CASE("machine: a failure while a sibling is in flight waits for the sibling") {
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::testing::use_fake_time(chain, clock);
-  chain.add("m", [](const std::string& p) { return p; });
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
   auto m = chain.begin_call(failover::call_options{}, clock.now());
   const auto first = expect<actions::start_attempt>(m);
   m.handle(events::launch_attempt{}, clock.now());
@@ -105,10 +113,9 @@ TEST_CASE("machine: a failure while a sibling is in flight waits for the sibling
 }
 
 TEST_CASE("machine: cancelling a call with an attempt in flight cancels the attempt") {
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::testing::use_fake_time(chain, clock);
-  chain.add("m", [](const std::string& p) { return p; });
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
   auto m = chain.begin_call(failover::call_options{}, clock.now());
   const auto start = expect<actions::start_attempt>(m);
   clock.advance(2s);
@@ -126,10 +133,9 @@ TEST_CASE("machine: cancelling a call with an attempt in flight cancels the atte
 }
 
 TEST_CASE("machine: an answer for an id never handed out is ignored") {
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::testing::use_fake_time(chain, clock);
-  chain.add("m", [](const std::string& p) { return p; });
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
   auto m = chain.begin_call(failover::call_options{}, clock.now());
   const auto start = expect<actions::start_attempt>(m);
   m.handle_answer(start.id + 7, answer("stranger"), clock.now());
@@ -141,10 +147,9 @@ TEST_CASE("machine: an answer for an id never handed out is ignored") {
 }
 
 TEST_CASE("machine: a machine can be moved before its first action is handed out") {
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::testing::use_fake_time(chain, clock);
-  chain.add("m", [](const std::string& p) { return p; });
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
   auto made = chain.begin_call(failover::call_options{}, clock.now());
   auto m = std::move(made);
   const auto start = expect<actions::start_attempt>(m);
@@ -456,10 +461,9 @@ TEST_CASE("async calls: what an entry throws is its answer, not a lost completio
 }
 
 TEST_CASE("machine: every action survives a burst of events between two polls") {
-  failover::testing::fake_clock clock;
-  chain_t chain;
-  failover::testing::use_fake_time(chain, clock);
-  chain.add("m", [](const std::string& p) { return p; });
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
   auto m = chain.begin_call(failover::call_options{}, clock.now());
   for (int i = 0; i < 5; ++i) m.handle(events::launch_attempt{}, clock.now());  // 4 at most
   m.handle(events::cancelled{}, clock.now());
