@@ -841,6 +841,21 @@ TEST_CASE("classifier: an Authorization value without a scheme is masked whole",
         "Authorization: Token [redacted]");
 }
 
+TEST_CASE("classifier: a key whose name ends in a marker is masked after a nested Authorization",
+          "[classifier][redact]") {
+  // Found by fuzzing: a key that ends in "key" and is assigned (`sk-...key=`) where a second
+  // `Authorization:` expects its scheme was taken for a marker and copied out whole.
+  for (const char* text : {"Authorization: BxAuthorization: sk-rydarAuyA-htorizWedkey=, 2 Be",
+                           "Authorization: sk-rydarAuyA-htorizWedkey=x",
+                           "Authorization: sk-Zq9537013550Xwkkkktoken: tail"}) {
+    INFO(text);
+    const std::string out = failover::detail::redact(text);
+    CHECK_FALSE(contains(out, "rydarAuyA"));
+    CHECK_FALSE(contains(out, "Zq9537013550"));
+    CHECK(failover::detail::redact(out) == out);
+  }
+}
+
 TEST_CASE("classifier: a copy maps the exceptions its original mapped, and adds its own apart") {
   struct first_error {};
   struct second_error {};

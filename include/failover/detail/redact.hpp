@@ -188,26 +188,27 @@ FAILOVER_FAILURE_PATH inline std::string redact(const std::string& text) {
         while (rest < n && (is_space(text[rest]) || at(rest, "%20")))
           rest += is_space(text[rest]) ? 1 : 3;
         std::size_t stop = credential_end(rest, quote, escaped);
+        // A "scheme" that is itself a key (no scheme was sent: "Authorization: sk-...") is no
+        // scheme: the whole value is the credential.
+        bool scheme_is_key = scheme_end - value > 40;
+        for (std::size_t k = value; k < scheme_end && !scheme_is_key; ++k)
+          scheme_is_key = sk_key_end(k) != 0;
         // "Authorization: password = x": a marker assigned a value where the scheme would be is
-        // no scheme ("Token x" still is one); the marker's own rule masks what is assigned.
+        // no scheme ("Token x" still is one); the marker's own rule masks what is assigned. A key
+        // that happens to end in a marker ("sk-...key=") is no such marker: it is copied nowhere.
         const std::string_view first_word =
             std::string_view(text).substr(value, scheme_end - value);
         std::size_t after_first = scheme_end;
         while (after_first < n && is_space(text[after_first])) ++after_first;
         const bool first_assigned =
             after_first < n && (text[after_first] == '=' || text[after_first] == ':');
-        if (first_assigned && is_marker(first_word) && !is_scheme(first_word) &&
+        if (first_assigned && !scheme_is_key && is_marker(first_word) && !is_scheme(first_word) &&
             !is_authorization(first_word)) {
           out.append(text, i, scheme_end - i);
           i = scheme_end;
           word = first_word;
           continue;
         }
-        // A "scheme" that is itself a key (no scheme was sent: "Authorization: sk-...") is no
-        // scheme: the whole value is the credential.
-        bool scheme_is_key = scheme_end - value > 40;
-        for (std::size_t k = value; k < scheme_end && !scheme_is_key; ++k)
-          scheme_is_key = sk_key_end(k) != 0;
         if (scheme_end == value || rest == scheme_end || rest == stop || scheme_is_key) {
           rest = value;
           stop = credential_end(value, quote, escaped);
