@@ -841,8 +841,9 @@ TEST_CASE("classifier: an Authorization value without a scheme is masked whole",
         "Authorization: Token [redacted]");
 }
 
-TEST_CASE("classifier: a key whose name ends in a marker is masked after a nested Authorization",
-          "[classifier][redact]") {
+TEST_CASE(
+    "classifier: regressions found by fuzzing: a key ending in a marker, nested Authorization",
+    "[classifier][redact][fuzz]") {
   // Found by fuzzing: a key that ends in "key" and is assigned (`sk-...key=`) where a second
   // `Authorization:` expects its scheme was taken for a marker and copied out whole.
   for (const char* text : {"Authorization: BxAuthorization: sk-rydarAuyA-htorizWedkey=, 2 Be",
