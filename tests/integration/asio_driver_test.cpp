@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -94,6 +95,65 @@ TEST_CASE("use_future and deferred tokens complete with the result") {
   CHECK(*r == "inline:f");
   REQUIRE(deferred_result);
   CHECK(**deferred_result == "inline:d");
+}
+
+TEST_CASE("async_run_on runs a blocking entry on the pool, and the I/O thread stays free") {
+  asio::io_context io;
+  asio::thread_pool pool(1);
+  // The entry blocks until a handler on the I/O thread lets it go: run inline, it would hold
+  // the thread that handler needs, and give up after 30 s with a failure.
+  std::promise<void> let_go;
+  std::shared_future<void> released = let_go.get_future().share();
+  std::thread::id io_thread, entry_thread;
+  chain_t chain;
+  chain.add("blocking", [&](const std::string& p) -> failover::outcome<std::string> {
+    entry_thread = std::this_thread::get_id();
+    if (released.wait_for(30s) != std::future_status::ready)
+      return failover::failure::of(error_kind::unknown, "the I/O thread was held");
+    return "pooled:" + p;
+  });
+  std::optional<failover::result<std::string>> got;
+  std::thread::id completed_on;
+  failover::async_run_on(chain, io, pool, failover::call_options{}, std::string("q"),
+                         [&](failover::result<std::string> r) {
+                           completed_on = std::this_thread::get_id();
+                           got.emplace(std::move(r));
+                         });
+  asio::post(io, [&] {
+    io_thread = std::this_thread::get_id();
+    let_go.set_value();
+  });
+  io.run();
+  pool.join();
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK(**got == "pooled:q");
+  CHECK(entry_thread != io_thread);
+  CHECK(completed_on == io_thread);  // the answer comes back to the call's executor
+}
+
+TEST_CASE("async_run_on with a pool executor and per-call options: the deadline still bounds it") {
+  asio::io_context io;
+  asio::thread_pool pool(2);
+  chain_t chain;
+  chain.add("first", [](const std::string&) -> failover::outcome<std::string> {
+    return failover::failure::of(error_kind::not_found, "no such model");
+  });
+  chain.add("second", [](const failover::attempt_context& ctx, const std::string& p) {
+    return std::string(ctx.remaining ? "bounded:" : "unbounded:") + p;
+  });
+  failover::call_options call;
+  call.deadline = 60s;
+  std::optional<failover::result<std::string>> got;
+  failover::async_run_on(chain, io.get_executor(), pool.get_executor(), call, std::string("q"),
+                         [&](failover::result<std::string> r) { got.emplace(std::move(r)); });
+  io.run();
+  pool.join();
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK(**got == "bounded:q");
+  CHECK(got->served_by() == "second");
+  CHECK(got->trace().size() == 2);
 }
 
 TEST_CASE("over curl multi: a 503 is retried after its wait, then a fallback serves") {

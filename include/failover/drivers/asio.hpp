@@ -58,6 +58,25 @@ class asio_loop {
   Timer timer_;
 };
 
+// Runs synchronous entries on an Asio executor (an asio::thread_pool's, say) instead of inline on
+// the call's executor, so that a blocking entry does not hold the I/O thread.
+template <class Executor>
+class asio_pool {
+ public:
+  explicit asio_pool(const Executor& ex) : ex_(ex) {}
+  void submit(std::function<void()> f) const { ::asio::post(ex_, std::move(f)); }
+
+ private:
+  Executor ex_;
+};
+
+// What a call owns beside its state: its loop (and timer), and where its synchronous entries run.
+template <class Loop, class Pool>
+struct asio_call_home {
+  Loop loop;
+  Pool pool;
+};
+
 // The completion the callback driver calls: clears the cancellation slot, then hands the result
 // to the user's handler on the handler's own executor. The call's loop (and its timer) is owned
 // by the call itself, not by this: an attempt's completion on another thread may still post
@@ -76,25 +95,40 @@ struct asio_completion {
   }
 };
 
-template <class Chain, class Executor, class Timer>
+// `PoolExecutor` void: synchronous entries run inline on `ex`.
+template <class Chain, class Executor, class Timer, class PoolExecutor = void>
 struct asio_initiation {
   const Chain* chain;
   Executor ex;
   call_options call;
+  std::conditional_t<std::is_void_v<PoolExecutor>, char, PoolExecutor> pool_ex{};
 
   template <class Handler, class... Args>
   void operator()(Handler&& handler, Args&&... args) const {
     using value = typename Chain::value_type;
     using completion_type = asio_completion<std::decay_t<Handler>, Executor, value>;
-    auto loop = std::make_shared<asio_loop<Executor, Timer>>(ex);
     auto slot = ::asio::get_associated_cancellation_slot(handler);
     auto work = ::asio::make_work_guard(::asio::get_associated_executor(handler, ex));
     completion_type done{std::forward<Handler>(handler), std::move(work)};
-    static inline_pool inline_runner;
-    auto& loop_ref = *loop;
-    auto state = launch_call(*chain, loop_ref, inline_runner, call,
-                             std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
-                             std::index_sequence_for<Args...>{}, std::move(loop));
+    auto state = [&] {
+      if constexpr (std::is_void_v<PoolExecutor>) {
+        auto loop = std::make_shared<asio_loop<Executor, Timer>>(ex);
+        static inline_pool inline_runner;
+        auto& loop_ref = *loop;
+        return launch_call(*chain, loop_ref, inline_runner, call,
+                           std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
+                           std::index_sequence_for<Args...>{}, std::move(loop));
+      } else {
+        using home = asio_call_home<asio_loop<Executor, Timer>, asio_pool<PoolExecutor>>;
+        auto h = std::make_shared<home>(
+            home{asio_loop<Executor, Timer>(ex), asio_pool<PoolExecutor>(pool_ex)});
+        auto& loop_ref = h->loop;
+        auto& pool_ref = h->pool;
+        return launch_call(*chain, loop_ref, pool_ref, call,
+                           std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
+                           std::index_sequence_for<Args...>{}, std::move(h));
+      }
+    }();
     if (slot.is_connected()) {
       std::weak_ptr<typename decltype(state)::element_type> weak = state;
       slot.assign([weak](::asio::cancellation_type type) {
@@ -109,14 +143,15 @@ struct asio_initiation {
   }
 };
 
-template <class Timer, class Chain, class Executor, class Tuple, std::size_t... I>
+template <class Timer, class PoolExecutor = void, class Chain, class Executor, class Tuple,
+          class PoolArg = char, std::size_t... I>
 auto asio_run(const Chain& chain, const Executor& ex, const call_options& call, Tuple&& t,
-              std::index_sequence<I...>) {
+              std::index_sequence<I...>, const PoolArg& pool = {}) {
   using value = typename Chain::value_type;
   constexpr std::size_t last = sizeof...(I);
   auto& token = std::get<last>(t);
   return ::asio::async_initiate<std::remove_reference_t<decltype(token)>, void(result<value>)>(
-      asio_initiation<Chain, Executor, Timer>{&chain, ex, call}, token,
+      asio_initiation<Chain, Executor, Timer, PoolExecutor>{&chain, ex, call, pool}, token,
       std::decay_t<std::tuple_element_t<I, std::decay_t<Tuple>>>(std::get<I>(t))...);
 }
 
@@ -126,7 +161,8 @@ auto asio_run(const Chain& chain, const Executor& ex, const call_options& call, 
 // token) completes with `result<R>` through the token. The arguments are copied into the call.
 // Waits are steady_timers on `ex`; the token's cancellation slot (terminal or partial) ends the
 // call with error_kind::cancelled and cancels the attempt in flight (its context's token), which
-// aborts a curl_multi transfer. Synchronous entries run inline on `ex`. The chain must use
+// aborts a curl_multi transfer. Synchronous entries run inline on `ex` (async_run_on below puts
+// them on a thread pool). The chain must use
 // failover::steady_clock (the timers' clock) and outlive the call.
 template <class Chain, class Executor, class... ArgsAndToken,
           std::enable_if_t<detail::is_asio_executor_like<Executor>::value, int> = 0>
@@ -155,6 +191,40 @@ auto async_run_with(const Chain& chain, const Executor& ex, const call_options& 
   return detail::asio_run<Timer>(
       chain, ex, call, std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
       std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{});
+}
+
+// The same, with the synchronous entries run on `pool` (an Asio executor, such as an
+// asio::thread_pool's, or the thread_pool itself) instead of inline on `ex`: a blocking entry (a
+// blocking HTTP client) then holds a pool thread, not the I/O thread. Its answer is handed back
+// to the call on `ex`. The pool must outlive the call.
+template <class Timer = ::asio::steady_timer, class Chain, class Executor, class PoolExecutor,
+          class... ArgsAndToken,
+          std::enable_if_t<detail::is_asio_executor_like<Executor>::value &&
+                               detail::is_asio_executor_like<PoolExecutor>::value,
+                           int> = 0>
+auto async_run_on(const Chain& chain, const Executor& ex, const PoolExecutor& pool,
+                  const call_options& call, ArgsAndToken&&... args_and_token) {
+  static_assert(sizeof...(ArgsAndToken) >= 1,
+                "failover::async_run_on(chain, executor, pool, call, args..., token): the last "
+                "argument must be an Asio completion token");
+  return detail::asio_run<Timer, PoolExecutor>(
+      chain, ex, call, std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...),
+      std::make_index_sequence<sizeof...(ArgsAndToken) - 1>{}, pool);
+}
+
+template <class Timer = ::asio::steady_timer, class Chain, class Executor, class... ArgsAndToken,
+          std::enable_if_t<detail::is_asio_executor_like<Executor>::value, int> = 0>
+auto async_run_on(const Chain& chain, const Executor& ex, ::asio::thread_pool& pool,
+                  const call_options& call, ArgsAndToken&&... args_and_token) {
+  return async_run_on<Timer>(chain, ex, pool.get_executor(), call,
+                             std::forward<ArgsAndToken>(args_and_token)...);
+}
+
+template <class Chain, class PoolArg, class... ArgsAndToken>
+auto async_run_on(const Chain& chain, ::asio::io_context& io, PoolArg&& pool,
+                  const call_options& call, ArgsAndToken&&... args_and_token) {
+  return async_run_on(chain, io.get_executor(), std::forward<PoolArg>(pool), call,
+                      std::forward<ArgsAndToken>(args_and_token)...);
 }
 
 #if defined(ASIO_HAS_CO_AWAIT)

@@ -329,6 +329,14 @@ auto launch_call(const Chain& chain, Loop& loop, Pool& pool, const call_options&
   return s;
 }
 
+template <class, class = void>
+struct is_loop : std::false_type {};
+template <class L>
+struct is_loop<L,
+               std::void_t<decltype(std::declval<L&>().post(std::function<void()>{})),
+                           decltype(std::declval<L&>().at(time_point{}, std::function<void()>{}))>>
+    : std::true_type {};
+
 }  // namespace detail
 
 // Runs one call of `chain` on `loop`: async_run(chain, loop, args..., on_done), where on_done is
@@ -336,7 +344,8 @@ auto launch_call(const Chain& chain, Loop& loop, Pool& pool, const call_options&
 // the call (every attempt needs them). `chain` and `loop` must outlive the call. Synchronous
 // entries run inline on the loop's thread; async_run_on(chain, loop, pool, call, args..., on_done)
 // puts them on `pool`, with per-call options.
-template <class Chain, class Loop, class Pool, class... ArgsAndHandler>
+template <class Chain, class Loop, class Pool, class... ArgsAndHandler,
+          std::enable_if_t<detail::is_loop<Loop>::value, int> = 0>
 void async_run_on(const Chain& chain, Loop& loop, Pool& pool, const call_options& call,
                   ArgsAndHandler&&... args_and_handler) {
   static_assert(sizeof...(ArgsAndHandler) >= 1,
@@ -346,16 +355,6 @@ void async_run_on(const Chain& chain, Loop& loop, Pool& pool, const call_options
                       std::forward_as_tuple(std::forward<ArgsAndHandler>(args_and_handler)...),
                       std::make_index_sequence<sizeof...(ArgsAndHandler) - 1>{});
 }
-
-namespace detail {
-template <class, class = void>
-struct is_loop : std::false_type {};
-template <class L>
-struct is_loop<L,
-               std::void_t<decltype(std::declval<L&>().post(std::function<void()>{})),
-                           decltype(std::declval<L&>().at(time_point{}, std::function<void()>{}))>>
-    : std::true_type {};
-}  // namespace detail
 
 template <class Chain, class Loop, class... ArgsAndHandler,
           std::enable_if_t<detail::is_loop<Loop>::value, int> = 0>
