@@ -132,6 +132,43 @@ TEST_CASE("machine: cancelling a call with an attempt in flight cancels the atte
   CHECK(r.trace().attempts()[0].elapsed == 2s);
 }
 
+TEST_CASE("machine: the deadline ends a call whose attempt is still in flight") {
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  failover::call_options call;
+  call.deadline = 10s;
+  auto m = echo.chain.begin_call(call, clock.now());
+  const failover::time_point began = clock.now();
+  const auto start = expect<actions::start_attempt>(m);
+  m.handle(events::attempt_started{start.id}, clock.now());
+  REQUIRE(m.next_timer());
+  CHECK(*m.next_timer() == began + 10s);  // the driver's timer is wanted at the deadline
+  clock.advance(4s);
+  m.handle(events::timer_fired{}, clock.now());  // early: nothing happens
+  CHECK_FALSE(m.poll());
+  clock.advance(6s);
+  m.handle(events::timer_fired{}, clock.now());
+  CHECK(expect<actions::cancel_attempt>(m).id == start.id);
+  expect<actions::done>(m);
+  CHECK_FALSE(m.next_timer());
+  m.handle_answer(start.id, answer("late"), clock.now());  // too late: ignored
+  const auto r = std::move(m).take();
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().kind == error_kind::deadline_exceeded);
+  CHECK(r.stop() == stop_reason::deadline);
+  REQUIRE(r.trace().size() == 1);
+  CHECK(r.trace().attempts()[0].elapsed == 10s);
+  CHECK(r.trace().attempts()[0].stop == stop_reason::deadline);
+  CHECK(r.trace().attempts()[0].error().kind == error_kind::deadline_exceeded);
+}
+
+TEST_CASE("machine: without a deadline an attempt in flight wants no timer") {
+  echo_chain echo;
+  auto m = echo.chain.begin_call(failover::call_options{}, echo.clock.now());
+  expect<actions::start_attempt>(m);
+  CHECK_FALSE(m.next_timer());
+}
+
 TEST_CASE("machine: an answer for an id never handed out is ignored") {
   echo_chain echo;
   const failover::testing::fake_clock& clock = echo.clock;
@@ -285,6 +322,41 @@ TEST_CASE("async calls: the call's token cancels it during a wait") {
   REQUIRE(out);
   CHECK(out->error().kind == error_kind::cancelled);
   CHECK(out->trace().size() == 1);
+}
+
+TEST_CASE("async calls: the deadline ends a call whose asynchronous attempt never answers") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop loop(clock);
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  // The entry keeps its completion and never calls it (a transport that ignores the attempt's
+  // time budget); it only notices the attempt's token.
+  std::optional<failover::completion<std::string>> held;
+  const failover::cancel_token* seen = nullptr;
+  chain.add("silent", [&](const failover::attempt_context& ctx, const std::string&,
+                          failover::completion<std::string> done) {
+    seen = ctx.cancel;
+    held.emplace(std::move(done));
+  });
+  failover::call_options call;
+  call.deadline = 30s;
+  std::optional<failover::result<std::string>> out;
+  failover::inline_pool pool;
+  const failover::time_point began = clock.now();
+  failover::async_run_on(chain, loop, pool, call, std::string("q"),
+                         [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.run();
+  REQUIRE(out);
+  CHECK(out->error().kind == error_kind::deadline_exceeded);
+  CHECK(clock.now() - began == 30s);
+  REQUIRE(out->trace().size() == 1);
+  CHECK(out->trace().attempts()[0].error().kind == error_kind::deadline_exceeded);
+  REQUIRE(seen);
+  CHECK(seen->cancelled());  // the attempt was told to stop
+  REQUIRE(held);
+  (*held)(answer("too late"));  // dropped: the call has its one outcome
+  loop.run();
+  CHECK(out->error().kind == error_kind::deadline_exceeded);
 }
 
 namespace {

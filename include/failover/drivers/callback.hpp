@@ -138,7 +138,7 @@ class async_call
     } reset{pumping_};
     while (machine_) {
       std::optional<typename machine_type::action> a = machine_->poll();
-      if (!a) return;
+      if (!a) return watch();
       if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
         launch(*s);
       } else if (const auto* c = std::get_if<actions::cancel_attempt>(&*a)) {
@@ -274,13 +274,21 @@ class async_call
     forget(id);
   }
 
+  // With attempts in flight, the machine may want the timer at its deadline (next_timer()).
+  void watch() {
+    const std::optional<time_point> t = machine_->next_timer();
+    if (t && t != armed_) arm(*t);
+  }
+
   void arm(time_point at) {
+    armed_ = at;
     const std::uint64_t generation = ++timer_generation_;
     std::weak_ptr<async_call> weak = self_;
     try {
       loop_.at(at, [weak, generation] {
         auto self = weak.lock();
         if (!self || !self->machine_ || generation != self->timer_generation_) return;
+        self->armed_.reset();
         self->machine_->handle(events::timer_fired{}, self->now());
         self->pump();
       });
@@ -311,6 +319,7 @@ class async_call
   std::optional<cancel_callback> on_token_;
   std::vector<std::shared_ptr<attempt>> in_flight_;
   std::uint64_t timer_generation_ = 0;
+  std::optional<time_point> armed_;  // when the timer last armed will fire, until it has
   bool pumping_ = false;  // inside pump(): answers are posted, never handled re-entrantly
   std::shared_ptr<async_call> self_;  // the call owns itself until it is done
 };

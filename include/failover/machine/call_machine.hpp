@@ -211,9 +211,15 @@ class call_machine {
   }
 
   bool is_done() const noexcept { return phase_ == phase::done; }
-  // When the machine wants timer_fired (none unless it is waiting).
+  // When the machine wants timer_fired: the end of its wait, or, while attempts are in flight
+  // and the call has a deadline, the deadline (an attempt still out then is abandoned and the
+  // call ends with deadline_exceeded). An async driver arms its timer for it after each step; the
+  // blocking driver, whose attempt holds its thread, needs only sleep_until.
   std::optional<time_point> next_timer() const noexcept {
-    return phase_ == phase::waiting ? std::optional<time_point>(wake_at_) : std::nullopt;
+    if (phase_ == phase::waiting) return wake_at_;
+    if (phase_ == phase::running && has_deadline_ && slots_.in_flight() > 0)
+      return start_ + deadline_;
+    return std::nullopt;
   }
   std::size_t in_flight() const noexcept { return slots_.in_flight(); }
   const cancel_token& token() const noexcept { return call().token; }
@@ -529,6 +535,9 @@ class call_machine {
   }
 
   FAILOVER_MACHINE_COLD void on_timer(time_point now) {
+    if (phase_ == phase::running && has_deadline_ && slots_.in_flight() > 0 &&
+        now - start_ >= deadline_)
+      return out_of_time_in_flight(now);
     if (phase_ != phase::waiting) return;
     phase_ = phase::running;
     if (waiting_ == waiting_for::reopen) {
@@ -558,6 +567,16 @@ class call_machine {
     finish(detail::stop_error(error_kind::cancelled, prior, model()), stop_reason::cancelled);
   }
 
+  // The deadline came with attempts still out: they are abandoned (recorded as out of time), and
+  // the call ends with deadline_exceeded, naming the last failure before them.
+  FAILOVER_MACHINE_COLD void out_of_time_in_flight(time_point now) {
+    const std::optional<std::size_t> before = last_failure_before_flight();
+    abandon_all(now, true, error_kind::deadline_exceeded);
+    const error* prior = before ? &res().trace().attempts()[*before].error() : nullptr;
+    finish(detail::stop_error(error_kind::deadline_exceeded, prior, model()),
+           stop_reason::deadline);
+  }
+
   std::optional<std::size_t> last_failure_before_flight() noexcept {
     std::optional<std::size_t> first_in_flight;
     slots_.each([&](slot& s) {
@@ -571,30 +590,35 @@ class call_machine {
 
   // Every attempt in flight is given up: its gates get their tickets back, its record says it was
   // cancelled, and (`tell_driver`) the driver is asked to abort it.
-  FAILOVER_MACHINE_HOT void abandon_all(time_point now, bool tell_driver) noexcept {
-    if (!slots_.empty()) abandon_in_flight(now, tell_driver);
+  FAILOVER_MACHINE_HOT void abandon_all(time_point now, bool tell_driver,
+                                        error_kind why = error_kind::cancelled) noexcept {
+    if (!slots_.empty()) abandon_in_flight(now, tell_driver, why);
   }
-  FAILOVER_MACHINE_COLD void abandon_in_flight(time_point now, bool tell_driver) noexcept {
+  FAILOVER_MACHINE_COLD void abandon_in_flight(time_point now, bool tell_driver,
+                                               error_kind why) noexcept {
     slots_.each([&](slot& s) {
       gates().tell(entries()[s.entry].keys, now, nullptr, s.tickets, true);
       if (tell_driver) {
         // The record of an attempt whose record could not be added (out of memory) is not there.
-        if (s.record < res().trace().size()) mark_cancelled(s, now);
+        if (s.record < res().trace().size()) mark_cancelled(s, now, why);
         out_.push(detail::action_queue::kind::cancel, s.id);
       }
       slots_.close(s);
     });
   }
 
-  FAILOVER_MACHINE_COLD void mark_cancelled(const slot& s, time_point now) noexcept {
+  FAILOVER_MACHINE_COLD void mark_cancelled(const slot& s, time_point now,
+                                            error_kind why) noexcept {
     try {
+      const bool out_of_time = why == error_kind::deadline_exceeded;
       attempt_record& rec = record(s.record);
       rec.elapsed = now - s.started;
-      rec.stop = stop_reason::cancelled;
+      rec.stop = out_of_time ? stop_reason::deadline : stop_reason::cancelled;
       error e;
-      e.kind = error_kind::cancelled;
+      e.kind = why;
       e.model = std::string(name(s.entry));
-      e.message = "cancelled while in flight";
+      e.message =
+          out_of_time ? "the call's deadline came while in flight" : "cancelled while in flight";
       rec.set_error(std::move(e));
     } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the record stays bare
     }
