@@ -571,3 +571,18 @@ TEST_CASE("async entries: completion::fail reports a throw, in run() and in asyn
     CHECK(r->trace().attempts()[0].error().exception != nullptr);
   }
 }
+
+TEST_CASE("machine: first_start() on a machine that has begun starts nothing more") {
+  echo_chain echo;
+  const failover::testing::fake_clock& clock = echo.clock;
+  const chain_t& chain = echo.chain;
+  auto m = chain.begin_call(failover::call_options{}, clock.now());
+  CHECK_FALSE(m.first_start());  // begin_call's machine began in its constructor
+  CHECK(m.in_flight() == 1);
+  const auto start = expect<actions::start_attempt>(m);
+  m.handle_answer(start.id, answer("once"), clock.now());
+  expect<actions::done>(m);
+  const auto r = std::move(m).take();
+  CHECK(*r == "once");
+  CHECK(r.trace().size() == 1);
+}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <exception>
+#include <optional>
 #include <utility>
 #include <variant>
 
@@ -19,7 +20,19 @@ result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& 
                        const Sleeper& sleeper, Invoke&& invoke) {
   // The machine borrows the options and writes into `out`, which is returned as it is (NRVO).
   result<R> out(plan.names);
-  call_machine<R, Plan, detail::borrowed_call<R, Plan>> m(clock.now(), plan, call, out);
+  using machine = call_machine<R, Plan, detail::borrowed_call<R, Plan>>;
+  machine m(machine::not_begun, clock.now(), plan, call, out);
+  // The first attempt is handed over without the queue, and a value it returns ends the call
+  // there; every other turn is a poll().
+  if (const std::optional<actions::start_attempt> first = m.first_start()) {
+    try {
+      outcome<R> answer = invoke(first->entry, *first->context);
+      m.first_answer(first->id, std::move(answer), clock.now());
+    } catch (...) {
+      m.handle(events::failed{first->id, std::current_exception()}, clock.now());
+    }
+    if (m.is_done()) return out;
+  }
   while (auto a = m.poll()) {
     if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
       try {

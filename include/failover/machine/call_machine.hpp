@@ -112,18 +112,27 @@ class call_machine {
   // A machine that owns copies of the plan, of `call` and of its result (begin_call).
   call_machine(const Plan& plan, call_options call, time_point now) noexcept
       : call_machine(now, plan, std::move(call)) {}
-  // A machine whose Store is built from `store_args` (the blocking driver's borrows).
+  // A machine whose Store is built from `store_args`.
   template <class... A>
   FAILOVER_MACHINE_HOT call_machine(time_point now, A&&... store_args) noexcept
-      : store_(std::forward<A>(store_args)...), start_(now), last_now_(now) {
-    const std::optional<duration> d = detail::earlier(opts().deadline, call().deadline);
-    has_deadline_ = d.has_value();
-    deadline_ = d.value_or(duration::zero());
-    if (!enter(now)) return;
+      : call_machine(not_begun, now, std::forward<A>(store_args)...) {
     try {
-      begin(now);
+      begin(now, false);
     } catch (...) {
       step_threw(now);
+    }
+  }
+  // The blocking driver's: the call starts at `now` but has not begun; first_start() begins it.
+  struct not_begun_t {
+    explicit not_begun_t() = default;
+  };
+  static constexpr not_begun_t not_begun{};
+  template <class... A>
+  FAILOVER_MACHINE_HOT call_machine(not_begun_t, time_point now, A&&... store_args) noexcept
+      : store_(std::forward<A>(store_args)...), start_(now), last_now_(now) {
+    if (opts().deadline || call().deadline) {
+      has_deadline_ = true;
+      deadline_ = *detail::earlier(opts().deadline, call().deadline);
     }
   }
   call_machine(call_machine&&) noexcept = default;
@@ -150,6 +159,33 @@ class call_machine {
       step_threw(now);
     }
   }
+  // The blocking driver's way through a call that succeeds at once, on the same steps as poll()
+  // and handle(): first_start() begins a machine built not_begun and hands out its first
+  // start_attempt itself rather than through poll() (none when the call ends or waits before
+  // any attempt: poll() then says what next). first_answer() is handle_answer() for that
+  // attempt, except that a value ends the call there with no `done` to poll: is_done() says so.
+  FAILOVER_MACHINE_HOT std::optional<actions::start_attempt> first_start() noexcept {
+    if (phase_ != phase::idle || !out_.empty()) return std::nullopt;  // begun already
+    slot* s = nullptr;
+    try {
+      s = begin(start_, true);
+    } catch (...) {
+      step_threw(start_);
+      return std::nullopt;
+    }
+    if (!s) return std::nullopt;
+    return actions::start_attempt{s->id, s->entry, &s->context};
+  }
+  FAILOVER_MACHINE_HOT void first_answer(attempt_id id, outcome<R>&& answer,
+                                         time_point now) noexcept {
+    if (!enter(now)) return;
+    try {
+      on_answer(id, std::move(answer), now, false);
+    } catch (...) {
+      step_threw(now);
+    }
+  }
+
   void handle(events::failed e, time_point now) noexcept {
     if (!enter(now)) return;
     try {
@@ -318,15 +354,19 @@ class call_machine {
     return false;
   }
 
-  FAILOVER_MACHINE_HOT void begin(time_point now) {
+  // Begins the call; with `direct`, its first attempt is not queued but returned (null when the
+  // call ended or waits before it).
+  FAILOVER_MACHINE_HOT slot* begin(time_point now, bool direct) {
     if (!plan().start) {
       error e;
       e.message = "the chain has no standard entry to start from";
-      return finish(std::move(e), stop_reason::no_fallback);
+      finish(std::move(e), stop_reason::no_fallback);
+      return nullptr;
     }
     index_ = *plan().start;
     begin_model();
-    next_attempt(now, true);
+    if (has_deadline_) return next_timed_attempt(now, true, direct);
+    return next_attempt_as<false>(now, true, direct);
   }
 
   FAILOVER_MACHINE_HOT void begin_model() {
@@ -344,19 +384,26 @@ class call_machine {
 
   // The current model's next attempt: asks the rules, then the gates, then starts it. The one
   // body below runs in two instances: without a deadline every time it reads is a constant
-  // "none", so the call that has none computes no time left at all.
-  FAILOVER_MACHINE_HOT void next_attempt(time_point now, bool first_of_call = false) {
-    if (has_deadline_) return next_timed_attempt(now, first_of_call);
-    next_attempt_as<false>(now, first_of_call);
+  // "none", so the call that has none computes no time left at all. Returns the slot of the
+  // attempt it started directly (`direct`: not queued), else null.
+  FAILOVER_MACHINE_HOT void next_attempt(time_point now) {
+    if (has_deadline_) {
+      next_timed_attempt(now, false, false);
+      return;
+    }
+    next_attempt_as<false>(now, false, false);
   }
-  FAILOVER_MACHINE_COLD void next_timed_attempt(time_point now, bool first_of_call) {
-    next_attempt_as<true>(now, first_of_call);
+  FAILOVER_MACHINE_COLD slot* next_timed_attempt(time_point now, bool first_of_call, bool direct) {
+    return next_attempt_as<true>(now, first_of_call, direct);
   }
   template <bool Timed>
-  FAILOVER_MACHINE_HOT void next_attempt_as(time_point now, bool first_of_call) {
+  FAILOVER_MACHINE_HOT slot* next_attempt_as(time_point now, bool first_of_call, bool direct) {
     const std::optional<duration> left = Timed ? time_left(now) : std::nullopt;
     const stop_reason why = decide_start(opts(), call().token.cancelled(), total_, left);
-    if (why != stop_reason::none) return model_done(why, now);
+    if (why != stop_reason::none) {
+      model_done(why, now);
+      return nullptr;
+    }
     // A call that never starts is no first attempt: the gates count it only now.
     if (first_of_call) gates().on_call(now);
     if (Timed && counters_.attempts == 0)  // the model's first attempt: fix its share
@@ -365,17 +412,28 @@ class call_machine {
     const std::optional<duration> remaining = Timed ? model_left(now) : std::nullopt;
     // A retry whose wait ran past the model's share (a late wake-up): its fallback's time is not
     // spent on it.
-    if (remaining && *remaining <= duration::zero())
-      return model_done(stop_reason::wait_past_deadline, now);
+    if (remaining && *remaining <= duration::zero()) {
+      model_done(stop_reason::wait_past_deadline, now);
+      return nullptr;
+    }
     tickets t{};
     const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
-    if (v.what == verdict::kind::refuse) return skip(now, v);
-    if (v.what == verdict::kind::wait) return wait(now, v.wait, waiting_for::gate);
-    start(now, remaining, t);
+    if (v.what == verdict::kind::refuse) {
+      skip(now, v);
+      return nullptr;
+    }
+    if (v.what == verdict::kind::wait) {
+      wait(now, v.wait, waiting_for::gate);
+      return nullptr;
+    }
+    slot* s = start(now, remaining, t, direct);
+    return direct ? s : nullptr;
   }
 
-  FAILOVER_MACHINE_HOT void start(time_point now, std::optional<duration> remaining,
-                                  const tickets& t) {
+  // Opens attempt's slot and record; a `direct` start is handed out by the caller, any other is
+  // queued for poll().
+  FAILOVER_MACHINE_HOT slot* start(time_point now, std::optional<duration> remaining,
+                                   const tickets& t, bool direct = false) {
     if (slots_.in_flight() == max_in_flight)
       throw std::logic_error("failover: more attempts in flight than the machine holds");
     ++counters_.attempts;
@@ -394,7 +452,8 @@ class call_machine {
     last_call_ = at;
     add_record(now);
     phase_ = phase::running;
-    out_.push(detail::action_queue::kind::start, s->id);
+    if (!direct) out_.push(detail::action_queue::kind::start, s->id);
+    return s;
   }
 
   FAILOVER_MACHINE_COLD void on_launch(time_point now) {
@@ -446,7 +505,9 @@ class call_machine {
     return e;
   }
 
-  FAILOVER_MACHINE_HOT void on_answer(attempt_id id, outcome<R>&& answer, time_point now) {
+  // `queue_done`: a success queues `done` for poll() (first_answer()'s does not).
+  FAILOVER_MACHINE_HOT void on_answer(attempt_id id, outcome<R>&& answer, time_point now,
+                                      bool queue_done = true) {
     slot* s = slots_.find(id);
     if (!s) return;  // cancelled, or never handed out: ignored
     const ended done = close(*s, now);
@@ -470,7 +531,7 @@ class call_machine {
            attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
     abandon_all(now, true);  // a hedged sibling still out is not wanted any more
     phase_ = phase::done;
-    out_.push(detail::action_queue::kind::done);
+    if (queue_done) out_.push(detail::action_queue::kind::done);
   }
 
   FAILOVER_MACHINE_COLD void on_thrown(attempt_id id, std::exception_ptr thrown, time_point now) {
@@ -707,26 +768,25 @@ class call_machine {
   Store store_;
   time_point start_;
   time_point last_now_;
-  // The call's deadline, held as two plain fields (read apart, never copied as one optional).
-  duration deadline_{};
-  bool has_deadline_ = false;
-
+  duration deadline_{};  // the call's deadline when has_deadline_ (two plain fields, read apart)
   std::size_t index_ = 0;
   int models_tried_ = 0;
   int total_ = 0;
   retry_counters counters_;
-  // Copied from the prototype at a model's first retry; what it throws comes out named.
-  std::optional<detail::guarded_backoff<backoff_type>> backoff_;
-  std::optional<time_point> share_end_;  // when the current model's share of the time ends
+  // The small fields side by side, so that a new machine writes them in a few stores.
+  bool has_deadline_ = false;
   bool out_of_time_ = false;  // a model gave up because its next wait would cross the deadline
+  bool waited_for_reopen_ = false;
   phase phase_ = phase::idle;
   waiting_for waiting_ = waiting_for::retry;
+  error_kind routing_ = error_kind::unknown;  // the failure that led to the current entry
+  std::optional<std::size_t> last_call_;  // trace index of the latest attempt that called a model
+  std::optional<time_point> share_end_;   // when the current model's share of the time ends
   duration wait_{};
   time_point wake_at_{};
-  std::optional<std::size_t> last_call_;  // trace index of the latest attempt that called a model
-  error_kind routing_ = error_kind::unknown;  // the failure that led to the current entry
   std::optional<std::pair<time_point, std::size_t>> earliest_reopen_;  // among skipped entries
-  bool waited_for_reopen_ = false;
+  // Copied from the prototype at a model's first retry; what it throws comes out named.
+  std::optional<detail::guarded_backoff<backoff_type>> backoff_;
   detail::attempt_table<tickets, max_in_flight> slots_;
   detail::action_queue out_;
 };
