@@ -97,7 +97,8 @@ FAILOVER_FAILURE_STEP inline std::string join(std::initializer_list<std::string_
 inline std::string_view decimal(long long v, char (&buf)[24]) noexcept {
   char* end = buf + sizeof buf;
   char* p = end;
-  unsigned long long u = v < 0 ? 0ULL - static_cast<unsigned long long>(v) : v;
+  const auto magnitude = static_cast<unsigned long long>(v);
+  unsigned long long u = v < 0 ? 0ULL - magnitude : magnitude;
   do {
     *--p = static_cast<char>('0' + u % 10);
     u /= 10;
