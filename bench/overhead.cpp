@@ -37,6 +37,7 @@
 #include <failover/backoff.hpp>
 #include <failover/classifier.hpp>
 #include <failover/fallback_chain.hpp>
+#include <failover/resilient_policies.hpp>
 #include <failover/retrier.hpp>
 
 // ---- allocation counting -------------------------------------------------------------------

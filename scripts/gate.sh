@@ -74,7 +74,7 @@ gate_warnings() {
 # drivers/asio.hpp).
 check_arrows() {
   local bad=0 f inc room
-  local front='^(fallback_chain|retrier|policies|failover|format)\.hpp$'
+  local front='^(fallback_chain|retrier|policies|resilient_policies|failover|format)\.hpp$'
   while read -r f; do
     room=${f#include/failover/}
     case "$room" in testing.hpp) room=testing ;; */*) room=${room%%/*} ;; *) room=top ;; esac

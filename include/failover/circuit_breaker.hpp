@@ -17,6 +17,7 @@
 #include "failover/clock.hpp"
 #include "failover/error.hpp"
 #include "failover/gates/breaker_rules.hpp"
+#include "failover/gates/gate.hpp"
 #include "failover/gates/state_store.hpp"
 
 namespace failover {
@@ -221,16 +222,6 @@ class circuit_breaker {
   }
 
   std::shared_ptr<shared> shared_;
-};
-
-// The default: no shared health. Every member is an empty inline function.
-struct no_breaker {
-  using handle = std::nullptr_t;
-  handle resolve(std::string_view) const noexcept { return nullptr; }
-  admission admit(handle, time_point) const noexcept { return {}; }
-  void on_success(handle, time_point, bool) const noexcept {}
-  void on_failure(handle, time_point, const error&, bool) const noexcept {}
-  bool would_refuse(handle, time_point) const noexcept { return false; }
 };
 
 }  // namespace failover

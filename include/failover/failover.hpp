@@ -26,6 +26,7 @@
 #include "failover/outcome.hpp"
 #include "failover/policies.hpp"
 #include "failover/remedy.hpp"
+#include "failover/resilient_policies.hpp"
 #include "failover/retrier.hpp"
 #include "failover/retry_after.hpp"
 #include "failover/retry_budget.hpp"

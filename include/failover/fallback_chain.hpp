@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstddef>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <new>
@@ -77,8 +76,7 @@ class basic_fallback_chain<R(Args...), Policies> : public detail::policy_holder<
     if (name.empty())
       throw std::invalid_argument("failover::fallback_chain::add: name must not be empty");
     callable fn(std::forward<F>(f));
-    if constexpr (std::is_pointer_v<callable> || std::is_member_pointer_v<callable> ||
-                  detail::is_std_function<callable>::value) {
+    if constexpr (detail::may_be_empty<callable>()) {
       if (!static_cast<bool>(fn))
         throw std::invalid_argument("failover::fallback_chain::add: callable for '" + name +
                                     "' is empty");

@@ -7,33 +7,29 @@
 #include <utility>
 
 #include "failover/backoff.hpp"
-#include "failover/circuit_breaker.hpp"
 #include "failover/classifier.hpp"
 #include "failover/clock.hpp"
+#include "failover/gates/gate.hpp"
 #include "failover/gates/gate_set.hpp"
 #include "failover/hooks.hpp"
-#include "failover/retry_budget.hpp"
 
 namespace failover {
 
 // Derive from this and replace what you need:
 //   struct my_policies : failover::default_policies { using hooks = failover::callback_hooks; };
+// Its breaker and budget ask for nothing; failover::resilient_policies (resilient_policies.hpp)
+// switches both on.
 struct default_policies {
   using classifier = failover::classifier;
   using backoff = failover::exponential_backoff<>;
   using clock = failover::steady_clock;
   using sleeper = failover::thread_sleeper;
   using hooks = failover::no_hooks;
-  using breaker = failover::no_breaker;  // failover::circuit_breaker: shared per-model health
-  using budget = failover::no_budget;    // failover::retry_budget: a shared cap on retries
-  using gates = failover::gate_list<>;   // more gates, asked after the breaker and the budget
-};
-
-// Shared health switched on: a circuit breaker per model and a retry budget, both shared by every
-// chain that is given the same breaker and budget objects.
-struct resilient_policies : default_policies {
-  using breaker = failover::circuit_breaker;
-  using budget = failover::retry_budget;
+  // failover::circuit_breaker (circuit_breaker.hpp): shared per-model health
+  using breaker = failover::no_breaker;
+  // failover::retry_budget (retry_budget.hpp): a shared cap on retries
+  using budget = failover::no_budget;
+  using gates = failover::gate_list<>;  // more gates, asked after the breaker and the budget
 };
 
 namespace detail {

@@ -11,6 +11,7 @@
 
 #include "failover/clock.hpp"
 #include "failover/gates/budget_rules.hpp"
+#include "failover/gates/gate.hpp"
 
 namespace failover {
 
@@ -106,13 +107,6 @@ class retry_budget {
   }
 
   std::shared_ptr<shared> shared_;
-};
-
-// The default: no budget, every retry the retry policy allows goes.
-struct no_budget {
-  void on_first_attempt(time_point) const noexcept {}
-  void on_success(time_point) const noexcept {}
-  bool try_retry(time_point) const noexcept { return true; }
 };
 
 }  // namespace failover

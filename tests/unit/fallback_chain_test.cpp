@@ -725,6 +725,23 @@ TEST_CASE("chain: add() and the constructor reject bad settings, naming what is 
   std::string (*null_fn)(const std::string&) = nullptr;
   const std::string null_ptr = what_of([&] { chain.add("null-entry", null_fn); });
   CHECK(contains(null_ptr, "null-entry"));
+  {
+    // Any callable wrapper that says it is empty (not only std::function) is refused; one that says
+    // it holds something, and a lambda without captures, are taken.
+    chain_t other;
+    struct wrapper {
+      bool holds = false;
+      std::string operator()(const std::string& s) const { return s; }
+      explicit operator bool() const noexcept { return holds; }
+    };
+    const std::string empty_wrapper = what_of([&] { other.add("wrapped-entry", wrapper{}); });
+    CHECK(contains(empty_wrapper, "wrapped-entry"));
+    CHECK(contains(empty_wrapper, "empty"));
+    CHECK(what_of([&] { other.add("full-wrapper", wrapper{true}); }) == "(no exception)");
+    CHECK(what_of([&] { other.add("plain-lambda", [](const std::string& s) { return s; }); }) ==
+          "(no exception)");
+    CHECK(other.size() == 2);
+  }
 
   const std::string bad_retry =
       what_of([&] { chain.add("m", answering("x", calls), role::standard, attempts(0)); });

@@ -2,7 +2,6 @@
 // callable types sit in one vector and a call costs one indirect call.
 #pragma once
 
-#include <functional>
 #include <type_traits>
 #include <utility>
 
@@ -11,10 +10,23 @@
 #include "failover/outcome.hpp"
 
 namespace failover::detail {
-template <class T>
-struct is_std_function : std::false_type {};
-template <class S>
-struct is_std_function<std::function<S>> : std::true_type {};
+// A callable that can be empty: a function or member pointer, or a class with an operator bool of
+// its own (std::function and the like). A lambda without captures converts to bool only through
+// its function pointer, which is never null: not asked. Named without <functional>, which the
+// front door does not otherwise need.
+template <class F, class = void>
+struct has_operator_bool : std::false_type {};
+template <class F>
+struct has_operator_bool<F, std::void_t<decltype(&F::operator bool)>> : std::true_type {};
+template <class F>
+constexpr bool may_be_empty() noexcept {
+  if constexpr (std::is_pointer_v<F> || std::is_member_pointer_v<F>)
+    return true;
+  else if constexpr (std::is_class_v<F>)
+    return has_operator_bool<F>::value;
+  else
+    return false;
+}
 
 // An entry's callable behind one plain function pointer: a call costs one indirect call, with
 // no emptiness check (add() refuses empty callables). Arguments go through as references to
@@ -27,7 +39,7 @@ class erased_call {
   explicit erased_call(F f)
       : object_(new F(std::move(f))),
         call_(&call<F>),
-        start_(&start<F>),
+        start_(start_of<F>()),
         copy_(&copy<F>),
         destroy_(&destroy<F>),
         async_(form_of<R, F, Args...>() == call_form::async) {}
@@ -62,9 +74,13 @@ class erased_call {
   outcome<R> operator()(const attempt_context& ctx, Args&... args) const {
     return call_(object_, ctx, args...);
   }
-  // Starts it; the answer goes to `done` (a synchronous entry runs here, then calls it).
+  // Starts it; the answer goes to `done` (a synchronous entry runs here, then calls it). Only an
+  // asynchronous callable has a start of its own: a chain run only by run() compiles none.
   void start(const attempt_context& ctx, Args&... args, completion<R> done) const {
-    start_(object_, ctx, args..., std::move(done));
+    if (start_)
+      start_(object_, ctx, args..., std::move(done));
+    else
+      done(call_(object_, ctx, args...));
   }
   // Whether the entry answers through a completion.
   bool is_async() const noexcept { return async_; }
@@ -74,9 +90,17 @@ class erased_call {
   static outcome<R> call(void* f, const attempt_context& ctx, Args&... args) {
     return invoke_as_outcome<R>(*static_cast<F*>(f), ctx, args...);
   }
+  using start_fn = void (*)(void*, const attempt_context&, Args&..., completion<R>);
   template <class F>
-  static void start(void* f, const attempt_context& ctx, Args&... args, completion<R> done) {
-    start_with_completion<R, F, Args...>(*static_cast<F*>(f), ctx, args..., std::move(done));
+  static void start_async(void* f, const attempt_context& ctx, Args&... args, completion<R> done) {
+    (*static_cast<F*>(f))(ctx, args..., std::move(done));
+  }
+  template <class F>
+  static constexpr start_fn start_of() noexcept {
+    if constexpr (form_of<R, F, Args...>() == call_form::async)
+      return &start_async<F>;
+    else
+      return nullptr;
   }
   template <class F>
   static void* copy(const void* f) {
@@ -89,7 +113,7 @@ class erased_call {
 
   void* object_;
   outcome<R> (*call_)(void*, const attempt_context&, Args&...);
-  void (*start_)(void*, const attempt_context&, Args&..., completion<R>);
+  start_fn start_;  // null: a synchronous callable
   void* (*copy_)(const void*);
   void (*destroy_)(void*);
   bool async_ = false;

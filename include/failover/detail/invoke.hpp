@@ -87,15 +87,4 @@ outcome<R> invoke_as_outcome(F& f, const attempt_context& ctx, Args&... args) {
   }
 }
 
-// Starts an attempt that answers through `done`: an asynchronous entry gets it; a synchronous one
-// runs here and hands its answer (or what it threw) to it.
-template <class R, class F, class... Args>
-void start_with_completion(F& f, const attempt_context& ctx, Args&... args, completion<R> done) {
-  if constexpr (form_of<R, F, Args...>() == call_form::async) {
-    f(ctx, args..., std::move(done));
-  } else {
-    done(invoke_as_outcome<R>(f, ctx, args...));
-  }
-}
-
 }  // namespace failover::detail

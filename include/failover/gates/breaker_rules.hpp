@@ -14,6 +14,7 @@
 
 #include "failover/clock.hpp"
 #include "failover/error.hpp"
+#include "failover/gates/gate.hpp"
 
 namespace failover {
 
@@ -59,13 +60,6 @@ struct breaker_options {
       bad("max_cooldown must be in [cooldown, 1 year]");
     if (half_open_probes < 1) bad("half_open_probes must be >= 1");
   }
-};
-
-// What admit() says about the next call on a key.
-struct admission {
-  bool allowed = true;
-  bool probe = false;  // the call is a half-open probe: its result decides the state
-  time_point until{};  // when refused: when the key may be tried again
 };
 
 namespace breaker_rules {

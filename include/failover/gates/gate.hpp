@@ -2,6 +2,7 @@
 // call machine asks before an attempt and tells after it, so it needs to know none of them by name.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -62,5 +63,39 @@ struct gate_report {
 //   bool would_refuse(const key&, time_point at) const noexcept;  // a peek, with no side effect
 //   void tell(const key&, const gate_report&) const noexcept;
 // Copies share their state (the gates of several chains may be one). See gates/gate_set.hpp.
+
+// The Breaker and Budget policies a bundle names are put behind the gate shape (gate_set.hpp); the
+// defaults below ask for nothing, so a default chain never includes the real breaker
+// (circuit_breaker.hpp) or budget (retry_budget.hpp). A Breaker has:
+//   using handle = ...;  handle resolve(std::string_view) const;
+//   admission admit(handle, time_point) const noexcept;
+//   void on_success(handle, time_point, bool probe) const noexcept;
+//   void on_failure(handle, time_point, const error&, bool probe) const noexcept;
+//   bool would_refuse(handle, time_point) const noexcept;
+// A Budget has no_budget's three members, each noexcept.
+
+// What a Breaker's admit() says about the next call on a key.
+struct admission {
+  bool allowed = true;
+  bool probe = false;  // the call is a half-open probe: its result decides the state
+  time_point until{};  // when refused: when the key may be tried again
+};
+
+// The default: no shared health. Every member is an empty inline function.
+struct no_breaker {
+  using handle = std::nullptr_t;
+  handle resolve(std::string_view) const noexcept { return nullptr; }
+  admission admit(handle, time_point) const noexcept { return {}; }
+  void on_success(handle, time_point, bool) const noexcept {}
+  void on_failure(handle, time_point, const error&, bool) const noexcept {}
+  bool would_refuse(handle, time_point) const noexcept { return false; }
+};
+
+// The default: no budget, every retry the retry policy allows goes.
+struct no_budget {
+  void on_first_attempt(time_point) const noexcept {}
+  void on_success(time_point) const noexcept {}
+  bool try_retry(time_point) const noexcept { return true; }
+};
 
 }  // namespace failover

@@ -9,9 +9,8 @@
 #include <tuple>
 #include <utility>
 
-#include "failover/circuit_breaker.hpp"
+#include "failover/error.hpp"
 #include "failover/gates/gate.hpp"
-#include "failover/retry_budget.hpp"
 
 namespace failover {
 

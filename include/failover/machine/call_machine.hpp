@@ -320,11 +320,8 @@ class call_machine {
     try {
       return f();
     } catch (...) {
-      error e;
-      e.kind = error_kind::unknown;
-      e.message = "the classifier threw while classifying this failure";
-      e.exception = std::current_exception();
-      return e;
+      return thrown_by(std::current_exception(),
+                       "the classifier threw while classifying this failure");
     }
   }
 
@@ -358,9 +355,9 @@ class call_machine {
   // call ended or waits before it).
   FAILOVER_MACHINE_HOT slot* begin(time_point now, bool direct) {
     if (!plan().start) {
-      error e;
-      e.message = "the chain has no standard entry to start from";
-      finish(std::move(e), stop_reason::no_fallback);
+      finish(detail::machine_error(error_kind::unknown, {},
+                                   "the chain has no standard entry to start from"),
+             stop_reason::no_fallback);
       return nullptr;
     }
     index_ = *plan().start;
@@ -479,11 +476,10 @@ class call_machine {
     attempt_record& rec = add_record(now);
     rec.attempt = counters_.attempts + 1;  // numbered like the attempt it replaces
     rec.skipped = true;
-    error e;
-    e.kind = error_kind::circuit_open;
-    e.model = std::string(model());
+    error e = detail::machine_error(
+        error_kind::circuit_open, model(),
+        v.why == stop_reason::circuit_open ? "skipped: circuit open" : "skipped: refused");
     e.retry_after = v.until > now ? v.until - now : duration::zero();
-    e.message = v.why == stop_reason::circuit_open ? "skipped: circuit open" : "skipped: refused";
     rec.set_error(std::move(e));
     rec.stop = v.why;
     notify(&hooks_type::on_skip, attempt_skipped{model(), v.until});
@@ -538,27 +534,27 @@ class call_machine {
     slot* s = slots_.find(id);
     if (!s) return;
     const ended done = close(*s, now);
-    if (!thrown) {
-      error e;
-      e.kind = error_kind::unknown;
-      e.message = "the attempt reported an empty exception";
-      return failed(done, now, std::move(e));
-    }
+    if (!thrown)
+      return failed(done, now,
+                    detail::machine_error(error_kind::unknown, {},
+                                          "the attempt reported an empty exception"));
     failed(done, now,
            classify([&] { return plan().classifier->classify(thrown, plan().clock->wall_now()); }));
   }
 
   static error unstored_value(std::exception_ptr cause) {
-    error e;
-    e.kind = error_kind::unknown;
+    return thrown_by(std::move(cause), "failover: moving the answer into the result threw");
+  }
+  static error thrown_by(std::exception_ptr cause, std::string_view message) {
+    error e = detail::machine_error(error_kind::unknown, {}, message);
     e.exception = std::move(cause);
-    e.message = "failover: moving the answer into the result threw";
     return e;
   }
 
   FAILOVER_MACHINE_COLD void failed(const ended& s, time_point end, error classified) {
     attempt_record& rec = record(s.record);
-    classified.model = std::string(name(s.entry));
+    const std::string_view model_name = name(s.entry);
+    classified.model.assign(model_name.data(), model_name.size());
     const error& e = rec.set_error(std::move(classified));
     if (e.kind == error_kind::read_timeout) ++counters_.read_timeouts;
     gates().tell(entries()[s.entry].keys, end, &e, s.held);
@@ -675,12 +671,9 @@ class call_machine {
       attempt_record& rec = record(s.record);
       rec.elapsed = now - s.started;
       rec.stop = out_of_time ? stop_reason::deadline : stop_reason::cancelled;
-      error e;
-      e.kind = why;
-      e.model = std::string(name(s.entry));
-      e.message =
-          out_of_time ? "the call's deadline came while in flight" : "cancelled while in flight";
-      rec.set_error(std::move(e));
+      rec.set_error(detail::machine_error(
+          why, name(s.entry),
+          out_of_time ? "the call's deadline came while in flight" : "cancelled while in flight"));
     } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the record stays bare
     }
   }
@@ -755,8 +748,8 @@ class call_machine {
     e.kind = error_kind::unknown;
     e.exception = std::move(cause);
     try {
-      if (index_ < plan().names->size()) e.model = std::string(model());
-      e.message = std::string("failover: ") + what + " threw; the call ended there";
+      if (index_ < plan().names->size()) e.model.assign(model().data(), model().size());
+      e.message = detail::join({"failover: ", what, " threw; the call ended there"});
     } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the bare error still ends it
     }
     res().set_error(std::move(e), stop_reason::permanent_error);

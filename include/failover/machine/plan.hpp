@@ -2,14 +2,19 @@
 // chain's options, the gates, the classifier, the hooks), handed over as one value of pointers.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "failover/context.hpp"
 #include "failover/decision.hpp"
+#include "failover/detail/failure_path.hpp"
+#include "failover/error.hpp"
 #include "failover/outcome.hpp"
 
 namespace failover {
@@ -77,40 +82,68 @@ struct start_cache {
   ~start_cache() = default;
 };
 
+// Joins `parts` into one string with one allocation: every message the machine builds is made
+// here from its parts, not by a chain of concatenations at each step that stops a call.
+FAILOVER_FAILURE_STEP inline std::string join(std::initializer_list<std::string_view> parts) {
+  std::size_t size = 0;
+  for (const std::string_view p : parts) size += p.size();
+  std::string out;
+  out.reserve(size);
+  for (const std::string_view p : parts) out.append(p.data(), p.size());
+  return out;
+}
+
+// `v` in decimal, written into `buf` (no locale, no allocation).
+inline std::string_view decimal(long long v, char (&buf)[24]) noexcept {
+  char* end = buf + sizeof buf;
+  char* p = end;
+  const auto magnitude = static_cast<unsigned long long>(v);
+  unsigned long long u = v < 0 ? 0ULL - magnitude : magnitude;
+  do {
+    *--p = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (v < 0) *--p = '-';
+  return {p, static_cast<std::size_t>(end - p)};
+}
+
+// An error the machine makes itself (a skip, a cancelled attempt, an empty exception): one call
+// at each step rather than the error's fields written and destroyed there.
+FAILOVER_FAILURE_STEP inline error machine_error(error_kind kind, std::string_view model,
+                                                 std::string_view message) {
+  error e;
+  e.kind = kind;
+  e.model.assign(model.data(), model.size());
+  e.message.assign(message.data(), message.size());
+  return e;
+}
+
 // The final error when the call stops for cancellation or the deadline: the new kind, with the
 // last attempt's status, code and server wait kept (the trace holds that attempt in full).
-inline error stop_error(error_kind kind, const error* last, std::string_view model) {
+FAILOVER_FAILURE_STEP inline error stop_error(error_kind kind, const error* last,
+                                              std::string_view model) {
   error e;
   if (last) e = *last;
   e.kind = kind;
   e.transient = false;
-  if (e.model.empty()) e.model = std::string(model);
-  std::string what(kind == error_kind::cancelled ? "cancelled" : "deadline exceeded");
-  if (last) {
-    what += " (last error: ";
-    what += to_string(last->kind);
-    if (!last->message.empty()) {
-      what += ": ";
-      what += last->message;
-    }
-    what += ')';
-  } else {
-    what += " before the first attempt";
-  }
-  e.message = std::move(what);
+  if (e.model.empty()) e.model.assign(model.data(), model.size());
+  const std::string_view what = kind == error_kind::cancelled ? "cancelled" : "deadline exceeded";
+  const bool said = last && !last->message.empty();
+  e.message = join({what, last ? " (last error: " : " before the first attempt",
+                    last ? to_string(last->kind) : std::string_view(), said ? ": " : "",
+                    said ? std::string_view(last->message) : std::string_view(), last ? ")" : ""});
   return e;
 }
 
-inline error all_open_error(std::string_view model, duration until_reopen) {
-  error e;
-  e.kind = error_kind::circuit_open;
-  e.model = std::string(model);
+FAILOVER_FAILURE_STEP inline error all_open_error(std::string_view model, duration until_reopen) {
+  char ms[24];
+  error e = machine_error(
+      error_kind::circuit_open, model,
+      join(
+          {"every model's circuit is open; the earliest, ", model, ", allows a probe in ",
+           decimal(std::chrono::duration_cast<std::chrono::milliseconds>(until_reopen).count(), ms),
+           "ms"}));
   e.retry_after = until_reopen;
-  e.message =
-      "every model's circuit is open; the earliest, " + std::string(model) +
-      ", allows a probe in " +
-      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(until_reopen).count()) +
-      "ms";
   return e;
 }
 
@@ -152,17 +185,23 @@ class guarded_backoff {
 
 // A call that could not start because interning the model names ran out of memory: it ends with
 // an error rather than an exception, and its trace names no model.
-template <class R>
-result<R> unnamed_call() noexcept {
-  static const std::vector<std::string> no_names;
-  result<R> res(&no_names);
+FAILOVER_FAILURE_STEP inline error unnamed_error() noexcept {
   error e;
   e.kind = error_kind::unknown;
   try {
     e.message = "failover: out of memory while interning the model names";
   } catch (...) {  // NOLINT(bugprone-empty-catch): the bare error still ends the call
   }
-  res.set_error(std::move(e), stop_reason::permanent_error);
+  return e;
+}
+inline const std::vector<std::string>* no_names() noexcept {
+  static const std::vector<std::string> none;
+  return &none;
+}
+template <class R>
+result<R> unnamed_call() noexcept {
+  result<R> res(no_names());
+  res.set_error(unnamed_error(), stop_reason::permanent_error);
   return res;
 }
 
