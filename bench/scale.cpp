@@ -23,9 +23,15 @@
 // process needs one descriptor per call rather than two. steady_clock is CLOCK_MONOTONIC, one clock
 // for every process on the machine, so the two times compare.
 //
+// With two CPUs or more the server is pinned to one CPU and the client to another
+// (sched_setaffinity; --no-pin leaves both to the scheduler): a real server's CPU does not compete
+// with its client's, and the figure measured is the client's own delay. Unpinned on a small
+// machine, the two processes take turns on the same core, and the added latency then counts the
+// server's work between the answers.
+//
 // Usage: failover_scale [--calls=10000] [--hold-ms=2000] [--threads=1000]
 //                       [--mode=bare,bare-fresh,threads,adapter,adapter-fresh,failover,...]
-//                       [--server-threads=1]
+//                       [--server-threads=1] [--no-pin]
 //        failover_scale --serve=SECONDS [--hold-ms=2000]   (the server alone, for a profiler)
 #include <curl/curl.h>
 #include <failover/adapters/curl.hpp>
@@ -34,6 +40,7 @@
 #include <failover/fallback_chain.hpp>
 #include <failover/testing/loopback_server.hpp>
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -67,7 +74,30 @@ struct params {
   std::size_t calls = 10000;
   long hold_ms = 2000;
   std::size_t threads = 1000;
+  int client_cpu = -1;  // the CPU the child is pinned to; -1: not pinned
 };
+
+// The first two CPUs this process may run on (server, client), or nothing with fewer than two.
+std::optional<std::pair<int, int>> two_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return std::nullopt;
+  int found[2] = {-1, -1};
+  int n = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE && n < 2; ++cpu)
+    if (CPU_ISSET(cpu, &set)) found[n++] = cpu;
+  if (n < 2) return std::nullopt;
+  return std::make_pair(found[0], found[1]);
+}
+
+// Pins the calling process (and the threads it starts from now on) to `cpu`.
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0)
+    throw std::runtime_error("sched_setaffinity to CPU " + std::to_string(cpu) + " failed");
+}
 
 // What one mode measured, in the child.
 struct record {
@@ -529,6 +559,12 @@ std::string spawn(const std::string& mode, const params& p, int& exit_code) {
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    if (p.client_cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(p.client_cpu, &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) _exit(126);
+    }
     dup2(out[1], 1);
     close(out[0]);
     close(out[1]);
@@ -556,7 +592,8 @@ double field(const std::string& line, const std::string& key) {
   return std::strtod(line.c_str() + at + key.size() + 1, nullptr);
 }
 
-int parent(const std::vector<std::string>& modes, params p, std::size_t server_threads) {
+int parent(const std::vector<std::string>& modes, params p, std::size_t server_threads,
+           int server_cpu) {
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit(p.calls + 256, "the loopback server");  // one descriptor per open request
   failover::testing::loopback_reply reply;
@@ -565,8 +602,16 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   options.threads = server_threads;
   failover::testing::loopback_server server(reply, options);
   p.url = server.url();
-  std::printf("%zu calls, each held %ld ms by the server; threads mode: %zu threads\n\n", p.calls,
+  std::printf("%zu calls, each held %ld ms by the server; threads mode: %zu threads\n", p.calls,
               p.hold_ms, p.threads);
+  double load[3] = {0, 0, 0};
+  const bool have_load = getloadavg(load, 3) == 3;
+  if (server_cpu >= 0)
+    std::printf("pinned: server on CPU %d, client on CPU %d", server_cpu, p.client_cpu);
+  else
+    std::printf("not pinned (--no-pin, or fewer than two CPUs)");
+  if (have_load) std::printf("; load average %.2f %.2f %.2f", load[0], load[1], load[2]);
+  std::printf("\n\n");
   std::printf("%-14s %6s %9s %8s %8s %10s %10s %9s %9s %9s %8s\n", "mode", "ok", "in flight",
               "seconds", "sent in", "KiB/call", "CPU s/1000", "p50 ms", "p99 ms", "max ms",
               "srv peak");
@@ -574,6 +619,8 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   int status = 0;  // 1 once a mode failed or left a call unanswered
   for (const std::string& mode : modes) {
     server.reset_peak();
+    double mode_load = -1;  // the 1-minute load average as this mode starts
+    if (getloadavg(load, 1) == 1) mode_load = load[0];
     int code = 0;
     const std::string line = spawn(mode, p, code);
     // The next mode starts once the server has closed this one's connections.
@@ -593,18 +640,20 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
                 mode.c_str(), field(line, "ok"), in_flight, field(line, "seconds"),
                 field(line, "requests_in_s"), kib, cpu_per_1000, field(line, "p50_ns") * ms,
                 field(line, "p99_ns") * ms, field(line, "max_ns") * ms, server.peak_held());
-    char j[640];
+    char j[768];
     std::snprintf(j, sizeof j,
                   R"({"mode":"%s","calls":%zu,"ok":%.0f,"hold_ms":%ld,"threads":%zu,)"
                   R"("in_flight":%.0f,"seconds":%.3f,"rss_base_kib":%.0f,"rss_peak_kib":%.0f,)"
                   R"("kib_per_in_flight_call":%.2f,"cpu_s":%.4f,"cpu_s_per_1000_calls":%.5f,)"
                   R"("p50_added_ms":%.4f,"p99_added_ms":%.4f,"max_added_ms":%.4f,)"
-                  R"("requests_in_s":%.3f,"server_peak_held":%zu})",
+                  R"("requests_in_s":%.3f,"server_peak_held":%zu,"server_cpu":%d,)"
+                  R"("client_cpu":%d,"load_1min":%.2f})",
                   mode.c_str(), p.calls, field(line, "ok"), p.hold_ms, p.threads, in_flight,
                   field(line, "seconds"), field(line, "rss_base_kib"), field(line, "rss_peak_kib"),
                   kib, field(line, "cpu"), cpu_per_1000, field(line, "p50_ns") * ms,
                   field(line, "p99_ns") * ms, field(line, "max_ns") * ms,
-                  field(line, "requests_in_s"), server.peak_held());
+                  field(line, "requests_in_s"), server.peak_held(), server_cpu, p.client_cpu,
+                  mode_load);
     json.emplace_back(j);
   }
   std::printf("\n");
@@ -640,6 +689,7 @@ int main(int argc, char** argv) {
     bool is_child = false;
     long serve_seconds = 0;
     std::size_t server_threads = 1;
+    bool pin = true;
     auto number = [](const std::string& arg, const char* name) {
       char* end = nullptr;
       const long long v = std::strtoll(arg.c_str() + std::strlen(name) + 1, &end, 10);
@@ -652,6 +702,8 @@ int main(int argc, char** argv) {
       auto is = [&a](const char* name) { return a.rfind(std::string(name) + "=", 0) == 0; };
       if (a == "--child")
         is_child = true;
+      else if (a == "--no-pin")
+        pin = false;
       else if (is("--calls"))
         p.calls = static_cast<std::size_t>(number(a, "--calls"));
       else if (is("--hold-ms"))
@@ -675,7 +727,13 @@ int main(int argc, char** argv) {
     std::vector<std::string> modes;
     std::stringstream list(mode);
     for (std::string m; std::getline(list, m, ',');) modes.push_back(m);
-    return parent(modes, p, server_threads);
+    int server_cpu = -1;
+    if (const auto cpus = pin ? two_cpus() : std::nullopt) {
+      server_cpu = cpus->first;
+      p.client_cpu = cpus->second;
+      pin_to(server_cpu);  // before the server's threads start: they inherit it
+    }
+    return parent(modes, p, server_threads, server_cpu);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "failover_scale: %s\n", e.what());
     return 1;
