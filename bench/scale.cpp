@@ -29,9 +29,13 @@
 // machine, the two processes take turns on the same core, and the added latency then counts the
 // server's work between the answers.
 //
+// --samples=PATH: each event-loop mode writes PATH.MODE, one line per answered call, "x-sent-ns
+// seen-ns", in the order seen: whether the added latency grows through the burst (a client that
+// cannot keep up with the answers) or is spread evenly.
+//
 // Usage: failover_scale [--calls=10000] [--hold-ms=2000] [--threads=1000]
 //                       [--mode=bare,bare-fresh,threads,adapter,adapter-fresh,failover,...]
-//                       [--server-threads=1] [--no-pin]
+//                       [--server-threads=1] [--no-pin] [--samples=PATH]
 //        failover_scale --serve=SECONDS [--hold-ms=2000]   (the server alone, for a profiler)
 #include <curl/curl.h>
 #include <failover/adapters/curl.hpp>
@@ -75,6 +79,7 @@ struct params {
   long hold_ms = 2000;
   std::size_t threads = 1000;
   int client_cpu = -1;  // the CPU the child is pinned to; -1: not pinned
+  std::string samples;  // --samples=PATH: each mode writes PATH.MODE
 };
 
 // The first two CPUs this process may run on (server, client), or nothing with fewer than two.
@@ -117,6 +122,8 @@ struct record {
 const std::string request_body =
     R"({"model":"loopback","messages":[{"role":"user","content":"Say ok."}],"max_tokens":8})";
 
+// (x-sent-ns, completion seen) per answered call, in the order seen, for --samples.
+std::vector<std::pair<std::int64_t, std::int64_t>> answer_times;
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
       .count();
@@ -318,6 +325,7 @@ class bare_loop {
       if (m->data.result == CURLE_OK && status == 200 && t->sent_ns != 0) {
         ++record_->ok;
         record_->added_ns.push_back(seen - t->sent_ns);
+        answer_times.emplace_back(t->sent_ns, seen);
         record_->last_received_ns = std::max(record_->last_received_ns, t->received_ns);
       }
       curl_multi_remove_handle(multi_, t->easy);
@@ -445,6 +453,7 @@ class multi_calls {
     const std::int64_t seen = steady_ns();
     const std::string_view sent = answer.header("x-sent-ns");
     if (!sent.empty()) added_[call] = seen - std::strtoll(std::string(sent).c_str(), nullptr, 10);
+    if (!sent.empty()) answer_times.emplace_back(seen - added_[call], seen);
     received_[call] =
         std::strtoll(std::string(answer.header("x-received-ns")).c_str(), nullptr, 10);
   }
@@ -542,6 +551,15 @@ int child(const std::string& mode, const params& p) {
       static_cast<long long>(percentile(r.added_ns, 1.0)),
       static_cast<double>(r.last_received_ns - r.start_ns) / 1e9);
   curl_global_cleanup();
+  if (!p.samples.empty() && mode != "threads") {
+    const std::string path = p.samples + "." + mode;
+    if (FILE* o = std::fopen(path.c_str(), "w")) {
+      for (const auto& x : answer_times)
+        std::fprintf(o, "%lld %lld\n", static_cast<long long>(x.first),
+                     static_cast<long long>(x.second));
+      std::fclose(o);
+    }
+  }
   return 0;
 }
 
@@ -555,7 +573,8 @@ std::string spawn(const std::string& mode, const params& p, int& exit_code) {
                                          "--url=" + p.url,
                                          "--calls=" + std::to_string(p.calls),
                                          "--hold-ms=" + std::to_string(p.hold_ms),
-                                         "--threads=" + std::to_string(p.threads)};
+                                         "--threads=" + std::to_string(p.threads),
+                                         "--samples=" + p.samples};
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -718,6 +737,8 @@ int main(int argc, char** argv) {
         serve_seconds = static_cast<long>(number(a, "--serve"));
       else if (is("--url"))
         p.url = a.substr(6);
+      else if (is("--samples"))
+        p.samples = a.substr(10);
       else
         throw std::invalid_argument("unknown argument '" + a +
                                     "' (see the top of bench/scale.cpp)");
