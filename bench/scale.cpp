@@ -123,6 +123,8 @@ const std::string request_body =
     R"({"model":"loopback","messages":[{"role":"user","content":"Say ok."}],"max_tokens":8})";
 
 // (x-sent-ns, completion seen) per answered call, in the order seen, for --samples.
+// Kept only with --samples (reserved before the calls, so the default run does none of this).
+bool keep_answer_times = false;
 std::vector<std::pair<std::int64_t, std::int64_t>> answer_times;
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
@@ -325,7 +327,7 @@ class bare_loop {
       if (m->data.result == CURLE_OK && status == 200 && t->sent_ns != 0) {
         ++record_->ok;
         record_->added_ns.push_back(seen - t->sent_ns);
-        answer_times.emplace_back(t->sent_ns, seen);
+        if (keep_answer_times) answer_times.emplace_back(t->sent_ns, seen);
         record_->last_received_ns = std::max(record_->last_received_ns, t->received_ns);
       }
       curl_multi_remove_handle(multi_, t->easy);
@@ -453,7 +455,7 @@ class multi_calls {
     const std::int64_t seen = steady_ns();
     const std::string_view sent = answer.header("x-sent-ns");
     if (!sent.empty()) added_[call] = seen - std::strtoll(std::string(sent).c_str(), nullptr, 10);
-    if (!sent.empty()) answer_times.emplace_back(seen - added_[call], seen);
+    if (keep_answer_times && !sent.empty()) answer_times.emplace_back(seen - added_[call], seen);
     received_[call] =
         std::strtoll(std::string(answer.header("x-received-ns")).c_str(), nullptr, 10);
   }
@@ -528,6 +530,8 @@ int child(const std::string& mode, const params& p) {
   r.mode = mode;
   r.calls = p.calls;
   r.added_ns.reserve(p.calls);
+  keep_answer_times = !p.samples.empty() && mode != "threads";
+  if (keep_answer_times) answer_times.reserve(p.calls);
   if (mode == "bare" || mode == "bare-fresh") {
     run_bare(p, r, mode == "bare-fresh");
   } else if (mode == "threads") {
@@ -551,7 +555,7 @@ int child(const std::string& mode, const params& p) {
       static_cast<long long>(percentile(r.added_ns, 1.0)),
       static_cast<double>(r.last_received_ns - r.start_ns) / 1e9);
   curl_global_cleanup();
-  if (!p.samples.empty() && mode != "threads") {
+  if (keep_answer_times) {
     const std::string path = p.samples + "." + mode;
     if (FILE* o = std::fopen(path.c_str(), "w")) {
       for (const auto& x : answer_times)
