@@ -23,9 +23,19 @@
 // process needs one descriptor per call rather than two. steady_clock is CLOCK_MONOTONIC, one clock
 // for every process on the machine, so the two times compare.
 //
+// With two CPUs or more the server is pinned to one CPU and the client to another
+// (sched_setaffinity; --no-pin leaves both to the scheduler): a real server's CPU does not compete
+// with its client's, and the figure measured is the client's own delay. Unpinned on a small
+// machine, the two processes take turns on the same core, and the added latency then counts the
+// server's work between the answers.
+//
+// --samples=PATH: each event-loop mode writes PATH.MODE, one line per answered call, "x-sent-ns
+// seen-ns", in the order seen: whether the added latency grows through the burst (a client that
+// cannot keep up with the answers) or is spread evenly.
+//
 // Usage: failover_scale [--calls=10000] [--hold-ms=2000] [--threads=1000]
 //                       [--mode=bare,bare-fresh,threads,adapter,adapter-fresh,failover,...]
-//                       [--server-threads=1]
+//                       [--server-threads=1] [--no-pin] [--samples=PATH]
 //        failover_scale --serve=SECONDS [--hold-ms=2000]   (the server alone, for a profiler)
 #include <curl/curl.h>
 #include <failover/adapters/curl.hpp>
@@ -34,6 +44,7 @@
 #include <failover/fallback_chain.hpp>
 #include <failover/testing/loopback_server.hpp>
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -67,7 +78,31 @@ struct params {
   std::size_t calls = 10000;
   long hold_ms = 2000;
   std::size_t threads = 1000;
+  int client_cpu = -1;  // the CPU the child is pinned to; -1: not pinned
+  std::string samples;  // --samples=PATH: each mode writes PATH.MODE
 };
+
+// The first two CPUs this process may run on (server, client), or nothing with fewer than two.
+std::optional<std::pair<int, int>> two_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return std::nullopt;
+  int found[2] = {-1, -1};
+  int n = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE && n < 2; ++cpu)
+    if (CPU_ISSET(cpu, &set)) found[n++] = cpu;
+  if (n < 2) return std::nullopt;
+  return std::make_pair(found[0], found[1]);
+}
+
+// Pins the calling process (and the threads it starts from now on) to `cpu`.
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0)
+    throw std::runtime_error("sched_setaffinity to CPU " + std::to_string(cpu) + " failed");
+}
 
 // What one mode measured, in the child.
 struct record {
@@ -87,6 +122,10 @@ struct record {
 const std::string request_body =
     R"({"model":"loopback","messages":[{"role":"user","content":"Say ok."}],"max_tokens":8})";
 
+// (x-sent-ns, completion seen) per answered call, in the order seen, for --samples.
+// Kept only with --samples (reserved before the calls, so the default run does none of this).
+bool keep_answer_times = false;
+std::vector<std::pair<std::int64_t, std::int64_t>> answer_times;
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
       .count();
@@ -288,6 +327,7 @@ class bare_loop {
       if (m->data.result == CURLE_OK && status == 200 && t->sent_ns != 0) {
         ++record_->ok;
         record_->added_ns.push_back(seen - t->sent_ns);
+        if (keep_answer_times) answer_times.emplace_back(t->sent_ns, seen);
         record_->last_received_ns = std::max(record_->last_received_ns, t->received_ns);
       }
       curl_multi_remove_handle(multi_, t->easy);
@@ -415,6 +455,7 @@ class multi_calls {
     const std::int64_t seen = steady_ns();
     const std::string_view sent = answer.header("x-sent-ns");
     if (!sent.empty()) added_[call] = seen - std::strtoll(std::string(sent).c_str(), nullptr, 10);
+    if (keep_answer_times && !sent.empty()) answer_times.emplace_back(seen - added_[call], seen);
     received_[call] =
         std::strtoll(std::string(answer.header("x-received-ns")).c_str(), nullptr, 10);
   }
@@ -489,6 +530,8 @@ int child(const std::string& mode, const params& p) {
   r.mode = mode;
   r.calls = p.calls;
   r.added_ns.reserve(p.calls);
+  keep_answer_times = !p.samples.empty() && mode != "threads";
+  if (keep_answer_times) answer_times.reserve(p.calls);
   if (mode == "bare" || mode == "bare-fresh") {
     run_bare(p, r, mode == "bare-fresh");
   } else if (mode == "threads") {
@@ -512,6 +555,15 @@ int child(const std::string& mode, const params& p) {
       static_cast<long long>(percentile(r.added_ns, 1.0)),
       static_cast<double>(r.last_received_ns - r.start_ns) / 1e9);
   curl_global_cleanup();
+  if (keep_answer_times) {
+    const std::string path = p.samples + "." + mode;
+    if (FILE* o = std::fopen(path.c_str(), "w")) {
+      for (const auto& x : answer_times)
+        std::fprintf(o, "%lld %lld\n", static_cast<long long>(x.first),
+                     static_cast<long long>(x.second));
+      std::fclose(o);
+    }
+  }
   return 0;
 }
 
@@ -525,10 +577,17 @@ std::string spawn(const std::string& mode, const params& p, int& exit_code) {
                                          "--url=" + p.url,
                                          "--calls=" + std::to_string(p.calls),
                                          "--hold-ms=" + std::to_string(p.hold_ms),
-                                         "--threads=" + std::to_string(p.threads)};
+                                         "--threads=" + std::to_string(p.threads),
+                                         "--samples=" + p.samples};
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    if (p.client_cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(p.client_cpu, &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) _exit(126);
+    }
     dup2(out[1], 1);
     close(out[0]);
     close(out[1]);
@@ -556,7 +615,8 @@ double field(const std::string& line, const std::string& key) {
   return std::strtod(line.c_str() + at + key.size() + 1, nullptr);
 }
 
-int parent(const std::vector<std::string>& modes, params p, std::size_t server_threads) {
+int parent(const std::vector<std::string>& modes, params p, std::size_t server_threads,
+           int server_cpu) {
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit(p.calls + 256, "the loopback server");  // one descriptor per open request
   failover::testing::loopback_reply reply;
@@ -565,8 +625,16 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   options.threads = server_threads;
   failover::testing::loopback_server server(reply, options);
   p.url = server.url();
-  std::printf("%zu calls, each held %ld ms by the server; threads mode: %zu threads\n\n", p.calls,
+  std::printf("%zu calls, each held %ld ms by the server; threads mode: %zu threads\n", p.calls,
               p.hold_ms, p.threads);
+  double load[3] = {0, 0, 0};
+  const bool have_load = getloadavg(load, 3) == 3;
+  if (server_cpu >= 0)
+    std::printf("pinned: server on CPU %d, client on CPU %d", server_cpu, p.client_cpu);
+  else
+    std::printf("not pinned (--no-pin, or fewer than two CPUs)");
+  if (have_load) std::printf("; load average %.2f %.2f %.2f", load[0], load[1], load[2]);
+  std::printf("\n\n");
   std::printf("%-14s %6s %9s %8s %8s %10s %10s %9s %9s %9s %8s\n", "mode", "ok", "in flight",
               "seconds", "sent in", "KiB/call", "CPU s/1000", "p50 ms", "p99 ms", "max ms",
               "srv peak");
@@ -574,6 +642,8 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
   int status = 0;  // 1 once a mode failed or left a call unanswered
   for (const std::string& mode : modes) {
     server.reset_peak();
+    double mode_load = -1;  // the 1-minute load average as this mode starts
+    if (getloadavg(load, 1) == 1) mode_load = load[0];
     int code = 0;
     const std::string line = spawn(mode, p, code);
     // The next mode starts once the server has closed this one's connections.
@@ -593,18 +663,20 @@ int parent(const std::vector<std::string>& modes, params p, std::size_t server_t
                 mode.c_str(), field(line, "ok"), in_flight, field(line, "seconds"),
                 field(line, "requests_in_s"), kib, cpu_per_1000, field(line, "p50_ns") * ms,
                 field(line, "p99_ns") * ms, field(line, "max_ns") * ms, server.peak_held());
-    char j[640];
+    char j[768];
     std::snprintf(j, sizeof j,
                   R"({"mode":"%s","calls":%zu,"ok":%.0f,"hold_ms":%ld,"threads":%zu,)"
                   R"("in_flight":%.0f,"seconds":%.3f,"rss_base_kib":%.0f,"rss_peak_kib":%.0f,)"
                   R"("kib_per_in_flight_call":%.2f,"cpu_s":%.4f,"cpu_s_per_1000_calls":%.5f,)"
                   R"("p50_added_ms":%.4f,"p99_added_ms":%.4f,"max_added_ms":%.4f,)"
-                  R"("requests_in_s":%.3f,"server_peak_held":%zu})",
+                  R"("requests_in_s":%.3f,"server_peak_held":%zu,"server_cpu":%d,)"
+                  R"("client_cpu":%d,"load_1min":%.2f})",
                   mode.c_str(), p.calls, field(line, "ok"), p.hold_ms, p.threads, in_flight,
                   field(line, "seconds"), field(line, "rss_base_kib"), field(line, "rss_peak_kib"),
                   kib, field(line, "cpu"), cpu_per_1000, field(line, "p50_ns") * ms,
                   field(line, "p99_ns") * ms, field(line, "max_ns") * ms,
-                  field(line, "requests_in_s"), server.peak_held());
+                  field(line, "requests_in_s"), server.peak_held(), server_cpu, p.client_cpu,
+                  mode_load);
     json.emplace_back(j);
   }
   std::printf("\n");
@@ -640,6 +712,7 @@ int main(int argc, char** argv) {
     bool is_child = false;
     long serve_seconds = 0;
     std::size_t server_threads = 1;
+    bool pin = true;
     auto number = [](const std::string& arg, const char* name) {
       char* end = nullptr;
       const long long v = std::strtoll(arg.c_str() + std::strlen(name) + 1, &end, 10);
@@ -652,6 +725,8 @@ int main(int argc, char** argv) {
       auto is = [&a](const char* name) { return a.rfind(std::string(name) + "=", 0) == 0; };
       if (a == "--child")
         is_child = true;
+      else if (a == "--no-pin")
+        pin = false;
       else if (is("--calls"))
         p.calls = static_cast<std::size_t>(number(a, "--calls"));
       else if (is("--hold-ms"))
@@ -666,6 +741,8 @@ int main(int argc, char** argv) {
         serve_seconds = static_cast<long>(number(a, "--serve"));
       else if (is("--url"))
         p.url = a.substr(6);
+      else if (is("--samples"))
+        p.samples = a.substr(10);
       else
         throw std::invalid_argument("unknown argument '" + a +
                                     "' (see the top of bench/scale.cpp)");
@@ -675,7 +752,13 @@ int main(int argc, char** argv) {
     std::vector<std::string> modes;
     std::stringstream list(mode);
     for (std::string m; std::getline(list, m, ',');) modes.push_back(m);
-    return parent(modes, p, server_threads);
+    int server_cpu = -1;
+    if (const auto cpus = pin ? two_cpus() : std::nullopt) {
+      server_cpu = cpus->first;
+      p.client_cpu = cpus->second;
+      pin_to(server_cpu);  // before the server's threads start: they inherit it
+    }
+    return parent(modes, p, server_threads, server_cpu);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "failover_scale: %s\n", e.what());
     return 1;

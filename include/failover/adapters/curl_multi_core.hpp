@@ -5,6 +5,7 @@
 #include <curl/curl.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <asio/any_io_executor.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
@@ -278,6 +279,12 @@ struct multi_core : std::enable_shared_from_this<multi_core> {
       CURL* easy = idle.back();
       idle.pop_back();
       return easy;
+    }
+    // Room for every handle made to come back idle, taken here as the transfer starts, so that
+    // give_back() does not grow the vector while an answer is handed over.
+    try {
+      if (idle.capacity() < made + 1) idle.reserve(std::max<std::size_t>(2 * idle.capacity(), 16));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): give_back() then drops a handle it cannot keep
     }
     CURL* easy = curl_easy_init();
     if (easy == nullptr) return nullptr;

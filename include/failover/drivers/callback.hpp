@@ -24,6 +24,10 @@ namespace failover {
 // What an async call needs of its event loop (both may be called from any thread):
 //   void post(std::function<void()> f);               run f on the loop's thread, soon
 //   void at(time_point t, std::function<void()> f);   run f on the loop's thread at or after t
+// A post() that throws: an answer given on the loop's thread (a Loop that can tell, below) inside
+// one of the call's actions is still handed to the machine once that action returns; what at()
+// throws ends the call with driver_failed; an answer from another thread that cannot be posted
+// is lost, and so is the call (the loop cannot run it).
 // A later at() may come before an earlier one fired; the driver ignores the stale one.
 //
 // Synchronous entries run where the Pool puts them: inline (on the loop's thread, the default) or
@@ -138,6 +142,13 @@ class async_call
     } reset{pumping_};
     while (machine_) {
       std::optional<typename machine_type::action> a = machine_->poll();
+      if (!a && !inbox_.empty()) {  // an answer the loop could not take (answer_sink)
+        auto [id, answer] = std::move(inbox_.front());
+        inbox_.erase(inbox_.begin());
+        forget(id);
+        machine_->handle_answer(id, std::move(*answer), now());
+        continue;
+      }
       if (!a) return watch();
       if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
         launch(*s);
@@ -231,15 +242,25 @@ class async_call
       } catch (...) {  // NOLINT(bugprone-empty-catch): posted below as what was thrown
       }
     }
+    std::shared_ptr<outcome<value>> boxed;
     try {
-      auto boxed = std::make_shared<outcome<value>>(answer ? std::move(*answer)
-                                                           : outcome<value>(lost_completion()));
+      boxed = std::make_shared<outcome<value>>(answer ? std::move(*answer)
+                                                      : outcome<value>(lost_completion()));
       const attempt_id id = r->at->id;
       std::weak_ptr<async_call> weak = self;
       self->loop_.post([weak, id, boxed] {
         if (auto s = weak.lock()) s->on_answer(id, std::move(*boxed));
       });
     } catch (...) {
+      // The loop took no work: on its own thread, inside pump(), the answer waits in the call's
+      // inbox for the pump that is running.
+      if (boxed && on_loop_thread(self->loop_) && self->pumping_) {
+        try {
+          self->inbox_.emplace_back(r->at->id, std::move(boxed));
+          return;
+        } catch (...) {  // NOLINT(bugprone-empty-catch): reported below as what was thrown
+        }
+      }
       // Out of memory, or the answer's move threw: the attempt fails with what was thrown.
       try {
         self->post_failed(r->at->id, std::current_exception());
@@ -304,6 +325,7 @@ class async_call
     on_token_.reset();
     for (const auto& at : in_flight_) at->source.cancel();
     in_flight_.clear();
+    inbox_.clear();
     Handler h = std::move(handler_);
     auto keep = std::move(self_);  // this object lives until the handler returns
     h(std::move(res));
@@ -318,6 +340,9 @@ class async_call
   std::optional<machine_type> machine_;
   std::optional<cancel_callback> on_token_;
   std::vector<std::shared_ptr<attempt>> in_flight_;
+  // Answers handed over on the loop's thread inside pump() when the loop's post() threw; pump()
+  // hands them to the machine once it has no action left. Loop's thread only.
+  std::vector<std::pair<attempt_id, std::shared_ptr<outcome<value>>>> inbox_;
   std::uint64_t timer_generation_ = 0;
   std::optional<time_point> armed_;  // when the timer last armed will fire, until it has
   bool pumping_ = false;  // inside pump(): answers are posted, never handled re-entrantly
