@@ -158,21 +158,36 @@ gate_fuzz() {
   # Every seed, and every input that once found a bug, first: a regression check.
   ctest --test-dir build/fuzz --output-on-failure
   if [ -n "$runs" ]; then limit="-runs=$runs"; else limit="-max_total_time=$seconds"; fi
-  for name in retry_after classifier error_body; do
-    say "fuzz $name ($limit)"
-    mkdir -p "build/fuzz/corpus/$name" "build/fuzz/artifacts"
-    # New inputs go to build/fuzz/corpus (kept between local runs); the seeds are read only.
-    if ! "$dir/${name}_fuzzer" "$limit" -max_len=512 -print_final_stats=1 \
-      -dict="fuzz/$name.dict" -artifact_prefix="build/fuzz/artifacts/$name-" \
-      "build/fuzz/corpus/$name" "fuzz/corpus/$name" >"build/fuzz/$name.log" 2>&1; then
+  mkdir -p build/fuzz/artifacts
+  # Each target is one process on one core: $jobs of them run at once, each for the whole time.
+  local names=(retry_after classifier error_body) pids=() i i_pid status=0
+  local -A failed=()
+  for ((i = 0; i < ${#names[@]}; i += jobs)); do
+    pids=()
+    for name in "${names[@]:i:jobs}"; do
+      say "fuzz $name ($limit)"
+      mkdir -p "build/fuzz/corpus/$name"
+      # New inputs go to build/fuzz/corpus (kept between local runs); the seeds are read only.
+      "$dir/${name}_fuzzer" "$limit" -max_len=512 -print_final_stats=1 \
+        -dict="fuzz/$name.dict" -artifact_prefix="build/fuzz/artifacts/$name-" \
+        "build/fuzz/corpus/$name" "fuzz/corpus/$name" >"build/fuzz/$name.log" 2>&1 &
+      pids+=("$!:$name")
+    done
+    for i_pid in "${pids[@]}"; do wait "${i_pid%%:*}" || failed[${i_pid#*:}]=1; done
+  done
+  for name in "${names[@]}"; do
+    if [ -n "${failed[$name]:-}" ]; then
       tail -n 40 "build/fuzz/$name.log" >&2
       echo "fuzz $name failed: the input is in build/fuzz/artifacts/; reproduce with" \
         "$dir/${name}_fuzzer build/fuzz/artifacts/$name-..., then add it to fuzz/corpus/$name/" >&2
-      return 1
+      status=1
+      continue
     fi
+    echo "fuzz $name:"
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
       "build/fuzz/$name.log"
   done
+  return "$status"
 }
 
 gate_valgrind() {
