@@ -585,46 +585,47 @@ TEST_CASE("machine: first_start() on a machine that has begun starts nothing mor
   const auto r = std::move(m).take();
   CHECK(*r == "once");
   CHECK(r.trace().size() == 1);
+}
 
-  namespace {
-  // A loop that runs on the test's thread and refuses work (post() throws) once `refuse` is set.
-  struct refusing_loop {
-    failover::testing::fake_loop& inner;
-    bool refuse = false;
-    bool running = false;
-    void post(std::function<void()> f) {
-      if (refuse) throw std::runtime_error("the loop takes no more work");
-      inner.post(std::move(f));
-    }
-    void at(failover::time_point t, std::function<void()> f) { inner.at(t, std::move(f)); }
-    bool running_in_this_thread() const { return running; }
-  };
-  }  // namespace
-
-  TEST_CASE(
-      "async calls: an answer given inside the entry, with a loop that takes no work, ends "
-      "the call once") {
-    failover::testing::fake_clock clock;
-    failover::testing::fake_loop inner(clock);
-    refusing_loop loop{inner};
-    chain_t chain;
-    failover::testing::use_fake_time(chain, clock);
-    chain.add("inline", [&loop](const failover::attempt_context&, const std::string& p,
-                                failover::completion<std::string> done) {
-      loop.refuse = true;  // the answer below cannot be posted
-      done(answer("inline:" + p));
-    });
-    int handled = 0;
-    std::optional<failover::result<std::string>> out;
-    failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
-      ++handled;
-      out.emplace(std::move(r));
-    });
-    loop.running = true;
-    inner.run();
-    loop.running = false;
-    CHECK(handled == 1);
-    REQUIRE(out);
-    REQUIRE(out->has_value());
-    CHECK(**out == "inline:q");
+namespace {
+// A loop that runs on the test's thread and refuses work (post() throws) once `refuse` is set.
+struct refusing_loop {
+  failover::testing::fake_loop& inner;
+  bool refuse = false;
+  bool running = false;
+  void post(std::function<void()> f) {
+    if (refuse) throw std::runtime_error("the loop takes no more work");
+    inner.post(std::move(f));
   }
+  void at(failover::time_point t, std::function<void()> f) { inner.at(t, std::move(f)); }
+  bool running_in_this_thread() const { return running; }
+};
+}  // namespace
+
+TEST_CASE(
+    "async calls: an answer given inside the entry, with a loop that takes no work, ends "
+    "the call once") {
+  failover::testing::fake_clock clock;
+  failover::testing::fake_loop inner(clock);
+  refusing_loop loop{inner};
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("inline", [&loop](const failover::attempt_context&, const std::string& p,
+                              failover::completion<std::string> done) {
+    loop.refuse = true;  // the answer below cannot be posted
+    done(answer("inline:" + p));
+  });
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
+    ++handled;
+    out.emplace(std::move(r));
+  });
+  loop.running = true;
+  inner.run();
+  loop.running = false;
+  CHECK(handled == 1);
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "inline:q");
+}
