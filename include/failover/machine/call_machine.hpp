@@ -381,8 +381,8 @@ class call_machine {
 
   // The current model's next attempt: asks the rules, then the gates, then starts it. The one
   // body below runs in two instances: without a deadline every time it reads is a constant
-  // "none", so the call that has none computes no time left at all. Returns the slot of the
-  // attempt it started directly (`direct`: not queued), else null.
+  // "none", so the call that has none computes no time left at all. next_attempt_as() returns
+  // the slot of an attempt it started `direct` (not queued: begin() hands it out), else null.
   FAILOVER_MACHINE_HOT void next_attempt(time_point now) {
     if (has_deadline_) {
       next_timed_attempt(now, false, false);
@@ -657,14 +657,14 @@ class call_machine {
       gates().tell(entries()[s.entry].keys, now, nullptr, s.tickets, true);
       if (tell_driver) {
         // The record of an attempt whose record could not be added (out of memory) is not there.
-        if (s.record < res().trace().size()) mark_cancelled(s, now, why);
+        if (s.record < res().trace().size()) mark_abandoned(s, now, why);
         out_.push(detail::action_queue::kind::cancel, s.id);
       }
       slots_.close(s);
     });
   }
 
-  FAILOVER_MACHINE_COLD void mark_cancelled(const slot& s, time_point now,
+  FAILOVER_MACHINE_COLD void mark_abandoned(const slot& s, time_point now,
                                             error_kind why) noexcept {
     try {
       const bool out_of_time = why == error_kind::deadline_exceeded;

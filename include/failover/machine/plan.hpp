@@ -2,6 +2,7 @@
 // chain's options, the gates, the classifier, the hooks), handed over as one value of pointers.
 #pragma once
 
+#include <charconv>
 #include <chrono>
 #include <cstddef>
 #include <initializer_list>
@@ -93,20 +94,6 @@ FAILOVER_FAILURE_STEP inline std::string join(std::initializer_list<std::string_
   return out;
 }
 
-// `v` in decimal, written into `buf` (no locale, no allocation).
-inline std::string_view decimal(long long v, char (&buf)[24]) noexcept {
-  char* end = buf + sizeof buf;
-  char* p = end;
-  const auto magnitude = static_cast<unsigned long long>(v);
-  unsigned long long u = v < 0 ? 0ULL - magnitude : magnitude;
-  do {
-    *--p = static_cast<char>('0' + u % 10);
-    u /= 10;
-  } while (u != 0);
-  if (v < 0) *--p = '-';
-  return {p, static_cast<std::size_t>(end - p)};
-}
-
 // An error the machine makes itself (a skip, a cancelled attempt, an empty exception): one call
 // at each step rather than the error's fields written and destroyed there.
 FAILOVER_FAILURE_STEP inline error machine_error(error_kind kind, std::string_view model,
@@ -137,12 +124,13 @@ FAILOVER_FAILURE_STEP inline error stop_error(error_kind kind, const error* last
 
 FAILOVER_FAILURE_STEP inline error all_open_error(std::string_view model, duration until_reopen) {
   char ms[24];
+  const long long count =
+      std::chrono::duration_cast<std::chrono::milliseconds>(until_reopen).count();
+  const char* end = std::to_chars(ms, ms + sizeof ms, count).ptr;  // 24 digits hold any long long
   error e = machine_error(
       error_kind::circuit_open, model,
-      join(
-          {"every model's circuit is open; the earliest, ", model, ", allows a probe in ",
-           decimal(std::chrono::duration_cast<std::chrono::milliseconds>(until_reopen).count(), ms),
-           "ms"}));
+      join({"every model's circuit is open; the earliest, ", model, ", allows a probe in ",
+            std::string_view(ms, static_cast<std::size_t>(end - ms)), "ms"}));
   e.retry_after = until_reopen;
   return e;
 }
