@@ -26,6 +26,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "catch.hpp"
 #include "driver_scenarios.hpp"
@@ -154,6 +155,61 @@ TEST_CASE("async_run_on with a pool executor and per-call options: the deadline 
   CHECK(**got == "bounded:q");
   CHECK(got->served_by() == "second");
   CHECK(got->trace().size() == 2);
+}
+
+// Counts itself out when the handler that holds it is destroyed.
+struct handler_probe {
+  std::shared_ptr<int> alive = std::make_shared<int>(0);
+};
+
+TEST_CASE("an io_context destroyed with calls pending lets each go: handlers destroyed, not run") {
+  handler_probe before_begin, waiting, in_flight;
+  std::weak_ptr<int> gone_before_begin = before_begin.alive, gone_waiting = waiting.alive,
+                     gone_in_flight = in_flight.alive;
+  int handled = 0;
+  std::vector<failover::completion<std::string>> held;  // never answered, outlives the io_context
+  std::future<failover::result<std::string>> future;
+  chain_t never_begun, backing_off, unanswered;  // a chain outlives its calls
+  {
+    asio::io_context io;
+    never_begun.add("m", [](const std::string& p) { return p; });
+    // backing_off's first attempt asks for a 30 s wait, which the io never reaches
+    backing_off.add("m", [](const std::string&) -> failover::outcome<std::string> {
+      auto f = failover::failure::http(429);
+      f.retry_after = "30";
+      return f;
+    });
+    unanswered.add(
+        "m", [&held](const failover::attempt_context&, const std::string&,
+                     failover::completion<std::string> done) { held.push_back(std::move(done)); });
+    failover::async_run(never_begun, io, std::string("a"),
+                        [&handled](failover::result<std::string>) { ++handled; });
+    failover::async_run(
+        backing_off, io, std::string("b"),
+        [&handled, p = std::move(waiting)](failover::result<std::string>) { ++handled; });
+    failover::async_run(
+        unanswered, io, std::string("c"),
+        [&handled, p = std::move(in_flight)](failover::result<std::string>) { ++handled; });
+    future = failover::async_run(unanswered, io, std::string("d"), asio::use_future);
+    io.poll();  // "a" ends; "b" waits on its timer; "c" and "d" have an attempt out
+    REQUIRE(held.size() == 2);
+    CHECK(handled == 1);
+    // Started after the io's last poll: it never begins.
+    failover::async_run(
+        never_begun, io, std::string("e"),
+        [&handled, p = std::move(before_begin)](failover::result<std::string>) { ++handled; });
+    CHECK(!gone_waiting.expired());
+    CHECK(!gone_in_flight.expired());
+  }
+  CHECK(handled == 1);  // no pending call's handler ran
+  CHECK(gone_waiting.expired());
+  CHECK(gone_in_flight.expired());
+  CHECK(gone_before_begin.expired());
+  REQUIRE(future.wait_for(0s) == std::future_status::ready);
+  CHECK_THROWS_AS(future.get(), std::future_error);  // a broken promise, not a hang
+  // A completion that outlives its call still works, and answers nobody.
+  for (auto& done : held) done(std::string("late"));
+  CHECK(handled == 1);
 }
 
 TEST_CASE("over curl multi: a 503 is retried after its wait, then a fallback serves") {

@@ -8,9 +8,11 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "failover/drivers/callback.hpp"
 
@@ -31,13 +33,94 @@ struct has_running_in_this_thread<
     E, std::void_t<decltype(bool(std::declval<const E&>().running_in_this_thread()))>>
     : std::true_type {};
 
+// The calls pending on one execution context (an io_context, say), as an Asio service: when the
+// context shuts down (its destructor, or shutdown()), every call still pending is let go, its
+// handler destroyed without being called, as Asio destroys the handlers of its own pending
+// operations. Without it a pending call, which owns itself until it ends, would outlive its
+// context. A call enrols through its loop, and leaves when the loop is destroyed.
+class asio_call_registry : public ::asio::execution_context::service {
+ public:
+  static inline ::asio::execution_context::id id;
+
+  struct node {
+    node* prev = nullptr;
+    node* next = nullptr;
+    bool linked = false;
+    std::weak_ptr<void> call;
+    void (*abandon)(void*) = nullptr;
+  };
+
+  explicit asio_call_registry(::asio::execution_context& ctx) : service(ctx) {}
+
+  void enrol(node& n, std::weak_ptr<void> call, void (*abandon)(void*)) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    n.call = std::move(call);
+    n.abandon = abandon;
+    n.prev = nullptr;
+    n.next = head_;
+    if (head_ != nullptr) head_->prev = &n;
+    head_ = &n;
+    n.linked = true;
+  }
+
+  void leave(node& n) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!n.linked) return;
+    if (n.prev != nullptr)
+      n.prev->next = n.next;
+    else
+      head_ = n.next;
+    if (n.next != nullptr) n.next->prev = n.prev;
+    n.linked = false;
+  }
+
+ private:
+  void shutdown() override {
+    std::vector<std::pair<std::shared_ptr<void>, void (*)(void*)>> pending;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (node* n = head_; n != nullptr;) {
+        node* next = n->next;
+        if (auto call = n->call.lock()) pending.emplace_back(std::move(call), n->abandon);
+        n->linked = false;
+        n = next;
+      }
+      head_ = nullptr;
+    }
+    for (auto& p : pending) p.second(p.first.get());
+    pending.clear();  // the calls (and their loops, which leave unlinked) are destroyed here
+  }
+
+  std::mutex mutex_;
+  node* head_ = nullptr;
+};
+
+template <class Executor>
+::asio::execution_context& context_of(const Executor& ex) {
+  if constexpr (::asio::execution::is_executor<Executor>::value)
+    return ::asio::query(ex, ::asio::execution::context);
+  else
+    return ex.context();
+}
+
 // The callback driver's loop on an Asio executor: post() is asio::post, at() is one steady_timer
 // per call. Its executor must run one thread at a time (an io_context run by one thread, or a
 // strand), as the call's events must not run concurrently.
 template <class Executor, class Timer>
 class asio_loop {
  public:
-  explicit asio_loop(const Executor& ex) : ex_(ex), timer_(ex) {}
+  explicit asio_loop(const Executor& ex)
+      : ex_(ex), timer_(ex), registry_(::asio::use_service<asio_call_registry>(context_of(ex))) {}
+  asio_loop(const asio_loop&) = delete;
+  asio_loop& operator=(const asio_loop&) = delete;
+  ~asio_loop() { registry_.leave(node_); }
+
+  // Lets the context's shutdown let go of `call` (an async_call that runs on this loop).
+  template <class Call>
+  void enrol(const std::shared_ptr<Call>& call) {
+    registry_.enrol(node_, call, [](void* c) { static_cast<Call*>(c)->abandon(); });
+  }
+
   void post(std::function<void()> f) { ::asio::post(ex_, std::move(f)); }
   // Known for an io_context's executor and a strand; other executors (any_io_executor) say no.
   bool running_in_this_thread() const noexcept {
@@ -56,6 +139,8 @@ class asio_loop {
  private:
   Executor ex_;
   Timer timer_;
+  asio_call_registry& registry_;
+  asio_call_registry::node node_;
 };
 
 // Runs synchronous entries on an Asio executor (an asio::thread_pool's, say) instead of inline on
@@ -73,6 +158,8 @@ class asio_pool {
 // What a call owns beside its state: its loop (and timer), and where its synchronous entries run.
 template <class Loop, class Pool>
 struct asio_call_home {
+  template <class Executor, class PoolExecutor>
+  asio_call_home(const Executor& ex, const PoolExecutor& pool_ex) : loop(ex), pool(pool_ex) {}
   Loop loop;
   Pool pool;
 };
@@ -115,18 +202,21 @@ struct asio_initiation {
         auto loop = std::make_shared<asio_loop<Executor, Timer>>(ex);
         static inline_pool inline_runner;
         auto& loop_ref = *loop;
-        return launch_call(*chain, loop_ref, inline_runner, call,
-                           std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
-                           std::index_sequence_for<Args...>{}, std::move(loop));
+        auto s = launch_call(*chain, loop_ref, inline_runner, call,
+                             std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
+                             std::index_sequence_for<Args...>{}, std::move(loop));
+        loop_ref.enrol(s);
+        return s;
       } else {
         using home = asio_call_home<asio_loop<Executor, Timer>, asio_pool<PoolExecutor>>;
-        auto h = std::make_shared<home>(
-            home{asio_loop<Executor, Timer>(ex), asio_pool<PoolExecutor>(pool_ex)});
+        auto h = std::make_shared<home>(ex, pool_ex);
         auto& loop_ref = h->loop;
         auto& pool_ref = h->pool;
-        return launch_call(*chain, loop_ref, pool_ref, call,
-                           std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
-                           std::index_sequence_for<Args...>{}, std::move(h));
+        auto s = launch_call(*chain, loop_ref, pool_ref, call,
+                             std::forward_as_tuple(std::forward<Args>(args)..., std::move(done)),
+                             std::index_sequence_for<Args...>{}, std::move(h));
+        loop_ref.enrol(s);
+        return s;
       }
     }();
     if (slot.is_connected()) {
