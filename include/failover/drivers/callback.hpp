@@ -99,12 +99,12 @@ class async_call
     });
   }
 
-  // Cancels the call from any thread (as its token would).
   // Lets go of the call without ending it: its handler is destroyed, never called. Only for a
   // loop that is being torn down and will run nothing more (the Asio driver's io_context
   // shutting down); the call is freed once its last owner lets go.
   void abandon() noexcept { self_.reset(); }
 
+  // Cancels the call from any thread (as its token would).
   void cancel() {
     std::weak_ptr<async_call> weak = this->shared_from_this();
     loop_.post([weak] {
