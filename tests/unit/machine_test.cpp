@@ -629,3 +629,132 @@ TEST_CASE(
   REQUIRE(out->has_value());
   CHECK(**out == "inline:q");
 }
+
+namespace {
+// A loop on the test's thread that keeps what it is given until it is run or destroyed. With
+// `copying` it stores copies of the closures and lets the originals go, as a loop may; with
+// `refuse_timers` its at() throws.
+struct holding_loop {
+  const failover::testing::fake_clock* clock = nullptr;
+  bool copying = false;
+  bool refuse_timers = false;
+  std::vector<std::function<void()>> ready;
+  std::vector<std::pair<failover::time_point, std::function<void()>>> timers;
+
+  void post(std::function<void()> f) {
+    if (copying) {
+      const std::function<void()>& original = f;
+      ready.push_back(original);
+    } else {
+      ready.push_back(std::move(f));
+    }
+  }
+  void at(failover::time_point t, std::function<void()> f) {
+    if (refuse_timers) throw std::runtime_error("no timers here");
+    if (copying) {
+      const std::function<void()>& original = f;
+      timers.emplace_back(t, original);
+    } else {
+      timers.emplace_back(t, std::move(f));
+    }
+  }
+  // Runs what was posted, not the timers.
+  void run_ready() {
+    while (!ready.empty()) {
+      auto f = std::move(ready.front());
+      ready.erase(ready.begin());
+      f();
+    }
+  }
+  // Runs everything, moving the fake clock to each timer in turn.
+  void run() {
+    for (;;) {
+      run_ready();
+      if (timers.empty()) return;
+      auto first = timers.begin();
+      for (auto it = timers.begin(); it != timers.end(); ++it)
+        if (it->first < first->first) first = it;
+      auto [t, f] = std::move(*first);
+      timers.erase(first);
+      if (t > clock->now()) clock->advance(t - clock->now());
+      f();
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "async calls: a loop destroyed with calls pending lets each go: handlers destroyed, "
+    "never run") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("busy", [](const std::string&) { return answer(failover::failure::http(503)); });
+  auto loop = std::make_unique<holding_loop>();
+  loop->clock = &clock;
+  auto held = std::make_shared<int>(0);  // each handler holds a copy
+  const std::weak_ptr<int> watch = held;
+  int handled = 0;
+  // The first call runs up to its retry wait (its timer pending); the second has not begun.
+  failover::async_run(chain, *loop, std::string("q"),
+                      [&handled, held](const failover::result<std::string>&) { ++handled; });
+  loop->run_ready();
+  REQUIRE(loop->timers.size() == 1);
+  failover::async_run(chain, *loop, std::string("q"),
+                      [&handled, held](const failover::result<std::string>&) { ++handled; });
+  REQUIRE(loop->ready.size() == 1);
+  held.reset();
+  CHECK_FALSE(watch.expired());
+  loop.reset();
+  CHECK(watch.expired());  // both handlers destroyed, and each call's state with them
+  CHECK(handled == 0);
+}
+
+TEST_CASE("async calls: a loop that copies the closures it is given ends each call once") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  int calls = 0;
+  chain.add("flaky", [&calls](const std::string& p) {
+    return ++calls == 1 ? answer(failover::failure::http(503)) : answer("ok:" + p);
+  });
+  holding_loop loop;
+  loop.clock = &clock;
+  loop.copying = true;
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
+    ++handled;
+    out.emplace(std::move(r));
+  });
+  loop.run();
+  CHECK(handled == 1);
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "ok:q");
+  CHECK(out->trace().size() == 2);  // the retry's timer ran from a copy
+}
+
+TEST_CASE("async calls: a loop whose timer throws ends the call once, with what it threw") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("busy", [](const std::string&) { return answer(failover::failure::http(503)); });
+  holding_loop loop;
+  loop.clock = &clock;
+  loop.refuse_timers = true;
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
+    ++handled;
+    out.emplace(std::move(r));
+  });
+  loop.run();
+  CHECK(handled == 1);
+  REQUIRE(out);
+  REQUIRE_FALSE(out->has_value());
+  CHECK(out->error().message.find("the loop's timer threw") != std::string::npos);
+  REQUIRE(out->error().exception);
+  CHECK_THROWS_WITH(std::rethrow_exception(out->error().exception), "no timers here");
+  CHECK(out->trace().size() == 1);
+}

@@ -109,6 +109,10 @@ template <class Executor>
 template <class Executor, class Timer>
 class asio_loop {
  public:
+  // Its context's shutdown lets go of the calls on it (asio_call_registry), so the callback
+  // driver's closures need not watch for being destroyed unrun.
+  using frees_pending_calls = std::true_type;
+
   explicit asio_loop(const Executor& ex)
       : ex_(ex), timer_(ex), registry_(::asio::use_service<asio_call_registry>(context_of(ex))) {}
   asio_loop(const asio_loop&) = delete;

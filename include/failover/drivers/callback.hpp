@@ -17,6 +17,7 @@
 #include "failover/clock.hpp"
 #include "failover/completion.hpp"
 #include "failover/context.hpp"
+#include "failover/detail/loop_work.hpp"
 #include "failover/machine/call_machine.hpp"
 
 namespace failover {
@@ -29,6 +30,8 @@ namespace failover {
 // throws ends the call with driver_failed; an answer from another thread that cannot be posted
 // is lost, and so is the call (the loop cannot run it).
 // A later at() may come before an earlier one fired; the driver ignores the stale one.
+// A loop destroyed with calls pending lets each go: a function the loop destroys without having
+// run it (or a copy) frees its call, whose on_done is destroyed, never called (loop_work).
 //
 // Synchronous entries run where the Pool puts them: inline (on the loop's thread, the default) or
 // on a pool of threads the user gives, as `void submit(std::function<void()> f)`.
@@ -93,26 +96,38 @@ class async_call
   // Starts the call; the handler runs once, on the loop's thread, with its result.
   void start(const call_options& call) {
     self_ = this->shared_from_this();
-    std::weak_ptr<async_call> weak = self_;
-    loop_.post([weak, call] {
-      if (auto self = weak.lock()) self->begin(call);
-    });
+    post_to(loop_, self_, [call](async_call& c) { c.begin(call); });
   }
 
   // Lets go of the call without ending it: its handler is destroyed, never called. Only for a
-  // loop that is being torn down and will run nothing more (the Asio driver's io_context
-  // shutting down); the call is freed once its last owner lets go.
+  // loop that is being torn down and will run nothing more (a closure of the call destroyed
+  // unrun, the Asio driver's io_context shutting down); the call is freed once its last owner
+  // lets go.
   void abandon() noexcept { self_.reset(); }
 
   // Cancels the call from any thread (as its token would).
   void cancel() {
-    std::weak_ptr<async_call> weak = this->shared_from_this();
-    loop_.post([weak] {
-      if (auto self = weak.lock()) self->on_cancelled();
-    });
+    post_to(loop_, this->weak_from_this(), [](async_call& c) { c.on_cancelled(); });
   }
 
  private:
+  // A closure for the loop that runs f(call) while the call is there (see loop_work).
+  template <class F>
+  static auto work(std::weak_ptr<async_call> call, F f) {
+    if constexpr (loop_frees_pending_calls<Loop>::value) {
+      return [call = std::move(call), f = std::move(f)]() mutable {
+        if (auto c = call.lock()) f(*c);
+      };
+    } else {
+      return loop_work<async_call, F>(std::move(call), std::move(f));
+    }
+  }
+  template <class F>
+  static void post_to(Loop& loop, std::weak_ptr<async_call> call, F f) {
+    loop_handover handing;
+    loop.post(work(std::move(call), std::move(f)));
+  }
+
   time_point now() const noexcept { return chain_.clock().now(); }
 
   void begin(const call_options& call) {
@@ -122,9 +137,7 @@ class async_call
       Loop* loop = &loop_;
       on_token_.emplace(machine_->token(), [weak, loop]() noexcept {
         try {
-          loop->post([weak] {
-            if (auto self = weak.lock()) self->on_cancelled();
-          });
+          post_to(*loop, weak, [](async_call& c) { c.on_cancelled(); });
         } catch (...) {  // NOLINT(bugprone-empty-catch): the next wait or attempt sees the token
         }
       });
@@ -207,16 +220,12 @@ class async_call
   // Hands what attempt `id` threw to the machine from the loop's thread (dropped once the call
   // has ended).
   void post_failed(attempt_id id, std::exception_ptr thrown) {
-    std::weak_ptr<async_call> weak = this->weak_from_this();
-    loop_.post([weak, id, thrown] {
-      if (auto s = weak.lock()) s->on_failed(id, thrown);
-    });
+    post_to(loop_, this->weak_from_this(),
+            [id, thrown](async_call& c) { c.on_failed(id, thrown); });
   }
   void post_lost(attempt_id id) {
-    std::weak_ptr<async_call> weak = this->weak_from_this();
-    loop_.post([weak, id] {
-      if (auto s = weak.lock()) s->on_answer(id, outcome<value>(lost_completion()));
-    });
+    post_to(loop_, this->weak_from_this(),
+            [id](async_call& c) { c.on_answer(id, outcome<value>(lost_completion())); });
   }
 
   static void answer_sink(void* state, outcome<value>* answer,
@@ -252,10 +261,8 @@ class async_call
       boxed = std::make_shared<outcome<value>>(answer ? std::move(*answer)
                                                       : outcome<value>(lost_completion()));
       const attempt_id id = r->at->id;
-      std::weak_ptr<async_call> weak = self;
-      self->loop_.post([weak, id, boxed] {
-        if (auto s = weak.lock()) s->on_answer(id, std::move(*boxed));
-      });
+      post_to(self->loop_, self,
+              [id, boxed](async_call& c) { c.on_answer(id, std::move(*boxed)); });
     } catch (...) {
       // The loop took no work: on its own thread, inside pump(), the answer waits in the call's
       // inbox for the pump that is running.
@@ -309,15 +316,14 @@ class async_call
   void arm(time_point at) {
     armed_ = at;
     const std::uint64_t generation = ++timer_generation_;
-    std::weak_ptr<async_call> weak = self_;
     try {
-      loop_.at(at, [weak, generation] {
-        auto self = weak.lock();
-        if (!self || !self->machine_ || generation != self->timer_generation_) return;
-        self->armed_.reset();
-        self->machine_->handle(events::timer_fired{}, self->now());
-        self->pump();
-      });
+      loop_handover handing;
+      loop_.at(at, work(self_, [generation](async_call& c) {
+                 if (!c.machine_ || generation != c.timer_generation_) return;
+                 c.armed_.reset();
+                 c.machine_->handle(events::timer_fired{}, c.now());
+                 c.pump();
+               }));
     } catch (...) {
       machine_->handle(events::driver_failed{"the loop's timer", std::current_exception()}, now());
     }
