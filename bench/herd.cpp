@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include <failover/backoff.hpp>
-#include <failover/classifier.hpp>
-#include <failover/decision.hpp>
+#include <failover/core/backoff.hpp>
+#include <failover/core/classifier.hpp>
+#include <failover/core/decision.hpp>
 
 #include "sim_common.hpp"
 

@@ -34,8 +34,8 @@
 #define FAILOVER_BENCH_ISATTY(fd) 0
 #endif
 
-#include <failover/backoff.hpp>
-#include <failover/classifier.hpp>
+#include <failover/core/backoff.hpp>
+#include <failover/core/classifier.hpp>
 #include <failover/fallback_chain.hpp>
 #include <failover/resilient_policies.hpp>
 #include <failover/retrier.hpp>

@@ -19,9 +19,9 @@
 #include <utility>
 #include <vector>
 
-#include <failover/backoff.hpp>
-#include <failover/decision.hpp>
-#include <failover/error.hpp>
+#include <failover/core/backoff.hpp>
+#include <failover/core/decision.hpp>
+#include <failover/core/error.hpp>
 
 namespace failover_bench {
 

@@ -1,8 +1,9 @@
-// Fuzzes the default classifier (failover/classifier.hpp) over arbitrary status, provider code,
-// transport error, headers, message and user overrides, checking the rules the README promises:
-// the message is never read, routing kinds are never retried, x-should-retry overrides only
-// transience, the precedence kind > transport > code > status holds, server waits are validated,
-// a thrown failure classifies like a returned one, and no credential survives in the message.
+// Fuzzes the default classifier (failover/core/classifier.hpp) over arbitrary status, provider
+// code, transport error, headers, message and user overrides, checking the rules the README
+// promises: the message is never read, routing kinds are never retried, x-should-retry overrides
+// only transience, the precedence kind > transport > code > status holds, server waits are
+// validated, a thrown failure classifies like a returned one, and no credential survives in the
+// message.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <chrono>
@@ -15,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include <failover/classifier.hpp>
+#include <failover/core/classifier.hpp>
 
 #include "fuzz_check.hpp"
 

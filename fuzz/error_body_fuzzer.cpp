@@ -10,7 +10,7 @@
 #include <utility>
 
 #include <failover/adapters/openai.hpp>
-#include <failover/classifier.hpp>
+#include <failover/core/classifier.hpp>
 
 #include "fuzz_check.hpp"
 

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include <failover/retry_after.hpp>
+#include <failover/core/retry_after.hpp>
 
 #define FUZZ_CHECK(cond)                                                                 \
   do {                                                                                   \

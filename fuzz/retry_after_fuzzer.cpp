@@ -1,4 +1,4 @@
-// Fuzzes the Retry-After / retry-after-ms / HTTP-date parsers (failover/retry_after.hpp) with
+// Fuzzes the Retry-After / retry-after-ms / HTTP-date parsers (failover/core/retry_after.hpp) with
 // arbitrary header text and with well-formed dates in all three forms, checking what must hold for
 // any input: waits stay within [0, max_plausible_server_wait] or are duration::max() (a wait too
 // long to be an instruction, which must never read as a shorter one), surrounding whitespace
@@ -12,7 +12,7 @@
 #include <optional>
 #include <string>
 
-#include <failover/retry_after.hpp>
+#include <failover/core/retry_after.hpp>
 
 #include "fuzz_check.hpp"
 

@@ -3,8 +3,8 @@
 
 #include <chrono>
 
-#include <failover/backoff.hpp>
-#include <failover/decision.hpp>
+#include <failover/core/backoff.hpp>
+#include <failover/core/decision.hpp>
 
 namespace failover_test {
 

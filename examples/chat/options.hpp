@@ -2,7 +2,7 @@
 // always mean the same thing, and every error names the flag or the JSON path that is wrong.
 #pragma once
 
-#include <failover/backoff.hpp>
+#include <failover/core/backoff.hpp>
 
 #include <nlohmann/json.hpp>
 

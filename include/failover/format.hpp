@@ -8,11 +8,11 @@
 
 #include <fmt/format.h>
 
-#include "failover/backoff.hpp"
-#include "failover/decision.hpp"
+#include "failover/core/backoff.hpp"
+#include "failover/core/decision.hpp"
+#include "failover/core/error.hpp"
+#include "failover/core/outcome.hpp"
 #include "failover/detail/saturate.hpp"
-#include "failover/error.hpp"
-#include "failover/outcome.hpp"
 
 namespace failover {
 

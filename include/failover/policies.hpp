@@ -6,12 +6,12 @@
 #include <type_traits>
 #include <utility>
 
-#include "failover/backoff.hpp"
-#include "failover/classifier.hpp"
-#include "failover/clock.hpp"
+#include "failover/core/backoff.hpp"
+#include "failover/core/classifier.hpp"
+#include "failover/core/clock.hpp"
 #include "failover/gates/gate.hpp"
 #include "failover/gates/gate_set.hpp"
-#include "failover/hooks.hpp"
+#include "failover/machine/hooks.hpp"
 
 namespace failover {
 
@@ -25,9 +25,9 @@ struct default_policies {
   using clock = failover::steady_clock;
   using sleeper = failover::thread_sleeper;
   using hooks = failover::no_hooks;
-  // failover::circuit_breaker (circuit_breaker.hpp): shared per-model health
+  // failover::circuit_breaker (gates/breaker.hpp): shared per-model health
   using breaker = failover::no_breaker;
-  // failover::retry_budget (retry_budget.hpp): a shared cap on retries
+  // failover::retry_budget (gates/budget.hpp): a shared cap on retries
   using budget = failover::no_budget;
   using gates = failover::gate_list<>;  // more gates, asked after the breaker and the budget
 };

@@ -3,9 +3,9 @@
 // budget.
 #pragma once
 
-#include "failover/circuit_breaker.hpp"
+#include "failover/gates/breaker.hpp"
+#include "failover/gates/budget.hpp"
 #include "failover/policies.hpp"
-#include "failover/retry_budget.hpp"
 
 namespace failover {
 

@@ -11,13 +11,13 @@
 #include <utility>
 #include <vector>
 
-#include "failover/context.hpp"
-#include "failover/decision.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/decision.hpp"
+#include "failover/core/outcome.hpp"
 #include "failover/detail/invoke.hpp"
 #include "failover/drivers/blocking.hpp"
 #include "failover/machine/call_machine.hpp"
 #include "failover/machine/plan.hpp"
-#include "failover/outcome.hpp"
 #include "failover/policies.hpp"
 
 namespace failover {

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <vector>
 
-#include "failover/clock.hpp"
+#include "failover/core/clock.hpp"
 #include "failover/policies.hpp"
 
 namespace failover::testing {

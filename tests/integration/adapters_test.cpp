@@ -3,7 +3,7 @@
 #include <failover/adapters/http.hpp>
 #include <failover/adapters/httplib.hpp>
 #include <failover/adapters/openai.hpp>
-#include <failover/classifier.hpp>
+#include <failover/core/classifier.hpp>
 #if defined(FAILOVER_TEST_CURL)
 #include <failover/adapters/curl.hpp>
 #endif

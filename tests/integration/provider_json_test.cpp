@@ -1,7 +1,7 @@
 // The provider JSON reader without sockets: tool-call answers, token usage on answers and
 // failures, Anthropic and Gemini error shapes, and the bounds that hold whatever a server sends.
 #include <failover/adapters/openai.hpp>
-#include <failover/classifier.hpp>
+#include <failover/core/classifier.hpp>
 
 #include <chrono>
 #include <stdexcept>

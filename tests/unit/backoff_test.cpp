@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <failover/backoff.hpp>
+#include <failover/core/backoff.hpp>
 
 namespace {
 

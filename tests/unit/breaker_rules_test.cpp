@@ -3,7 +3,7 @@
 // lock-free success tally included) tells calls exactly what the rules alone would.
 #include "catch.hpp"
 
-#include <failover/circuit_breaker.hpp>
+#include <failover/gates/breaker.hpp>
 #include <failover/gates/breaker_rules.hpp>
 
 #include <chrono>

@@ -2,8 +2,8 @@
 // floor time earns, the cap, and a retry's one token; and that retry_budget answers as they do.
 #include "catch.hpp"
 
+#include <failover/gates/budget.hpp>
 #include <failover/gates/budget_rules.hpp>
-#include <failover/retry_budget.hpp>
 
 #include <chrono>
 #include <cstdint>

@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <failover/classifier.hpp>
+#include <failover/core/classifier.hpp>
 
 namespace {
 

@@ -1,7 +1,7 @@
 // Cancellation, the real sleeper's early exits, and the fake clock and sleeper tests rely on.
 #include "catch.hpp"
 
-#include <failover/clock.hpp>
+#include <failover/core/clock.hpp>
 #include <failover/retrier.hpp>
 #include <failover/testing.hpp>
 

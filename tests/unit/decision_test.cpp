@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <failover/decision.hpp>
+#include <failover/core/decision.hpp>
 
 namespace {
 

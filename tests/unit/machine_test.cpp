@@ -638,10 +638,30 @@ struct holding_loop {
   const failover::testing::fake_clock* clock = nullptr;
   bool copying = false;
   bool refuse_timers = false;
+  bool refuse_posts = false;
   std::vector<std::function<void()>> ready;
   std::vector<std::pair<failover::time_point, std::function<void()>>> timers;
+  // Work handed over while the loop is being destroyed (it is dropped and counted).
+  std::shared_ptr<int> late = std::make_shared<int>(0);
+  bool dying = false;
+
+  holding_loop() = default;
+  holding_loop(const holding_loop&) = delete;
+  holding_loop& operator=(const holding_loop&) = delete;
+  ~holding_loop() {
+    dying = true;
+    std::vector<std::function<void()>> r = std::move(ready);
+    auto t = std::move(timers);
+    r.clear();  // what it held is destroyed unrun, here
+    t.clear();
+  }
 
   void post(std::function<void()> f) {
+    if (dying) {
+      ++*late;
+      return;
+    }
+    if (refuse_posts) throw std::runtime_error("the loop takes no work");
     if (copying) {
       const std::function<void()>& original = f;
       ready.push_back(original);
@@ -650,6 +670,10 @@ struct holding_loop {
     }
   }
   void at(failover::time_point t, std::function<void()> f) {
+    if (dying) {
+      ++*late;
+      return;
+    }
     if (refuse_timers) throw std::runtime_error("no timers here");
     if (copying) {
       const std::function<void()>& original = f;
@@ -757,4 +781,99 @@ TEST_CASE("async calls: a loop whose timer throws ends the call once, with what 
   REQUIRE(out->error().exception);
   CHECK_THROWS_WITH(std::rethrow_exception(out->error().exception), "no timers here");
   CHECK(out->trace().size() == 1);
+}
+
+TEST_CASE(
+    "async calls: a call whose handler holds another call's completion: the loop destroyed "
+    "lets both go, and nothing is posted to it as it goes") {
+  failover::testing::fake_clock clock;
+  auto loop = std::make_unique<holding_loop>();
+  loop->clock = &clock;
+  const std::shared_ptr<int> late = loop->late;
+  chain_t inner;
+  failover::testing::use_fake_time(inner, clock);
+  inner.add("busy", [](const std::string&) { return answer(failover::failure::http(503)); });
+  chain_t outer;
+  failover::testing::use_fake_time(outer, clock);
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> watch = held;
+  // The outer call's entry runs an inner call on the same loop and answers when it ends: the inner
+  // call's handler owns the outer attempt's completion.
+  outer.add("nested", [&inner, &loop](const failover::attempt_context&, const std::string& p,
+                                      failover::completion<std::string> done) {
+    auto shared = std::make_shared<failover::completion<std::string>>(std::move(done));
+    failover::async_run(inner, *loop, p, [shared](failover::result<std::string> r) {
+      (*shared)(r ? answer(*r) : answer(failover::failure::http(503)));
+    });
+  });
+  int handled = 0;
+  failover::async_run(outer, *loop, std::string("q"),
+                      [&handled, held](const failover::result<std::string>&) { ++handled; });
+  held.reset();
+  loop->run_ready();  // the outer attempt is out; the inner call waits for its retry
+  REQUIRE(loop->timers.size() == 1);
+  loop.reset();
+  CHECK(watch.expired());  // the outer call was let go as well
+  CHECK(handled == 0);
+  CHECK(*late == 0);
+}
+
+namespace {
+// A loop that runs what it is posted at once, on the caller's thread.
+struct inline_loop {
+  void post(std::function<void()> f) { f(); }
+  void at(failover::time_point, std::function<void()>) {
+    throw std::logic_error("inline_loop has no timers");
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "async calls: a loop destroyed from inside another loop's post() still lets its calls "
+    "go") {
+  failover::testing::fake_clock clock;
+  chain_t quick;
+  failover::testing::use_fake_time(quick, clock);
+  quick.add("m", [](const std::string& p) { return p; });
+  chain_t busy;
+  failover::testing::use_fake_time(busy, clock);
+  busy.add("busy", [](const std::string&) { return answer(failover::failure::http(503)); });
+  auto waiting = std::make_unique<holding_loop>();
+  waiting->clock = &clock;
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> watch = held;
+  failover::async_run(busy, *waiting, std::string("q"),
+                      [held](const failover::result<std::string>&) {});
+  held.reset();
+  waiting->run_ready();
+  REQUIRE(waiting->timers.size() == 1);
+  // The quick call runs whole inside the inline loop's post(); its handler destroys the other
+  // loop, whose call waits on its timer.
+  inline_loop now;
+  bool quick_done = false;
+  failover::async_run(quick, now, std::string("q"), [&](const failover::result<std::string>& r) {
+    quick_done = r.has_value();
+    waiting.reset();
+  });
+  CHECK(quick_done);
+  CHECK(watch.expired());
+}
+
+TEST_CASE(
+    "async calls: a loop that refuses the call's start: async_run throws and frees the "
+    "call") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("m", [](const std::string& p) { return p; });
+  holding_loop loop;
+  loop.clock = &clock;
+  loop.refuse_posts = true;
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> watch = held;
+  CHECK_THROWS_WITH(failover::async_run(chain, loop, std::string("q"),
+                                        [held](const failover::result<std::string>&) {}),
+                    "the loop takes no work");
+  held.reset();
+  CHECK(watch.expired());  // the handler is destroyed with the call, never run
 }

@@ -1,7 +1,7 @@
 // outcome<T>, result<T>, the trace's helpers, and the small vector that holds the attempts.
 #include "catch.hpp"
 
-#include <failover/outcome.hpp>
+#include <failover/core/outcome.hpp>
 
 #include <chrono>
 #include <cstring>

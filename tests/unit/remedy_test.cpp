@@ -3,9 +3,9 @@
 #include "catch.hpp"
 #include "support.hpp"
 
-#include <failover/circuit_breaker.hpp>
+#include <failover/core/remedy.hpp>
 #include <failover/fallback_chain.hpp>
-#include <failover/remedy.hpp>
+#include <failover/gates/breaker.hpp>
 #include <failover/testing.hpp>
 
 #include <chrono>

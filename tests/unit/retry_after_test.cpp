@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include <failover/retry_after.hpp>
+#include <failover/core/retry_after.hpp>
 
 namespace {
 

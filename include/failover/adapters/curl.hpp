@@ -15,9 +15,9 @@
 
 #include "failover/adapters/curl_common.hpp"
 #include "failover/adapters/http.hpp"
-#include "failover/context.hpp"
-#include "failover/error.hpp"
-#include "failover/outcome.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/error.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover::http {
 

@@ -22,8 +22,8 @@
 #include "failover/adapters/curl_common.hpp"
 #include "failover/adapters/curl_multi_core.hpp"
 #include "failover/adapters/http.hpp"
-#include "failover/context.hpp"
-#include "failover/outcome.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover::http {
 namespace detail {

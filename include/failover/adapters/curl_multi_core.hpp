@@ -24,10 +24,10 @@
 
 #include "failover/adapters/curl_common.hpp"
 #include "failover/adapters/http.hpp"
-#include "failover/clock.hpp"
-#include "failover/context.hpp"
-#include "failover/error.hpp"
-#include "failover/outcome.hpp"
+#include "failover/core/clock.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/error.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover::http::detail {
 

@@ -12,10 +12,10 @@
 #include <utility>
 #include <vector>
 
-#include "failover/context.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/error.hpp"
+#include "failover/core/retry_after.hpp"
 #include "failover/detail/saturate.hpp"
-#include "failover/error.hpp"
-#include "failover/retry_after.hpp"
 
 namespace failover::http {
 

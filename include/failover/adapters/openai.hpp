@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "failover/adapters/http.hpp"
-#include "failover/error.hpp"
-#include "failover/outcome.hpp"
+#include "failover/core/error.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover::openai {
 

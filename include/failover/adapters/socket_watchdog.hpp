@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "failover/context.hpp"
+#include "failover/core/context.hpp"
 
 namespace failover::http {
 

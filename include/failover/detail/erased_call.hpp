@@ -5,9 +5,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "failover/context.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/outcome.hpp"
 #include "failover/detail/invoke.hpp"
-#include "failover/outcome.hpp"
 
 namespace failover::detail {
 // A callable that can be empty: a function or member pointer, or a class with an operator bool of

@@ -9,9 +9,9 @@
 #include <stdexcept>
 #include <type_traits>
 
-#include "failover/completion.hpp"
-#include "failover/context.hpp"
-#include "failover/outcome.hpp"
+#include "failover/core/completion.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover::detail {
 

@@ -17,24 +17,39 @@ template <class L>
 struct loop_frees_pending_calls<L, std::void_t<typename L::frees_pending_calls>>
     : L::frees_pending_calls {};
 
-// How many of the driver's calls into a loop's post() or at() have not returned on this thread: a
-// closure destroyed unrun during one is one the loop refused by throwing, which the driver handles
-// where it called.
-inline int& loop_handovers() noexcept {
-  thread_local int n = 0;
-  return n;
+// Per thread, the call whose closure the driver is handing a loop (post() or at() not returned
+// yet): a closure of that call destroyed unrun meanwhile is one the loop refused by throwing,
+// which the driver handles where it called. Closures of other calls are not excused.
+inline const void*& loop_handing_call() noexcept {
+  thread_local const void* call = nullptr;
+  return call;
 }
-struct loop_handover {
-  loop_handover() noexcept { ++loop_handovers(); }
-  ~loop_handover() { --loop_handovers(); }
-  loop_handover(const loop_handover&) = delete;
-  loop_handover& operator=(const loop_handover&) = delete;
+// Per thread, the loop whose destruction is letting a call go: while it does, nothing may hand
+// that loop more work (a handler destroyed with the call may drop another call's completion, whose
+// answer would be posted to it); such a call is let go too.
+inline const void*& loop_going() noexcept {
+  thread_local const void* loop = nullptr;
+  return loop;
+}
+// Sets one of the two for a scope, and puts back what it held.
+class loop_mark {
+ public:
+  loop_mark(const void*& slot, const void* value) noexcept
+      : slot_(slot), previous_(std::exchange(slot, value)) {}
+  ~loop_mark() { slot_ = previous_; }
+  loop_mark(const loop_mark&) = delete;
+  loop_mark& operator=(const loop_mark&) = delete;
+
+ private:
+  const void*& slot_;
+  const void* previous_;
 };
 
 // A closure a call hands its loop: runs f(call) if the call is still there. One the loop destroys
 // without ever having run it (nor any copy of it) means the loop is being torn down with the
 // call pending: the call then lets go of itself, its handler destroyed and never run, as Asio
-// does with the operations of an io_context destroyed. Moves cost nothing; the first copy
+// does with the operations of an io_context destroyed (the call's state reads its chain as it is
+// freed: the chain must outlive the loop). Moves cost nothing; the first copy
 // allocates the count the copies share (copying one closure from two threads at once is not
 // supported, which no loop needs).
 template <class Call, class F>
@@ -45,13 +60,15 @@ class loop_work {
   };
 
  public:
-  loop_work(std::weak_ptr<Call> call, F f) : call_(std::move(call)), f_(std::move(f)) {}
+  loop_work(std::weak_ptr<Call> call, const void* loop, F f)
+      : call_(std::move(call)), loop_(loop), f_(std::move(f)) {}
   loop_work(loop_work&& o) noexcept(std::is_nothrow_move_constructible_v<F>)
       : call_(std::move(o.call_)),
+        loop_(o.loop_),
         f_(std::move(o.f_)),
         shared_(std::move(o.shared_)),
         owed_(std::exchange(o.owed_, false)) {}
-  loop_work(const loop_work& o) : call_(o.call_), f_(o.f_), owed_(o.owed_) {
+  loop_work(const loop_work& o) : call_(o.call_), loop_(o.loop_), f_(o.f_), owed_(o.owed_) {
     if (!owed_) return;
     if (o.shared_)
       o.shared_->copies.fetch_add(1, std::memory_order_relaxed);
@@ -68,8 +85,11 @@ class loop_work {
           shared_->ran.load(std::memory_order_acquire))
         return;
     }
-    if (loop_handovers() > 0) return;  // refused by a post() or at() that threw
-    if (auto c = call_.lock()) c->abandon();
+    std::shared_ptr<Call> c = call_.lock();
+    if (!c || loop_handing_call() == c.get()) return;  // gone, or refused by a post() that threw
+    const loop_mark going(loop_going(), loop_);
+    c->abandon();
+    c.reset();  // the call is freed here, while its loop is marked as going
   }
 
   void operator()() {
@@ -85,6 +105,7 @@ class loop_work {
 
  private:
   std::weak_ptr<Call> call_;
+  const void* loop_;
   F f_;
   mutable std::shared_ptr<shared> shared_;  // made by the first copy
   bool owed_ = true;                        // this copy has neither run nor been moved from

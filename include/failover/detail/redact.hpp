@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "failover/core/error.hpp"
 #include "failover/detail/failure_path.hpp"
-#include "failover/error.hpp"
 
 namespace failover::detail {
 

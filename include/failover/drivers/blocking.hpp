@@ -7,7 +7,7 @@
 #include <utility>
 #include <variant>
 
-#include "failover/context.hpp"
+#include "failover/core/context.hpp"
 #include "failover/machine/call_machine.hpp"
 
 namespace failover {

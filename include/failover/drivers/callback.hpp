@@ -14,9 +14,9 @@
 #include <variant>
 #include <vector>
 
-#include "failover/clock.hpp"
-#include "failover/completion.hpp"
-#include "failover/context.hpp"
+#include "failover/core/clock.hpp"
+#include "failover/core/completion.hpp"
+#include "failover/core/context.hpp"
 #include "failover/detail/loop_work.hpp"
 #include "failover/machine/call_machine.hpp"
 
@@ -31,7 +31,8 @@ namespace failover {
 // is lost, and so is the call (the loop cannot run it).
 // A later at() may come before an earlier one fired; the driver ignores the stale one.
 // A loop destroyed with calls pending lets each go: a function the loop destroys without having
-// run it (or a copy) frees its call, whose on_done is destroyed, never called (loop_work).
+// run it (or a copy) frees its call, whose on_done is destroyed, never called (loop_work). The
+// call's state reads the chain as it is freed: the chain must outlive the loop.
 //
 // Synchronous entries run where the Pool puts them: inline (on the loop's thread, the default) or
 // on a pool of threads the user gives, as `void submit(std::function<void()> f)`.
@@ -96,7 +97,12 @@ class async_call
   // Starts the call; the handler runs once, on the loop's thread, with its result.
   void start(const call_options& call) {
     self_ = this->shared_from_this();
-    post_to(loop_, self_, [call](async_call& c) { c.begin(call); });
+    try {
+      post_to(loop_, *this, [call](async_call& c) { c.begin(call); });
+    } catch (...) {
+      self_.reset();  // the loop took no work: the call never began, and async_run throws
+      throw;
+    }
   }
 
   // Lets go of the call without ending it: its handler is destroyed, never called. Only for a
@@ -107,25 +113,35 @@ class async_call
 
   // Cancels the call from any thread (as its token would).
   void cancel() {
-    post_to(loop_, this->weak_from_this(), [](async_call& c) { c.on_cancelled(); });
+    post_to(loop_, *this, [](async_call& c) { c.on_cancelled(); });
   }
 
  private:
   // A closure for the loop that runs f(call) while the call is there (see loop_work).
   template <class F>
-  static auto work(std::weak_ptr<async_call> call, F f) {
+  static auto work(std::weak_ptr<async_call> call, const Loop& loop, F f) {
     if constexpr (loop_frees_pending_calls<Loop>::value) {
       return [call = std::move(call), f = std::move(f)]() mutable {
         if (auto c = call.lock()) f(*c);
       };
     } else {
-      return loop_work<async_call, F>(std::move(call), std::move(f));
+      return loop_work<async_call, F>(std::move(call), &loop, std::move(f));
     }
   }
   template <class F>
-  static void post_to(Loop& loop, std::weak_ptr<async_call> call, F f) {
-    loop_handover handing;
-    loop.post(work(std::move(call), std::move(f)));
+  auto work(F f) {
+    return work(this->weak_from_this(), loop_, std::move(f));
+  }
+  // Whether `loop` is being destroyed on this thread, letting a call go (loop_work).
+  static bool going(const Loop& loop) noexcept {
+    return loop_going() == static_cast<const void*>(&loop);
+  }
+  // Posts f(call) to `loop`; to a loop being destroyed, lets the call go instead.
+  template <class F>
+  static void post_to(Loop& loop, async_call& call, F f) {
+    if (going(loop)) return call.abandon();
+    const loop_mark handing(loop_handing_call(), &call);
+    loop.post(call.work(std::move(f)));
   }
 
   time_point now() const noexcept { return chain_.clock().now(); }
@@ -135,9 +151,16 @@ class async_call
     if (machine_->token().can_be_cancelled()) {
       std::weak_ptr<async_call> weak = self_;
       Loop* loop = &loop_;
-      on_token_.emplace(machine_->token(), [weak, loop]() noexcept {
+      const void* me = this;  // who is handing over, never dereferenced
+      // From any thread; holds no strong reference, so the call is never freed here.
+      on_token_.emplace(machine_->token(), [weak, loop, me]() noexcept {
         try {
-          post_to(*loop, weak, [](async_call& c) { c.on_cancelled(); });
+          if (going(*loop)) {
+            if (auto self = weak.lock()) self->abandon();
+            return;
+          }
+          const loop_mark handing(loop_handing_call(), me);
+          loop->post(work(weak, *loop, [](async_call& c) { c.on_cancelled(); }));
         } catch (...) {  // NOLINT(bugprone-empty-catch): the next wait or attempt sees the token
         }
       });
@@ -220,11 +243,10 @@ class async_call
   // Hands what attempt `id` threw to the machine from the loop's thread (dropped once the call
   // has ended).
   void post_failed(attempt_id id, std::exception_ptr thrown) {
-    post_to(loop_, this->weak_from_this(),
-            [id, thrown](async_call& c) { c.on_failed(id, thrown); });
+    post_to(loop_, *this, [id, thrown](async_call& c) { c.on_failed(id, thrown); });
   }
   void post_lost(attempt_id id) {
-    post_to(loop_, this->weak_from_this(),
+    post_to(loop_, *this,
             [id](async_call& c) { c.on_answer(id, outcome<value>(lost_completion())); });
   }
 
@@ -246,6 +268,7 @@ class async_call
     }
     auto self = r->call.lock();
     if (!self) return;  // the call has ended: an answer too late for it
+    if (going(self->loop_)) return self->abandon();  // its loop is being destroyed: see loop_work
     if (answer && on_loop_thread(self->loop_) && !self->pumping_) {
       // Already on the loop's thread and not inside one of the machine's actions (an HTTP
       // client's handler, typically): hand the answer over now, without a trip through the queue.
@@ -261,7 +284,7 @@ class async_call
       boxed = std::make_shared<outcome<value>>(answer ? std::move(*answer)
                                                       : outcome<value>(lost_completion()));
       const attempt_id id = r->at->id;
-      post_to(self->loop_, self,
+      post_to(self->loop_, *self,
               [id, boxed](async_call& c) { c.on_answer(id, std::move(*boxed)); });
     } catch (...) {
       // The loop took no work: on its own thread, inside pump(), the answer waits in the call's
@@ -317,8 +340,8 @@ class async_call
     armed_ = at;
     const std::uint64_t generation = ++timer_generation_;
     try {
-      loop_handover handing;
-      loop_.at(at, work(self_, [generation](async_call& c) {
+      const loop_mark handing(loop_handing_call(), this);
+      loop_.at(at, work([generation](async_call& c) {
                  if (!c.machine_ || generation != c.timer_generation_) return;
                  c.armed_.reset();
                  c.machine_->handle(events::timer_fired{}, c.now());
@@ -386,9 +409,10 @@ struct is_loop<L,
 
 // Runs one call of `chain` on `loop`: async_run(chain, loop, args..., on_done), where on_done is
 // called once, on the loop's thread, with the call's result<value>. The arguments are copied into
-// the call (every attempt needs them). `chain` and `loop` must outlive the call. Synchronous
-// entries run inline on the loop's thread; async_run_on(chain, loop, pool, call, args..., on_done)
-// puts them on `pool`, with per-call options.
+// the call (every attempt needs them). `chain` and `loop` must outlive the call, and `chain` the
+// loop. Synchronous entries run inline on the loop's thread; async_run_on(chain, loop, pool, call,
+// args..., on_done) puts them on `pool`, with per-call options. A loop whose post() refuses the
+// call's start: async_run throws what it threw.
 template <class Chain, class Loop, class Pool, class... ArgsAndHandler,
           std::enable_if_t<detail::is_loop<Loop>::value, int> = 0>
 void async_run_on(const Chain& chain, Loop& loop, Pool& pool, const call_options& call,

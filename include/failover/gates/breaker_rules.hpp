@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include "failover/clock.hpp"
-#include "failover/error.hpp"
+#include "failover/core/clock.hpp"
+#include "failover/core/error.hpp"
 #include "failover/gates/gate.hpp"
 
 namespace failover {

@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "failover/clock.hpp"
+#include "failover/core/clock.hpp"
 
 namespace failover {
 

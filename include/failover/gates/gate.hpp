@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string_view>
 
-#include "failover/clock.hpp"
-#include "failover/decision.hpp"
-#include "failover/error.hpp"
+#include "failover/core/clock.hpp"
+#include "failover/core/decision.hpp"
+#include "failover/core/error.hpp"
 
 namespace failover {
 
@@ -66,7 +66,7 @@ struct gate_report {
 
 // The Breaker and Budget policies a bundle names are put behind the gate shape (gate_set.hpp); the
 // defaults below ask for nothing, so a default chain never includes the real breaker
-// (circuit_breaker.hpp) or budget (retry_budget.hpp). A Breaker has:
+// (gates/breaker.hpp) or budget (gates/budget.hpp). A Breaker has:
 //   using handle = ...;  handle resolve(std::string_view) const;
 //   admission admit(handle, time_point) const noexcept;
 //   void on_success(handle, time_point, bool probe) const noexcept;

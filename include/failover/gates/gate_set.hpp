@@ -9,7 +9,7 @@
 #include <tuple>
 #include <utility>
 
-#include "failover/error.hpp"
+#include "failover/core/error.hpp"
 #include "failover/gates/gate.hpp"
 
 namespace failover {

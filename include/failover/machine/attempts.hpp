@@ -8,8 +8,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "failover/clock.hpp"
-#include "failover/context.hpp"
+#include "failover/core/clock.hpp"
+#include "failover/core/context.hpp"
 #include "failover/machine/events.hpp"
 
 namespace failover::detail {

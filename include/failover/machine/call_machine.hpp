@@ -13,16 +13,16 @@
 #include <utility>
 #include <variant>
 
-#include "failover/classifier.hpp"
-#include "failover/context.hpp"
-#include "failover/decision.hpp"
+#include "failover/core/classifier.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/decision.hpp"
+#include "failover/core/outcome.hpp"
 #include "failover/detail/saturate.hpp"
 #include "failover/gates/gate.hpp"
-#include "failover/hooks.hpp"
 #include "failover/machine/attempts.hpp"
 #include "failover/machine/events.hpp"
+#include "failover/machine/hooks.hpp"
 #include "failover/machine/plan.hpp"
-#include "failover/outcome.hpp"
 
 // The success path (begin, one attempt, its answer) is a few dozen stores around the model call:
 // its steps are forced inline into the driver's loop, and the steps of failures, waits, fallbacks

@@ -7,9 +7,9 @@
 #include <exception>
 #include <utility>
 
-#include "failover/clock.hpp"
-#include "failover/context.hpp"
-#include "failover/outcome.hpp"
+#include "failover/core/clock.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover {
 

@@ -12,11 +12,11 @@
 #include <utility>
 #include <vector>
 
-#include "failover/context.hpp"
-#include "failover/decision.hpp"
+#include "failover/core/context.hpp"
+#include "failover/core/decision.hpp"
+#include "failover/core/error.hpp"
+#include "failover/core/outcome.hpp"
 #include "failover/detail/failure_path.hpp"
-#include "failover/error.hpp"
-#include "failover/outcome.hpp"
 
 namespace failover {
 

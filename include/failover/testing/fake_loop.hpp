@@ -10,7 +10,7 @@
 #include <mutex>
 #include <utility>
 
-#include "failover/clock.hpp"
+#include "failover/core/clock.hpp"
 #include "failover/testing.hpp"
 
 namespace failover::testing {

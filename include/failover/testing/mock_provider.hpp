@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "failover/error.hpp"
+#include "failover/core/error.hpp"
 
 namespace failover::testing {
 

@@ -5,7 +5,7 @@
 
 #include <functional>
 
-#include "failover/hooks.hpp"
+#include "failover/machine/hooks.hpp"
 
 namespace failover {
 

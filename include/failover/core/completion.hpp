@@ -7,7 +7,7 @@
 #include <memory>
 #include <utility>
 
-#include "failover/outcome.hpp"
+#include "failover/core/outcome.hpp"
 
 namespace failover {
 
