@@ -877,3 +877,45 @@ TEST_CASE(
   held.reset();
   CHECK(watch.expired());  // the handler is destroyed with the call, never run
 }
+
+namespace {
+// One of several handles onto one holding_loop's queue, as a loop per call over one shared queue.
+struct loop_handle {
+  holding_loop* queue;
+  void post(std::function<void()> f) { queue->post(std::move(f)); }
+  void at(failover::time_point t, std::function<void()> f) { queue->at(t, std::move(f)); }
+};
+}  // namespace
+
+TEST_CASE(
+    "async calls: calls on two handles onto one queue: the queue destroyed lets both go, "
+    "and nothing is posted to it as it goes") {
+  failover::testing::fake_clock clock;
+  auto queue = std::make_unique<holding_loop>();
+  queue->clock = &clock;
+  const std::shared_ptr<int> late = queue->late;
+  loop_handle outer_loop{queue.get()};
+  loop_handle inner_loop{queue.get()};
+  chain_t inner;
+  failover::testing::use_fake_time(inner, clock);
+  inner.add("busy", [](const std::string&) { return answer(failover::failure::http(503)); });
+  chain_t outer;
+  failover::testing::use_fake_time(outer, clock);
+  outer.add("nested", [&inner, &inner_loop](const failover::attempt_context&, const std::string& p,
+                                            failover::completion<std::string> done) {
+    auto shared = std::make_shared<failover::completion<std::string>>(std::move(done));
+    failover::async_run(inner, inner_loop, p, [shared](failover::result<std::string> r) {
+      (*shared)(r ? answer(*r) : answer(failover::failure::http(503)));
+    });
+  });
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> watch = held;
+  failover::async_run(outer, outer_loop, std::string("q"),
+                      [held](const failover::result<std::string>&) {});
+  held.reset();
+  queue->run_ready();
+  REQUIRE(queue->timers.size() == 1);
+  queue.reset();
+  CHECK(watch.expired());
+  CHECK(*late == 0);
+}

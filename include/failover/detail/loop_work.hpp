@@ -24,14 +24,21 @@ inline const void*& loop_handing_call() noexcept {
   thread_local const void* call = nullptr;
   return call;
 }
-// Per thread, the loop whose destruction is letting a call go: while it does, nothing may hand
-// that loop more work (a handler destroyed with the call may drop another call's completion, whose
-// answer would be posted to it); such a call is let go too.
-inline const void*& loop_going() noexcept {
-  thread_local const void* loop = nullptr;
-  return loop;
+// Per thread, how many loops are being destroyed and letting a call go. Meanwhile no call hands
+// any loop more work: a handler freed with a call may drop another call's completion, whose answer
+// would be posted, and the loop it would go to may be the one being destroyed (or a handle onto
+// the same queue, which the driver cannot tell apart). Such a call is let go too.
+inline int& loop_teardowns() noexcept {
+  thread_local int n = 0;
+  return n;
 }
-// Sets one of the two for a scope, and puts back what it held.
+struct loop_teardown {
+  loop_teardown() noexcept { ++loop_teardowns(); }
+  ~loop_teardown() { --loop_teardowns(); }
+  loop_teardown(const loop_teardown&) = delete;
+  loop_teardown& operator=(const loop_teardown&) = delete;
+};
+// Sets loop_handing_call() for a scope, and puts back what it held.
 class loop_mark {
  public:
   loop_mark(const void*& slot, const void* value) noexcept
@@ -60,15 +67,13 @@ class loop_work {
   };
 
  public:
-  loop_work(std::weak_ptr<Call> call, const void* loop, F f)
-      : call_(std::move(call)), loop_(loop), f_(std::move(f)) {}
+  loop_work(std::weak_ptr<Call> call, F f) : call_(std::move(call)), f_(std::move(f)) {}
   loop_work(loop_work&& o) noexcept(std::is_nothrow_move_constructible_v<F>)
       : call_(std::move(o.call_)),
-        loop_(o.loop_),
         f_(std::move(o.f_)),
         shared_(std::move(o.shared_)),
         owed_(std::exchange(o.owed_, false)) {}
-  loop_work(const loop_work& o) : call_(o.call_), loop_(o.loop_), f_(o.f_), owed_(o.owed_) {
+  loop_work(const loop_work& o) : call_(o.call_), f_(o.f_), owed_(o.owed_) {
     if (!owed_) return;
     if (o.shared_)
       o.shared_->copies.fetch_add(1, std::memory_order_relaxed);
@@ -87,9 +92,9 @@ class loop_work {
     }
     std::shared_ptr<Call> c = call_.lock();
     if (!c || loop_handing_call() == c.get()) return;  // gone, or refused by a post() that threw
-    const loop_mark going(loop_going(), loop_);
+    const loop_teardown going;
     c->abandon();
-    c.reset();  // the call is freed here, while its loop is marked as going
+    c.reset();  // the call is freed here, while the teardown is marked
   }
 
   void operator()() {
@@ -105,7 +110,6 @@ class loop_work {
 
  private:
   std::weak_ptr<Call> call_;
-  const void* loop_;
   F f_;
   mutable std::shared_ptr<shared> shared_;  // made by the first copy
   bool owed_ = true;                        // this copy has neither run nor been moved from

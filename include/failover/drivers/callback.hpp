@@ -119,27 +119,25 @@ class async_call
  private:
   // A closure for the loop that runs f(call) while the call is there (see loop_work).
   template <class F>
-  static auto work(std::weak_ptr<async_call> call, const Loop& loop, F f) {
+  static auto work(std::weak_ptr<async_call> call, F f) {
     if constexpr (loop_frees_pending_calls<Loop>::value) {
       return [call = std::move(call), f = std::move(f)]() mutable {
         if (auto c = call.lock()) f(*c);
       };
     } else {
-      return loop_work<async_call, F>(std::move(call), &loop, std::move(f));
+      return loop_work<async_call, F>(std::move(call), std::move(f));
     }
   }
   template <class F>
   auto work(F f) {
-    return work(this->weak_from_this(), loop_, std::move(f));
+    return work(this->weak_from_this(), std::move(f));
   }
-  // Whether `loop` is being destroyed on this thread, letting a call go (loop_work).
-  static bool going(const Loop& loop) noexcept {
-    return loop_going() == static_cast<const void*>(&loop);
-  }
-  // Posts f(call) to `loop`; to a loop being destroyed, lets the call go instead.
+  // Whether a loop is being destroyed on this thread, letting a call go (loop_teardowns()).
+  static bool going() noexcept { return loop_teardowns() > 0; }
+  // Posts f(call) to `loop`; while a loop is being destroyed, lets the call go instead.
   template <class F>
   static void post_to(Loop& loop, async_call& call, F f) {
-    if (going(loop)) return call.abandon();
+    if (going()) return call.abandon();
     const loop_mark handing(loop_handing_call(), &call);
     loop.post(call.work(std::move(f)));
   }
@@ -155,12 +153,12 @@ class async_call
       // From any thread; holds no strong reference, so the call is never freed here.
       on_token_.emplace(machine_->token(), [weak, loop, me]() noexcept {
         try {
-          if (going(*loop)) {
+          if (going()) {
             if (auto self = weak.lock()) self->abandon();
             return;
           }
           const loop_mark handing(loop_handing_call(), me);
-          loop->post(work(weak, *loop, [](async_call& c) { c.on_cancelled(); }));
+          loop->post(work(weak, [](async_call& c) { c.on_cancelled(); }));
         } catch (...) {  // NOLINT(bugprone-empty-catch): the next wait or attempt sees the token
         }
       });
@@ -267,8 +265,8 @@ class async_call
       if (r->phase.compare_exchange_strong(expected, lost_while_calling)) return;  // see route
     }
     auto self = r->call.lock();
-    if (!self) return;  // the call has ended: an answer too late for it
-    if (going(self->loop_)) return self->abandon();  // its loop is being destroyed: see loop_work
+    if (!self) return;                    // the call has ended: an answer too late for it
+    if (going()) return self->abandon();  // a loop is being destroyed: see loop_teardowns()
     if (answer && on_loop_thread(self->loop_) && !self->pumping_) {
       // Already on the loop's thread and not inside one of the machine's actions (an HTTP
       // client's handler, typically): hand the answer over now, without a trip through the queue.
