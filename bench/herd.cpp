@@ -1,6 +1,7 @@
 // The thundering herd, in virtual time: the optimistic-concurrency contention model of the 2015
-// "Exponential Backoff And Jitter" analysis, with every wait and every retry-or-stop verdict coming
-// from failover's own backoff policy and decision core.
+// "Exponential Backoff And Jitter" analysis. Each client is a failover::basic_retrier whose call
+// runs on the virtual-time driver (drivers/sim.hpp), so every wait and every retry-or-stop verdict
+// comes from the library's own machine, backoff policy and classifier.
 //
 // One row with a version number. Each client reads the version, then writes with it; a write
 // succeeds only if the version still matches, and each client stops after one successful write.
@@ -17,6 +18,9 @@
 #include <failover/core/backoff.hpp>
 #include <failover/core/classifier.hpp>
 #include <failover/core/decision.hpp>
+#include <failover/drivers/sim.hpp>
+#include <failover/retrier.hpp>
+#include <failover/testing.hpp>
 
 #include "sim_common.hpp"
 
@@ -121,65 +125,76 @@ struct trial_result {
   int gave_up = 0;
 };
 
-enum kind : int { read_at_server, read_reply, write_at_server, write_reply };
+// A client: one retrier with its own seeded backoff, classifying the 409 of a failed write as
+// transient (as the user's classifier would).
+struct herd_policies : failover::testing::fake_policies {
+  using backoff = sim_backoff;
+};
+using herd_retrier = failover::basic_retrier<herd_policies>;
+using herd_machine = decltype(std::declval<const herd_retrier&>().begin_call<std::uint64_t>(
+    std::declval<const failover::call_options&>(), std::declval<failover::time_point>()));
+using herd_driver = failover::sim_driver<herd_machine, failover::testing::fake_clock>;
 
 trial_result run_trial(const strategy& st, int n, std::uint64_t seed,
-                       const failover::error& conflict) {
+                       const failover::classifier& cls) {
   network net(10.0, 2.0, seed);
   struct client {
-    sim_backoff prototype;
-    retry_state<sim_backoff> state;
+    herd_retrier retrier;
+    failover::attempt_id attempt = 0;
     std::uint64_t seen = 0;
-    bool ok = false;
+    std::optional<duration> next_hop;  // drawn when a write fails, as the model's client does
   };
   std::vector<client> clients;
-  clients.reserve(static_cast<std::size_t>(n));  // no reallocation: prototypes are never copied
+  clients.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
     const std::uint64_t s = trial_seed(seed, 0xc11e47, static_cast<std::uint64_t>(i));
-    clients.push_back(client{sim_backoff(st.backoff, st.formula, st.factor, st.attempt_shift, s),
-                             {st.retry, nullptr},
-                             0,
-                             false});
+    // The prototype is a copy of the policy as made (a copy draws a stream of its own), as the
+    // harness kept it before it ran on the machine: each client draws the waits it drew then.
+    const sim_backoff made(st.backoff, st.formula, st.factor, st.attempt_shift, s);
+    sim_backoff prototype = made;
+    clients.push_back(
+        client{herd_retrier("row", st.retry, std::move(prototype)), 0, 0, std::nullopt});
+    clients.back().retrier.classifier() = cls;
   }
-  for (auto& c : clients) c.state = retry_state<sim_backoff>(st.retry, &c.prototype);
 
   trial_result r;
-  event_queue q;
   std::uint64_t version = 0;
-  for (int i = 0; i < n; ++i) q.push(net.hop(), i, read_at_server);
-  duration now{};
-  while (!q.empty()) {
-    const event e = q.pop();
-    now = e.at;
-    client& c = clients[static_cast<std::size_t>(e.client)];
-    switch (e.kind) {
-      case read_at_server:
-        c.seen = version;
-        q.push(now + net.hop(), e.client, read_reply);
-        break;
-      case read_reply:
-        q.push(now + net.hop(), e.client, write_at_server);
-        break;
-      case write_at_server:
-        ++r.calls;
-        c.ok = c.seen == version;
-        if (c.ok) ++version;
-        q.push(now + net.hop(), e.client, write_reply);
-        break;
-      case write_reply: {
-        if (c.ok) break;
-        const failover::retry_decision d = c.state.after_failure(conflict);
-        if (d.retry)
-          q.push(now + net.hop() + d.wait, e.client, read_at_server);
-        else
-          ++r.gave_up;
-        break;
-      }
-      default:
-        break;
-    }
-  }
-  r.makespan_ms = to_ms(now);
+  failover::testing::fake_clock clock;
+  herd_driver* sim = nullptr;
+  // An attempt: read the version (a hop there, a hop back), then write with it (the same); the
+  // write succeeds only if nobody wrote in between.
+  auto on_start = [&](herd_driver::call_id c, const failover::actions::start_attempt& a) {
+    client& cl = clients[c];
+    cl.attempt = a.id;
+    const duration first = cl.next_hop ? *cl.next_hop : net.hop();
+    cl.next_hop.reset();
+    sim->at(clock.now() + first, [&, c] {  // at the server: read
+      clients[c].seen = version;
+      sim->at(clock.now() + net.hop(), [&, c] {    // the reply is back: write
+        sim->at(clock.now() + net.hop(), [&, c] {  // at the server: write
+          ++r.calls;
+          const bool ok = clients[c].seen == version;
+          if (ok) ++version;
+          sim->at(clock.now() + net.hop(), [&, c, ok, written = version] {  // the reply
+            client& back = clients[c];
+            if (ok) return sim->answer(c, back.attempt, written);
+            back.next_hop = net.hop();
+            sim->answer(c, back.attempt, failover::failure::http(409, "version_conflict"));
+          });
+        });
+      });
+    });
+  };
+  auto on_done = [&](herd_driver::call_id, const failover::result<std::uint64_t>& res) {
+    if (!res) ++r.gave_up;
+  };
+  herd_driver driver(clock, on_start, on_done);
+  sim = &driver;
+  for (int i = 0; i < n; ++i)
+    driver.add(clients[static_cast<std::size_t>(i)].retrier.begin_call<std::uint64_t>(
+        failover::call_options{}, clock.now()));
+  driver.run();
+  r.makespan_ms = to_ms(clock.elapsed());
   return r;
 }
 
@@ -206,9 +221,9 @@ int run(int argc, char** argv) {
   // status the default table treats as permanent.
   failover::classifier cls;
   cls.on_status(409, failover::error_kind::server_error, true);
-  const failover::error conflict =
-      cls.classify(failover::failure::http(409, "version_conflict"), failover::wall_time{});
-  if (!conflict.transient) throw std::logic_error("409 should classify as transient");
+  if (!cls.classify(failover::failure::http(409, "version_conflict"), failover::wall_time{})
+           .transient)
+    throw std::logic_error("409 should classify as transient");
 
   output_file out(out_path);
   std::FILE* csv = out ? out.get() : stdout;
@@ -223,7 +238,7 @@ int run(int argc, char** argv) {
       for (long long t = 0; t < trials; ++t) {
         const trial_result r = run_trial(
             st, n, trial_seed(seed, static_cast<std::uint64_t>(n), static_cast<std::uint64_t>(t)),
-            conflict);
+            cls);
         spans.push_back(r.makespan_ms);
         calls.push_back(r.calls);
         gave_up += r.gave_up;

@@ -80,9 +80,11 @@ class event_queue {
   std::uint64_t seq_ = 0;
 };
 
-// What the blocking driver (detail/driver.hpp) keeps for one call on one model with no deadline:
-// the attempt counters, the backoff copied from the prototype at the first retry, and the
-// decide_retry verdict after each failure. A retrier sets max_total_attempts to INT_MAX.
+// What a retrier's machine keeps for one call on one model with no deadline: the attempt counters,
+// the backoff copied from the prototype at the first retry, and the decide_retry verdict after each
+// failure (max_total_attempts INT_MAX, as a retrier's). Only the rate-limit simulation still uses
+// it, and it checks it against a real retrier before it runs; the herd runs on the machine itself
+// (drivers/sim.hpp).
 template <class Backoff>
 class retry_state {
  public:
@@ -165,6 +167,8 @@ class sim_backoff {
       : inner_(o, seed), kind_(c), factor_(factor), shift_(attempt_shift) {}
   sim_backoff(const sim_backoff& other)
       : inner_(other.inner_), kind_(other.kind_), factor_(other.factor_), shift_(other.shift_) {}
+  // A move keeps the stream, as exponential_backoff's does.
+  sim_backoff(sim_backoff&&) noexcept = default;
   sim_backoff& operator=(const sim_backoff& other) {
     inner_ = other.inner_;
     kind_ = other.kind_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <failover/drivers/callback.hpp>
+#include <failover/drivers/sim.hpp>
 #include <failover/fallback_chain.hpp>
 #include <failover/testing.hpp>
 #include <failover/testing/fake_loop.hpp>
@@ -101,6 +102,42 @@ inline failover::result<std::string> via_callback(scenario& s, const std::string
                          });
   loop.run();
   CHECK(handled == 1);
+  REQUIRE(out);
+  return std::move(*out);
+}
+
+// The same call through the virtual-time driver: each attempt runs its model 1 ms after it
+// starts (the time the chain's copy of the model takes), and its answer is handed over then.
+inline failover::result<std::string> via_sim(scenario& s, const std::string& prompt) {
+  using machine = decltype(s.chain.begin_call(s.options, s.clock.now()));
+  using driver = failover::sim_driver<machine, failover::testing::fake_clock>;
+  std::optional<failover::result<std::string>> out;
+  int handled = 0;
+  driver* d = nullptr;
+  driver sim(
+      s.clock,
+      [&](driver::call_id c, const failover::actions::start_attempt& st) {
+        const std::size_t entry = st.entry;
+        const failover::attempt_id id = st.id;
+        d->at(s.clock.now() + std::chrono::milliseconds(1), [&, c, entry, id] {
+          std::optional<scenario_answer> got;
+          try {
+            got.emplace(s.models[entry](prompt));
+          } catch (...) {
+            return d->fail(c, id, std::current_exception());
+          }
+          d->answer(c, id, std::move(*got));
+        });
+      },
+      [&](driver::call_id, failover::result<std::string> r) {
+        ++handled;
+        out.emplace(std::move(r));
+      });
+  d = &sim;
+  sim.add(s.chain.begin_call(s.options, s.clock.now()));
+  sim.run();
+  CHECK(handled == 1);
+  CHECK(sim.running() == 0);
   REQUIRE(out);
   return std::move(*out);
 }

@@ -1030,8 +1030,10 @@ TEST_CASE("chain: begin_call keeps its own copy of the call options", "[chain]")
   CHECK(r.trace().size() == 1);
 }
 
-TEST_CASE("drivers: run(), the stepped machine and the callback driver end every call alike",
-          "[chain]") {
+TEST_CASE(
+    "drivers: run(), the stepped machine, the callback driver and the virtual-time driver end "
+    "every call alike",
+    "[chain]") {
   // run() handles a call whose first attempt succeeds on its own and hands any other call to the
   // machine; begin_call() runs the machine from the start. Both must make the same call.
   const auto scenarios = failover_test::driver_scenarios();
@@ -1044,6 +1046,8 @@ TEST_CASE("drivers: run(), the stepped machine and the callback driver end every
       failover_test::check_same(r1, r2);
       auto async = failover_test::build(builder);
       failover_test::check_same(r1, failover_test::via_callback(*async, "q"));
+      auto sim = failover_test::build(builder);
+      failover_test::check_same(r1, failover_test::via_sim(*sim, "q"));
       // run() takes its own path (no call options to read): where the scenario sets none, it
       // must end the call the same way too.
       if (!blocking->options.deadline && !blocking->options.token.cancelled()) {
