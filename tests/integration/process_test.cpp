@@ -73,7 +73,8 @@ namespace {
 // Runs `body` in a forked child and tells how the child ended: "exit N", "signal N", or
 // "still running" when it did not end within `limit` (then it is killed). `body` returns the
 // exit code; the child then ends with std::exit when `run_exit_handlers` (static destructors and
-// atexit handlers run), else with _exit (nothing runs).
+// atexit handlers run), else with _exit (nothing runs). The limits are generous (30 s): a child
+// under AddressSanitizer on a loaded machine (its leak check at exit included) took over 5 s.
 std::string in_child(std::chrono::milliseconds limit, const std::function<int()>& body,
                      bool run_exit_handlers = false) {
   std::cout.flush();
@@ -123,7 +124,7 @@ TEST_CASE("an upload the watchdog cuts short does not kill the process with SIGP
         if (c.send("HTTP/1.1 413 Payload Too Large\r\n")) c.stall(10s);
       },
       raw_server::unread);
-  const std::string ended = in_child(10s, [&] {
+  const std::string ended = in_child(30s, [&] {
     failover::http::httplib_endpoint endpoint(server.base_url(), {500ms, 10s});
     failover::attempt_context ctx;
     ctx.remaining = 300ms;
@@ -187,7 +188,7 @@ TEST_CASE("a forked child's attempts are watched, and the child exits") {
   REQUIRE(answered(quick.base_url()));  // the parent's watchdog thread runs now
   // The child has the parent's watchdog in memory but not its thread: it needs its own.
   CHECK(in_child(
-            5s, [&] { return ends_on_deadline(slow.base_url()); },
+            30s, [&] { return ends_on_deadline(slow.base_url()); },
             /*run_exit_handlers=*/true) == "exit 0");
   CHECK(answered(quick.base_url()));  // and the parent's still serves it
 }
@@ -200,7 +201,7 @@ TEST_CASE("the shared watchdog outlives the process's static destructors") {
   // the child registers its handler, so they outlive it; the watchdog is first used after.
   { const ::httplib::Client warm(quick.base_url()); }
   CHECK(in_child(
-            5s,
+            30s,
             [&] {
               // Registered before the watchdog exists, so it runs after any static made later
               // is destroyed: an attempt made there must still end on its deadline.
@@ -303,7 +304,7 @@ TEST_CASE("curl: an allocation failing in a callback is rethrown, and the handle
 // one), so a child starved of descriptors reports their failure, not the adapter's.
 TEST_CASE("an attempt whose socket cannot be watched fails at once, naming the cause") {
   raw_server slow(drips());
-  const std::string ended = in_child(5s, [&] {
+  const std::string ended = in_child(30s, [&] {
     // Every descriptor but one taken: the client's socket gets the last, its dup none.
     rlimit few{64, 64};
     if (::setrlimit(RLIMIT_NOFILE, &few) != 0) return 1;

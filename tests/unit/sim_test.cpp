@@ -4,11 +4,14 @@
 
 #include <failover/drivers/sim.hpp>
 #include <failover/fallback_chain.hpp>
+#include <failover/retrier.hpp>
 #include <failover/testing.hpp>
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -128,4 +131,104 @@ TEST_CASE(
   CHECK(sim.run() == 3);  // one queued answer per call
   CHECK(ended == 3);
   CHECK(sim.running() == 0);
+}
+
+TEST_CASE("sim: what on_start throws is that attempt's answer, and the call ends once with it") {
+  echo e;
+  int ended = 0;
+  std::optional<failover::result<std::string>> out;
+  driver_t sim(
+      e.clock,
+      [](driver_t::call_id, const failover::actions::start_attempt&) {
+        throw std::runtime_error("the world broke");
+      },
+      [&](driver_t::call_id, failover::result<std::string> r) {
+        ++ended;
+        out.emplace(std::move(r));
+      });
+  sim.add(e.chain.begin_call({}, e.clock.now()));
+  sim.run();
+  CHECK(ended == 1);
+  CHECK(sim.running() == 0);
+  REQUIRE(out);
+  REQUIRE_FALSE(out->has_value());
+  REQUIRE(out->error().exception);
+  CHECK_THROWS_WITH(std::rethrow_exception(out->error().exception), "the world broke");
+}
+
+TEST_CASE("sim: a call added inside another's on_start leaves that one's answer queued") {
+  echo e;
+  int in_start = 0;  // on_start calls under way (one nests in the other)
+  bool done_inside_start = false;
+  int ended = 0;
+  driver_t* d = nullptr;
+  driver_t sim(
+      e.clock,
+      [&](driver_t::call_id c, const failover::actions::start_attempt& s) {
+        ++in_start;
+        if (c == 0) d->add(e.chain.begin_call({}, e.clock.now()));
+        d->answer(c, s.id, answer("ok"));  // inside the call's own action: queued
+        --in_start;
+      },
+      [&](driver_t::call_id, const failover::result<std::string>& r) {
+        done_inside_start = done_inside_start || in_start > 0;
+        ended += r.has_value() ? 1 : 0;
+      });
+  d = &sim;
+  sim.add(e.chain.begin_call({}, e.clock.now()));
+  sim.run();
+  CHECK(ended == 2);
+  CHECK_FALSE(done_inside_start);
+}
+
+TEST_CASE("sim: a deadline timer left over by a call that ended moves no clock") {
+  echo e;
+  driver_t* d = nullptr;
+  driver_t sim(
+      e.clock,
+      [&](driver_t::call_id c, const failover::actions::start_attempt& s) {
+        d->answer_at(e.clock.now() + 10ms, c, s.id, answer("ok"));
+      },
+      [](driver_t::call_id, const failover::result<std::string>&) {});
+  d = &sim;
+  failover::call_options timed;
+  timed.deadline = 30s;
+  sim.add(e.chain.begin_call(timed, e.clock.now()));
+  CHECK(sim.run() == 1);  // the answer; the deadline's timer is dropped
+  CHECK(e.clock.elapsed() == 10ms);
+}
+
+TEST_CASE("sim: run() called from inside run() is refused, naming the fix") {
+  echo e;
+  driver_t* d = nullptr;
+  driver_t sim(
+      e.clock, [](driver_t::call_id, const failover::actions::start_attempt&) {},
+      [](driver_t::call_id, const failover::result<std::string>&) {});
+  d = &sim;
+  sim.at(e.clock.now() + 1ms, [&] { d->run(); });
+  CHECK_THROWS_WITH(sim.run(), Catch::Contains("called from inside run()"));
+}
+
+TEST_CASE("sim: a move-only value is answered later") {
+  failover::testing::fake_clock clock;
+  failover::basic_retrier<failover::testing::fake_policies> retrier("m");
+  failover::testing::use_fake_time(retrier, clock);
+  using value = std::unique_ptr<int>;
+  using machine = decltype(retrier.begin_call<value>(failover::call_options{}, clock.now()));
+  using driver = failover::sim_driver<machine, failover::testing::fake_clock>;
+  int got = 0;
+  driver* d = nullptr;
+  driver sim(
+      clock,
+      [&](driver::call_id c, const failover::actions::start_attempt& s) {
+        d->answer_at(clock.now() + 5ms, c, s.id, std::make_unique<int>(7));
+      },
+      [&](driver::call_id, failover::result<value> r) {
+        REQUIRE(r.has_value());
+        got = **r;
+      });
+  d = &sim;
+  sim.add(retrier.begin_call<value>(failover::call_options{}, clock.now()));
+  sim.run();
+  CHECK(got == 7);
 }
