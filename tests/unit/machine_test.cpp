@@ -48,8 +48,10 @@ struct echo_chain {
   }
 };
 
-failover::result<std::string> on_loop(const chain_t& chain, failover::testing::fake_loop& loop,
-                                      const std::string& prompt, int& handled) {
+// Runs one call on `loop` (fake_loop, or any loop of this file with run()) to its end.
+template <class Loop>
+failover::result<std::string> on_loop(const chain_t& chain, Loop& loop, const std::string& prompt,
+                                      int& handled) {
   std::optional<failover::result<std::string>> out;
   failover::async_run(chain, loop, prompt, [&](failover::result<std::string> r) {
     ++handled;
@@ -746,14 +748,8 @@ TEST_CASE("async calls: a loop that copies the closures it is given ends each ca
   loop.clock = &clock;
   loop.copying = true;
   int handled = 0;
-  std::optional<failover::result<std::string>> out;
-  failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
-    ++handled;
-    out.emplace(std::move(r));
-  });
-  loop.run();
+  const std::optional<failover::result<std::string>> out = on_loop(chain, loop, "q", handled);
   CHECK(handled == 1);
-  REQUIRE(out);
   REQUIRE(out->has_value());
   CHECK(**out == "ok:q");
   CHECK(out->trace().size() == 2);  // the retry's timer ran from a copy
@@ -768,14 +764,8 @@ TEST_CASE("async calls: a loop whose timer throws ends the call once, with what 
   loop.clock = &clock;
   loop.refuse_timers = true;
   int handled = 0;
-  std::optional<failover::result<std::string>> out;
-  failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
-    ++handled;
-    out.emplace(std::move(r));
-  });
-  loop.run();
+  const std::optional<failover::result<std::string>> out = on_loop(chain, loop, "q", handled);
   CHECK(handled == 1);
-  REQUIRE(out);
   REQUIRE_FALSE(out->has_value());
   CHECK(out->error().message.find("the loop's timer threw") != std::string::npos);
   REQUIRE(out->error().exception);
