@@ -135,8 +135,8 @@ TEST_CASE("an upload the watchdog cuts short does not kill the process with SIGP
     const auto kind = sent.failure().transport;
     if (kind != failover::transport_error::read_timeout &&
         kind != failover::transport_error::connect_timeout) {
-      std::cerr << "the cut-short upload ended as transport kind " << static_cast<int>(kind)
-                << " (" << sent.failure().message << ")\n";
+      std::cerr << "the cut-short upload ended as transport kind " << static_cast<int>(kind) << " ("
+                << sent.failure().message << ")\n";
       return 10 + static_cast<int>(kind);
     }
     // A SIGPIPE held back for the attempt is not left pending for the application either.
