@@ -8,6 +8,8 @@
 #include <failover/testing.hpp>
 #include <failover/testing/fake_loop.hpp>
 
+#include "driver_scenarios.hpp"
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -574,19 +576,136 @@ TEST_CASE("async entries: completion::fail reports a throw, in run() and in asyn
   }
 }
 
-TEST_CASE("machine: first_start() on a machine that has begun starts nothing more") {
-  echo_chain echo;
-  const failover::testing::fake_clock& clock = echo.clock;
-  const chain_t& chain = echo.chain;
-  auto m = chain.begin_call(failover::call_options{}, clock.now());
-  CHECK_FALSE(m.first_start());  // begin_call's machine began in its constructor
-  CHECK(m.in_flight() == 1);
-  const auto start = expect<actions::start_attempt>(m);
-  m.handle_answer(start.id, answer("once"), clock.now());
-  expect<actions::done>(m);
-  const auto r = std::move(m).take();
-  CHECK(*r == "once");
-  CHECK(r.trace().size() == 1);
+namespace {
+// What a call told its gates and hooks: how often each was called.
+struct call_counts {
+  int calls = 0;                          // gate on_call
+  int asks = 0;                           // gate ask, before an attempt
+  int tells = 0;                          // gate tell
+  int told_ok = 0;                        // of which a success
+  int starts = 0;                         // on_attempt_start
+  int ends = 0;                           // on_attempt_end
+  int ended_ok = 0;                       // of which a success
+  std::vector<failover::verdict> script;  // the gate's verdicts, one per ask; then go
+  bool operator==(const call_counts& o) const {
+    return calls == o.calls && asks == o.asks && tells == o.tells && told_ok == o.told_ok &&
+           starts == o.starts && ends == o.ends && ended_ok == o.ended_ok;
+  }
+};
+struct scripted_gate {
+  struct key {};
+  std::shared_ptr<call_counts> n = std::make_shared<call_counts>();
+  key resolve(std::string_view) const { return {}; }
+  void on_call(failover::time_point) const noexcept { ++n->calls; }
+  failover::verdict ask(const key&, const failover::gate_question& q) const noexcept {
+    if (q.phase != failover::ask_phase::attempt) return failover::verdict::go();
+    const auto i = static_cast<std::size_t>(n->asks++);
+    return i < n->script.size() ? n->script[i] : failover::verdict::go();
+  }
+  bool would_refuse(const key&, failover::time_point) const noexcept { return false; }
+  void tell(const key&, const failover::gate_report& r) const noexcept {
+    ++n->tells;
+    if (!r.failure && !r.abandoned) ++n->told_ok;
+  }
+};
+struct counting_hooks : failover::no_hooks {
+  std::shared_ptr<call_counts> n;
+  void on_attempt_start(const failover::attempt_started&) const noexcept { ++n->starts; }
+  void on_attempt_end(const failover::attempt_ended& e) const noexcept {
+    ++n->ends;
+    if (e.ok) ++n->ended_ok;
+  }
+};
+struct counted_policies : failover::testing::fake_policies {
+  using gates = failover::gate_list<scripted_gate>;
+  using hooks = counting_hooks;
+};
+using counted_chain =
+    failover::basic_fallback_chain<std::string(const std::string&), counted_policies>;
+
+// A chain of "a" (its answers from `a`, then its prompt) and "b" (its prompt), on fake time;
+// the gate's verdicts come from `script`.
+struct counted_call {
+  failover::testing::fake_clock clock;
+  counted_chain chain;
+  std::shared_ptr<call_counts> n;
+  counted_call(std::vector<std::function<answer()>> a, std::vector<failover::verdict> script) {
+    failover::testing::use_fake_time(chain, clock);
+    n = chain.gates().get<2>().n;
+    n->script = std::move(script);
+    chain.hooks().n = n;
+    auto left = std::make_shared<std::vector<std::function<answer()>>>(std::move(a));
+    failover::backoff_options exact;
+    exact.jitter = failover::jitter::none;  // the two calls' waits compare exactly
+    chain.add(
+        "a",
+        [left](const std::string& p) {
+          if (left->empty()) return answer("a:" + p);
+          auto next = std::move(left->front());
+          left->erase(left->begin());
+          return next();
+        },
+        failover::role::standard, failover::retry_options{},
+        failover::exponential_backoff<>(exact));
+    chain.add("b", [](const std::string& p) { return "b:" + p; });
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "run(): a call whose first attempt does not end it goes on as the machine would have run it "
+    "from its start") {
+  // run() makes a first attempt of a call with no deadline itself and hands anything but a value
+  // to a machine that adopts it: the gates must hear of the call once, be asked once and told
+  // once per attempt, and the hooks see each attempt once, exactly as through the callback driver.
+  const auto now = failover::time_point{};
+  const auto fail503 = [] { return answer(failover::failure::http(503)); };
+  const auto boom = []() -> answer { throw std::runtime_error("boom"); };
+  struct shape {
+    const char* name;
+    std::vector<std::function<answer()>> a;
+    std::vector<failover::verdict> script;
+    std::size_t records;
+    const char* value;
+    call_counts want;  // calls, asks, tells, told_ok, starts, ends, ended_ok
+  };
+  const std::vector<shape> shapes = {
+      {"a value at once", {}, {}, 1, "a:q", {1, 1, 1, 1, 1, 1, 1, {}}},
+      {"a 503, then a value", {fail503}, {}, 2, "a:q", {1, 2, 2, 1, 2, 2, 1, {}}},
+      {"a throw: the next model", {boom}, {}, 2, "b:q", {1, 2, 2, 1, 2, 2, 1, {}}},
+      {"the gate refuses the first model",
+       {},
+       {failover::verdict::refuse(now + 30s, stop_reason::circuit_open)},
+       2,
+       "b:q",
+       {1, 2, 1, 1, 1, 1, 1, {}}},
+      {"the gate asks the first attempt to wait",
+       {},
+       {failover::verdict::wait_for(2s)},
+       1,
+       "a:q",
+       {1, 2, 1, 1, 1, 1, 1, {}}},
+  };
+  for (const auto& sh : shapes) {
+    SECTION(sh.name) {
+      counted_call blocking(sh.a, sh.script);
+      const auto r1 = blocking.chain.run("q");
+      counted_call async(sh.a, sh.script);
+      failover::testing::fake_loop loop(async.clock);
+      failover::inline_pool pool;
+      std::optional<failover::result<std::string>> r2;
+      failover::async_run_on(async.chain, loop, pool, failover::call_options{}, std::string("q"),
+                             [&](failover::result<std::string> r) { r2.emplace(std::move(r)); });
+      loop.run();
+      REQUIRE(r2);
+      REQUIRE(r1.has_value());
+      CHECK(*r1 == sh.value);
+      CHECK(r1.trace().size() == sh.records);
+      failover_test::check_same(r1, *r2);
+      CHECK(*blocking.n == sh.want);
+      CHECK(*async.n == sh.want);
+    }
+  }
 }
 
 namespace {

@@ -12,31 +12,15 @@
 
 namespace failover {
 
-// Runs one call to its end. `invoke(entry, context)` calls the entry's callable and returns
-// outcome<R>; what it throws (copying an argument into a by-value parameter included) is the
-// attempt's answer. The Sleeper waits out each sleep_until and says whether it was cancelled.
-template <class R, class Plan, class Clock, class Sleeper, class Invoke>
-result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& clock,
-                       const Sleeper& sleeper, Invoke&& invoke) {
-  // The machine borrows the options and writes into `out`, which is returned as it is (NRVO).
-  result<R> out(plan.names);
-  using machine = call_machine<R, Plan, detail::borrowed_call<R, Plan>>;
-  machine m(machine::not_begun, clock.now(), plan, call, out);
-  // The first attempt is handed over without the queue, and a value it returns ends the call
-  // there; every other turn is a poll().
-  if (const std::optional<actions::start_attempt> first = m.first_start()) {
-    try {
-      outcome<R> answer = invoke(first->entry, *first->context);
-      m.first_answer(first->id, std::move(answer), clock.now());
-    } catch (...) {
-      m.handle(events::failed{first->id, std::current_exception()}, clock.now());
-    }
-    if (m.is_done()) return out;
-  }
+namespace detail {
+
+// The loop: every turn is a poll() and what it says.
+template <class Machine, class Clock, class Sleeper, class Invoke>
+void drive_blocking(Machine& m, const Clock& clock, const Sleeper& sleeper, Invoke& invoke) {
   while (auto a = m.poll()) {
     if (const auto* s = std::get_if<actions::start_attempt>(&*a)) {
       try {
-        outcome<R> answer = invoke(s->entry, *s->context);
+        auto answer = invoke(s->entry, *s->context);
         m.handle_answer(s->id, std::move(answer), clock.now());
       } catch (...) {
         m.handle(events::failed{s->id, std::current_exception()}, clock.now());
@@ -59,6 +43,75 @@ result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& 
     }
     // cancel_attempt: nothing to abort; a blocking attempt has returned before the next action.
   }
+}
+
+// A call begun outside a machine whose first attempt did not end it: a machine adopts the attempt
+// (or the gates' verdict) and runs the call on. Out of line: the call that succeeds at once is
+// the one the driver keeps short.
+template <class Machine, class Plan, class R, class Verdict, class Clock, class Sleeper,
+          class Invoke, class Answer>
+FAILOVER_MACHINE_COLD void go_on_blocking(const Plan& plan, const call_options& call,
+                                          result<R>& out, time_point start, const Verdict& first,
+                                          Answer&& answer, time_point end, const Clock& clock,
+                                          const Sleeper& sleeper, Invoke& invoke) noexcept {
+  Machine m(Machine::adopt_first, start, first, plan, call, out);
+  if constexpr (std::is_same_v<std::decay_t<Answer>, std::exception_ptr>) {
+    m.handle(events::failed{m.adopted(), std::forward<Answer>(answer)}, end);
+  } else if constexpr (!std::is_same_v<std::decay_t<Answer>, std::nullptr_t>) {
+    m.handle_answer(m.adopted(), std::forward<Answer>(answer), end);
+  }
+  drive_blocking(m, clock, sleeper, invoke);
+}
+
+}  // namespace detail
+
+// Runs one call to its end. `invoke(entry, context)` calls the entry's callable and returns
+// outcome<R>; what it throws (copying an argument into a by-value parameter included) is the
+// attempt's answer. The Sleeper waits out each sleep_until and says whether it was cancelled.
+//
+// A call with no deadline runs its first attempt without a machine, on the machine's own steps
+// (ask_first, announce, succeeded): a value ends the call there, and anything else goes to a
+// machine that adopts the attempt. Every other call is a machine from its start.
+template <class R, class Plan, class Clock, class Sleeper, class Invoke>
+result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& clock,
+                       const Sleeper& sleeper, Invoke&& invoke) {
+  using machine = call_machine<R, Plan, detail::borrowed_call<R, Plan>>;
+  static_assert(trace::inline_attempts >= 1, "the first record must not allocate");
+  // The machine borrows the options and writes into `out`, which is returned as it is (NRVO).
+  result<R> out(plan.names);
+  const time_point start = clock.now();
+  if constexpr (machine::can_begin_outside) {
+    typename machine::first_verdict first;
+    if (machine::ask_first(plan, call, start, first)) {
+      if (!first.v.is_go()) {
+        detail::go_on_blocking<machine>(plan, call, out, start, first, nullptr, start, clock,
+                                        sleeper, invoke);
+        return out;
+      }
+      const std::size_t entry = *plan.start;
+      attempt_record& rec =
+          machine::announce(plan, out, entry, 1, 1, std::nullopt, duration::zero());
+      const attempt_context context{(*plan.names)[entry], 1, 1, std::nullopt, &call.token};
+      try {
+        outcome<R> answer = invoke(entry, context);
+        const time_point end = clock.now();
+        if (answer.has_value()) {
+          rec.elapsed = end - start;
+          out.set_value(*std::move(answer));
+          machine::succeeded(plan, rec, entry, end, first.held);
+        } else {
+          detail::go_on_blocking<machine>(plan, call, out, start, first, std::move(answer), end,
+                                          clock, sleeper, invoke);
+        }
+      } catch (...) {
+        detail::go_on_blocking<machine>(plan, call, out, start, first, std::current_exception(),
+                                        clock.now(), clock, sleeper, invoke);
+      }
+      return out;
+    }
+  }
+  machine m(start, plan, call, out);
+  detail::drive_blocking(m, clock, sleeper, invoke);
   return out;
 }
 

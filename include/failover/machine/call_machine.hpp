@@ -117,22 +117,9 @@ class call_machine {
   FAILOVER_MACHINE_HOT call_machine(time_point now, A&&... store_args) noexcept
       : call_machine(not_begun, now, std::forward<A>(store_args)...) {
     try {
-      begin(now, false);
+      begin(now);
     } catch (...) {
       step_threw(now);
-    }
-  }
-  // The blocking driver's: the call starts at `now` but has not begun; first_start() begins it.
-  struct not_begun_t {
-    explicit not_begun_t() = default;
-  };
-  static constexpr not_begun_t not_begun{};
-  template <class... A>
-  FAILOVER_MACHINE_HOT call_machine(not_begun_t, time_point now, A&&... store_args) noexcept
-      : store_(std::forward<A>(store_args)...), start_(now), last_now_(now) {
-    if (opts().deadline || call().deadline) {
-      has_deadline_ = true;
-      deadline_ = *detail::earlier(opts().deadline, call().deadline);
     }
   }
   call_machine(call_machine&&) noexcept = default;
@@ -159,32 +146,75 @@ class call_machine {
       step_threw(now);
     }
   }
-  // The blocking driver's way through a call that succeeds at once, on the same steps as poll()
-  // and handle(): first_start() begins a machine built not_begun and hands out its first
-  // start_attempt itself rather than through poll() (none when the call ends or waits before
-  // any attempt: poll() then says what next). first_answer() is handle_answer() for that
-  // attempt, except that a value ends the call there with no `done` to poll: is_done() says so.
-  FAILOVER_MACHINE_HOT std::optional<actions::start_attempt> first_start() noexcept {
-    if (phase_ != phase::idle || !out_.empty()) return std::nullopt;  // begun already
-    slot* s = nullptr;
-    try {
-      s = begin(start_, true);
-    } catch (...) {
-      step_threw(start_);
-      return std::nullopt;
-    }
-    if (!s) return std::nullopt;
-    return actions::start_attempt{s->id, s->entry, &s->context};
+  // ---- a first attempt run without a machine (the blocking driver's) ----
+  // A blocking call whose first attempt answers with a value needs no machine. The driver runs
+  // that attempt on its own frame with the steps below, which are the steps the machine runs for
+  // it, and builds a machine only for anything else: one built `adopt_first` takes the attempt
+  // over (or the gates' verdict that stopped it) and goes on as if it had begun the call itself.
+  // Only a call with no deadline goes this way, and only when moving its value cannot throw.
+  static constexpr bool can_begin_outside = std::is_nothrow_move_constructible_v<R>;
+  struct first_verdict {
+    verdict v;
+    tickets held{};
+  };
+  // What begin() decides for a call with no deadline that starts at `now`: the start rule, then
+  // the gates (which count the call), into `f`. False when the call has a deadline or the rule
+  // stops it before any attempt (nothing was asked: a machine built at `now` then begins it).
+  FAILOVER_MACHINE_HOT static bool ask_first(const Plan& p, const call_options& call,
+                                             time_point now, first_verdict& f) noexcept {
+    if (!p.start || p.options->deadline || call.deadline ||
+        decide_start(*p.options, call.token.cancelled(), 0, std::nullopt) != stop_reason::none)
+      return false;
+    p.gates->on_call(now);
+    f.v = p.gates->ask((*p.entries)[*p.start].keys, gate_question{ask_phase::attempt, now, now},
+                       f.held);
+    return true;
   }
-  FAILOVER_MACHINE_HOT void first_answer(attempt_id id, outcome<R>&& answer,
-                                         time_point now) noexcept {
-    if (!enter(now)) return;
+  // What start() does outside the machine: the hook is told and the record added. The first
+  // record of a call lives inline in the trace and cannot fail to be added.
+  FAILOVER_MACHINE_HOT static attempt_record& announce(const Plan& p, failover::result<R>& res,
+                                                       std::size_t entry, int attempt, int total,
+                                                       std::optional<duration> remaining,
+                                                       duration offset) {
+    const std::string_view model = (*p.names)[entry];
+    notify(p, &hooks_type::on_attempt_start, attempt_started{model, attempt, total, remaining});
+    return res.mutable_trace().add(model, static_cast<std::uint16_t>(entry),
+                                   (*p.entries)[entry].role, attempt, offset);
+  }
+  // A value is in the result: the attempt's record says so, and the gates and the hooks are told.
+  FAILOVER_MACHINE_HOT static void succeeded(const Plan& p, attempt_record& rec, std::size_t entry,
+                                             time_point now, const tickets& held) noexcept {
+    rec.ok = true;
+    p.gates->tell((*p.entries)[entry].keys, now, nullptr, held);
+    notify(p, &hooks_type::on_attempt_end,
+           attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
+  }
+  // The machine of a call begun outside it at `start` with ask_first() == `f`. On `go`, the
+  // attempt announce() recorded is in flight as adopted(), to be answered through handle();
+  // otherwise the verdict is taken as begin() takes it (a skip, or a wait for the gate).
+  struct adopt_first_t {
+    explicit adopt_first_t() = default;
+  };
+  static constexpr adopt_first_t adopt_first{};
+  template <class... A>
+  call_machine(adopt_first_t, time_point start, const first_verdict& f, A&&... store_args) noexcept
+      : call_machine(not_begun, start, std::forward<A>(store_args)...) {
     try {
-      on_answer(id, std::move(answer), now, false);
+      index_ = *plan().start;
+      begin_model();
+      if (f.v.is_go()) {
+        adopted_ = open_attempt(start, std::nullopt, f.held, 0)->id;
+      } else if (f.v.what == verdict::kind::refuse) {
+        skip(start, f.v);
+      } else {
+        wait(start, f.v.wait, waiting_for::gate);
+      }
     } catch (...) {
-      step_threw(now);
+      step_threw(start);
     }
   }
+  // The attempt a machine built adopt_first took over (0: none).
+  attempt_id adopted() const noexcept { return adopted_; }
 
   void handle(events::failed e, time_point now) noexcept {
     if (!enter(now)) return;
@@ -264,6 +294,19 @@ class call_machine {
 
  private:
   using slot = typename detail::attempt_table<tickets, max_in_flight>::slot;
+  // A machine whose call starts at `now` and has not begun (begin() or adopt_first does that).
+  struct not_begun_t {
+    explicit not_begun_t() = default;
+  };
+  static constexpr not_begun_t not_begun{};
+  template <class... A>
+  FAILOVER_MACHINE_HOT call_machine(not_begun_t, time_point now, A&&... store_args) noexcept
+      : store_(std::forward<A>(store_args)...), start_(now), last_now_(now) {
+    if (opts().deadline || call().deadline) {
+      has_deadline_ = true;
+      deadline_ = *detail::earlier(opts().deadline, call().deadline);
+    }
+  }
   enum class phase : std::uint8_t { idle, running, waiting, done };
   enum class waiting_for : std::uint8_t { retry, reopen, gate };
 
@@ -305,11 +348,15 @@ class call_machine {
   // Observing must not change how a call ends, whatever a user's Hooks policy does.
   template <class Hook, class Event>
   void notify(Hook hook, const Event& e) const noexcept {
+    notify(plan(), hook, e);
+  }
+  template <class Hook, class Event>
+  static void notify(const Plan& p, Hook hook, const Event& e) noexcept {
     if constexpr (noexcept((std::declval<const hooks_type&>().*hook)(e))) {
-      (plan().hooks->*hook)(e);
+      (p.hooks->*hook)(e);
     } else {
       try {
-        (plan().hooks->*hook)(e);
+        (p.hooks->*hook)(e);
       } catch (...) {  // NOLINT(bugprone-empty-catch): documented: hook failures are dropped
       }
     }
@@ -351,19 +398,21 @@ class call_machine {
     return false;
   }
 
-  // Begins the call; with `direct`, its first attempt is not queued but returned (null when the
-  // call ended or waits before it).
-  FAILOVER_MACHINE_HOT slot* begin(time_point now, bool direct) {
+  // Begins the call.
+  FAILOVER_MACHINE_HOT void begin(time_point now) {
     if (!plan().start) {
       finish(detail::machine_error(error_kind::unknown, {},
                                    "the chain has no standard entry to start from"),
              stop_reason::no_fallback);
-      return nullptr;
+      return;
     }
     index_ = *plan().start;
     begin_model();
-    if (has_deadline_) return next_timed_attempt(now, true, direct);
-    return next_attempt_as<false>(now, true, direct);
+    if (has_deadline_) {
+      next_timed_attempt(now, true);
+      return;
+    }
+    next_attempt_as<false>(now, true);
   }
 
   FAILOVER_MACHINE_HOT void begin_model() {
@@ -381,25 +430,25 @@ class call_machine {
 
   // The current model's next attempt: asks the rules, then the gates, then starts it. The one
   // body below runs in two instances: without a deadline every time it reads is a constant
-  // "none", so the call that has none computes no time left at all. next_attempt_as() returns
-  // the slot of an attempt it started `direct` (not queued: begin() hands it out), else null.
+  // "none", so the call that has none computes no time left at all. (ask_first() is its first
+  // steps for the first attempt of a call with no deadline.)
   FAILOVER_MACHINE_HOT void next_attempt(time_point now) {
     if (has_deadline_) {
-      next_timed_attempt(now, false, false);
+      next_timed_attempt(now, false);
       return;
     }
-    next_attempt_as<false>(now, false, false);
+    next_attempt_as<false>(now, false);
   }
-  FAILOVER_MACHINE_COLD slot* next_timed_attempt(time_point now, bool first_of_call, bool direct) {
-    return next_attempt_as<true>(now, first_of_call, direct);
+  FAILOVER_MACHINE_COLD void next_timed_attempt(time_point now, bool first_of_call) {
+    next_attempt_as<true>(now, first_of_call);
   }
   template <bool Timed>
-  FAILOVER_MACHINE_HOT slot* next_attempt_as(time_point now, bool first_of_call, bool direct) {
+  FAILOVER_MACHINE_HOT void next_attempt_as(time_point now, bool first_of_call) {
     const std::optional<duration> left = Timed ? time_left(now) : std::nullopt;
     const stop_reason why = decide_start(opts(), call().token.cancelled(), total_, left);
     if (why != stop_reason::none) {
       model_done(why, now);
-      return nullptr;
+      return;
     }
     // A call that never starts is no first attempt: the gates count it only now.
     if (first_of_call) gates().on_call(now);
@@ -411,45 +460,47 @@ class call_machine {
     // spent on it.
     if (remaining && *remaining <= duration::zero()) {
       model_done(stop_reason::wait_past_deadline, now);
-      return nullptr;
+      return;
     }
     tickets t{};
     const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
     if (v.what == verdict::kind::refuse) {
       skip(now, v);
-      return nullptr;
+      return;
     }
     if (v.what == verdict::kind::wait) {
       wait(now, v.wait, waiting_for::gate);
-      return nullptr;
+      return;
     }
-    slot* s = start(now, remaining, t, direct);
-    return direct ? s : nullptr;
+    start(now, remaining, t);
   }
 
-  // Opens attempt's slot and record; a `direct` start is handed out by the caller, any other is
-  // queued for poll().
+  // Opens an attempt's slot and record, and queues it for poll().
   FAILOVER_MACHINE_HOT slot* start(time_point now, std::optional<duration> remaining,
-                                   const tickets& t, bool direct = false) {
+                                   const tickets& t) {
     if (slots_.in_flight() == max_in_flight)
       throw std::logic_error("failover: more attempts in flight than the machine holds");
-    ++counters_.attempts;
-    counters_.total_attempts = ++total_;
-    notify(&hooks_type::on_attempt_start,
-           attempt_started{model(), counters_.attempts, total_, remaining});
     // The slot opens before the record is added: if adding it runs out of memory, the call ends
     // and abandon_all() still gives the gates their tickets back.
-    const std::size_t at = res().trace().size();
-    slot* s = slots_.open(index_, at, now, t);
+    slot* s = open_attempt(now, remaining, t, res().trace().size());
+    announce(plan(), res(), index_, counters_.attempts, total_, remaining, now - start_);
+    out_.push(detail::action_queue::kind::start, s->id);
+    return s;
+  }
+  // The machine's own part of starting an attempt on the current entry, whose record will be
+  // `record` in the trace: its numbers, its slot and the context it is handed.
+  FAILOVER_MACHINE_HOT slot* open_attempt(time_point now, std::optional<duration> remaining,
+                                          const tickets& t, std::size_t record) noexcept {
+    ++counters_.attempts;
+    counters_.total_attempts = ++total_;
+    slot* s = slots_.open(index_, record, now, t);
     s->context.model = model();
     s->context.attempt = counters_.attempts;
     s->context.total_attempt = total_;
     s->context.remaining = remaining;
     s->context.cancel = &call().token;
-    last_call_ = at;
-    add_record(now);
+    last_call_ = record;
     phase_ = phase::running;
-    if (!direct) out_.push(detail::action_queue::kind::start, s->id);
     return s;
   }
 
@@ -501,9 +552,7 @@ class call_machine {
     return e;
   }
 
-  // `queue_done`: a success queues `done` for poll() (first_answer()'s does not).
-  FAILOVER_MACHINE_HOT void on_answer(attempt_id id, outcome<R>&& answer, time_point now,
-                                      bool queue_done = true) {
+  FAILOVER_MACHINE_HOT void on_answer(attempt_id id, outcome<R>&& answer, time_point now) {
     slot* s = slots_.find(id);
     if (!s) return;  // cancelled, or never handed out: ignored
     const ended done = close(*s, now);
@@ -520,14 +569,10 @@ class call_machine {
     }
     // Only now are the gates and the hooks told of a success: a value whose move throws is a
     // failed attempt, and nothing counted it as a success.
-    attempt_record& rec = record(done.record);
-    rec.ok = true;
-    gates().tell(entries()[done.entry].keys, now, nullptr, done.held);
-    notify(&hooks_type::on_attempt_end,
-           attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
+    succeeded(plan(), record(done.record), done.entry, now, done.held);
     abandon_all(now, true);  // a hedged sibling still out is not wanted any more
     phase_ = phase::done;
-    if (queue_done) out_.push(detail::action_queue::kind::done);
+    out_.push(detail::action_queue::kind::done);
   }
 
   FAILOVER_MACHINE_COLD void on_thrown(attempt_id id, std::exception_ptr thrown, time_point now) {
@@ -778,6 +823,7 @@ class call_machine {
   duration wait_{};
   time_point wake_at_{};
   std::optional<std::pair<time_point, std::size_t>> earliest_reopen_;  // among skipped entries
+  attempt_id adopted_ = 0;
   // Copied from the prototype at a model's first retry; what it throws comes out named.
   std::optional<detail::guarded_backoff<backoff_type>> backoff_;
   detail::attempt_table<tickets, max_in_flight> slots_;
