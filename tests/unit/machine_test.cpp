@@ -10,7 +10,9 @@
 
 #include "driver_scenarios.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -587,6 +589,8 @@ struct call_counts {
   int ends = 0;                           // on_attempt_end
   int ended_ok = 0;                       // of which a success
   std::vector<failover::verdict> script;  // the gate's verdicts, one per ask; then go
+  std::vector<std::uint32_t> open;        // tickets handed out with a go and not told back yet
+  int wrong_tickets = 0;                  // tells with a ticket that was not open
   bool operator==(const call_counts& o) const {
     return calls == o.calls && asks == o.asks && tells == o.tells && told_ok == o.told_ok &&
            starts == o.starts && ends == o.ends && ended_ok == o.ended_ok;
@@ -597,15 +601,27 @@ struct scripted_gate {
   std::shared_ptr<call_counts> n = std::make_shared<call_counts>();
   key resolve(std::string_view) const { return {}; }
   void on_call(failover::time_point) const noexcept { ++n->calls; }
+  // Each go carries a ticket of its own (a half-open probe, say), which must come back once.
   failover::verdict ask(const key&, const failover::gate_question& q) const noexcept {
     if (q.phase != failover::ask_phase::attempt) return failover::verdict::go();
     const auto i = static_cast<std::size_t>(n->asks++);
-    return i < n->script.size() ? n->script[i] : failover::verdict::go();
+    failover::verdict v = i < n->script.size() ? n->script[i] : failover::verdict::go();
+    if (v.is_go()) {
+      v.ticket = static_cast<std::uint32_t>(100 + i);
+      n->open.push_back(v.ticket);
+    }
+    return v;
   }
   bool would_refuse(const key&, failover::time_point) const noexcept { return false; }
   void tell(const key&, const failover::gate_report& r) const noexcept {
     ++n->tells;
     if (!r.failure && !r.abandoned) ++n->told_ok;
+    const auto at = std::find(n->open.begin(), n->open.end(), r.ticket);
+    if (at == n->open.end()) {
+      ++n->wrong_tickets;
+    } else {
+      n->open.erase(at);
+    }
   }
 };
 struct counting_hooks : failover::no_hooks {
@@ -623,13 +639,20 @@ struct counted_policies : failover::testing::fake_policies {
 using counted_chain =
     failover::basic_fallback_chain<std::string(const std::string&), counted_policies>;
 
-// A chain of "a" (its answers from `a`, then its prompt) and "b" (its prompt), on fake time;
-// the gate's verdicts come from `script`.
+// A chain of "a" (its answers from `a`, then its prompt) and "b" (its prompt, or a 503 with
+// `b_fails`), each taking 1 ms of fake time, allowed `attempts` attempts in all; the gate's
+// verdicts come from `script`.
 struct counted_call {
   failover::testing::fake_clock clock;
   counted_chain chain;
   std::shared_ptr<call_counts> n;
-  counted_call(std::vector<std::function<answer()>> a, std::vector<failover::verdict> script) {
+  counted_call(std::vector<std::function<answer()>> a, std::vector<failover::verdict> script,
+               bool b_fails, int attempts)
+      : chain([attempts] {
+          failover::chain_options o;
+          o.max_total_attempts = attempts;
+          return o;
+        }()) {
     failover::testing::use_fake_time(chain, clock);
     n = chain.gates().get<2>().n;
     n->script = std::move(script);
@@ -639,7 +662,8 @@ struct counted_call {
     exact.jitter = failover::jitter::none;  // the two calls' waits compare exactly
     chain.add(
         "a",
-        [left](const std::string& p) {
+        [left, clock = clock](const std::string& p) {
+          clock.advance(1ms);
           if (left->empty()) return answer("a:" + p);
           auto next = std::move(left->front());
           left->erase(left->begin());
@@ -647,7 +671,14 @@ struct counted_call {
         },
         failover::role::standard, failover::retry_options{},
         failover::exponential_backoff<>(exact));
-    chain.add("b", [](const std::string& p) { return "b:" + p; });
+    chain.add(
+        "b",
+        [b_fails, clock = clock](const std::string& p) {
+          clock.advance(1ms);
+          return b_fails ? answer(failover::failure::http(503)) : answer("b:" + p);
+        },
+        failover::role::standard, failover::retry_options{},
+        failover::exponential_backoff<>(exact));
   }
 };
 }  // namespace
@@ -661,36 +692,60 @@ TEST_CASE(
   const auto now = failover::time_point{};
   const auto fail503 = [] { return answer(failover::failure::http(503)); };
   const auto boom = []() -> answer { throw std::runtime_error("boom"); };
+  const auto fail400 = [] { return answer(failover::failure::http(400)); };
   struct shape {
     const char* name;
     std::vector<std::function<answer()>> a;
     std::vector<failover::verdict> script;
     std::size_t records;
-    const char* value;
-    call_counts want;  // calls, asks, tells, told_ok, starts, ends, ended_ok
+    const char* value;  // null: the call fails
+    call_counts want;   // calls, asks, tells, told_ok, starts, ends, ended_ok
+    bool b_fails = false;
+    int attempts = 10;
   };
   const std::vector<shape> shapes = {
-      {"a value at once", {}, {}, 1, "a:q", {1, 1, 1, 1, 1, 1, 1, {}}},
-      {"a 503, then a value", {fail503}, {}, 2, "a:q", {1, 2, 2, 1, 2, 2, 1, {}}},
-      {"a throw: the next model", {boom}, {}, 2, "b:q", {1, 2, 2, 1, 2, 2, 1, {}}},
+      {"a value at once", {}, {}, 1, "a:q", {1, 1, 1, 1, 1, 1, 1, {}, {}, 0}},
+      {"a 503, then a value", {fail503}, {}, 2, "a:q", {1, 2, 2, 1, 2, 2, 1, {}, {}, 0}},
+      {"a throw: the next model", {boom}, {}, 2, "b:q", {1, 2, 2, 1, 2, 2, 1, {}, {}, 0}},
       {"the gate refuses the first model",
        {},
        {failover::verdict::refuse(now + 30s, stop_reason::circuit_open)},
        2,
        "b:q",
-       {1, 2, 1, 1, 1, 1, 1, {}}},
+       {1, 2, 1, 1, 1, 1, 1, {}, {}, 0}},
       {"the gate asks the first attempt to wait",
        {},
        {failover::verdict::wait_for(2s)},
        1,
        "a:q",
-       {1, 2, 1, 1, 1, 1, 1, {}}},
+       {1, 2, 1, 1, 1, 1, 1, {}, {}, 0}},
+      {"a 400: the call fails at once",
+       {fail400},
+       {},
+       1,
+       nullptr,
+       {1, 1, 1, 0, 1, 1, 0, {}, {}, 0}},
+      {"one attempt allowed: a 503 ends the call",
+       {fail503},
+       {},
+       1,
+       nullptr,
+       {1, 1, 1, 0, 1, 1, 0, {}, {}, 0},
+       false,
+       1},
+      {"every model fails",
+       {fail503, fail503, fail503, fail503, fail503},
+       {},
+       10,
+       nullptr,
+       {1, 10, 10, 0, 10, 10, 0, {}, {}, 0},
+       true},
   };
   for (const auto& sh : shapes) {
     SECTION(sh.name) {
-      counted_call blocking(sh.a, sh.script);
+      counted_call blocking(sh.a, sh.script, sh.b_fails, sh.attempts);
       const auto r1 = blocking.chain.run("q");
-      counted_call async(sh.a, sh.script);
+      counted_call async(sh.a, sh.script, sh.b_fails, sh.attempts);
       failover::testing::fake_loop loop(async.clock);
       failover::inline_pool pool;
       std::optional<failover::result<std::string>> r2;
@@ -698,12 +753,18 @@ TEST_CASE(
                              [&](failover::result<std::string> r) { r2.emplace(std::move(r)); });
       loop.run();
       REQUIRE(r2);
-      REQUIRE(r1.has_value());
-      CHECK(*r1 == sh.value);
+      REQUIRE(r1.has_value() == (sh.value != nullptr));
+      if (sh.value) CHECK(*r1 == sh.value);
       CHECK(r1.trace().size() == sh.records);
+      for (const auto& rec : r1.trace().attempts())  // each model's own time, as the clock saw it
+        CHECK(rec.elapsed == (rec.skipped ? 0ms : 1ms));
       failover_test::check_same(r1, *r2);
       CHECK(*blocking.n == sh.want);
       CHECK(*async.n == sh.want);
+      for (const auto* n : {blocking.n.get(), async.n.get()}) {
+        CHECK(n->wrong_tickets == 0);
+        CHECK(n->open.empty());  // every go's ticket came back
+      }
     }
   }
 }

@@ -45,23 +45,67 @@ void drive_blocking(Machine& m, const Clock& clock, const Sleeper& sleeper, Invo
   }
 }
 
-// A call begun outside a machine whose first attempt did not end it: a machine adopts the attempt
-// (or the gates' verdict) and runs the call on. Out of line: the call that succeeds at once is
-// the one the driver keeps short.
-template <class Machine, class Plan, class R, class Verdict, class Clock, class Sleeper,
-          class Invoke, class Answer>
-FAILOVER_MACHINE_COLD void go_on_blocking(const Plan& plan, const call_options& call,
+// A call with no deadline makes its first attempt here, on the machine's own steps (ask_first,
+// announce, succeeded), with no machine built: a value ends the call, and anything else goes to a
+// machine that adopts the attempt (or the gates' verdict) and runs the call on. The steps are
+// private to the machine and this driver.
+struct blocking_first {
+  // True when the call went this way and `out` holds its result; false when it must be a machine
+  // from its start (a deadline, or the start rule stops it), with nothing done yet.
+  template <class Machine, class Plan, class R, class Clock, class Sleeper, class Invoke>
+  FAILOVER_MACHINE_HOT static bool run(const Plan& plan, const call_options& call, result<R>& out,
+                                       time_point start, const Clock& clock, const Sleeper& sleeper,
+                                       Invoke& invoke) {
+    static_assert(trace::inline_attempts >= 1, "the first record must not allocate");
+    if constexpr (!Machine::can_begin_outside) {
+      return false;
+    } else {
+      typename Machine::first_verdict first;
+      if (!Machine::ask_first(plan, call, start, first)) return false;
+      if (!first.v.is_go()) {
+        go_on<Machine>(plan, call, out, start, first, nullptr, start, clock, sleeper, invoke);
+        return true;
+      }
+      const std::size_t entry = *plan.start;
+      attempt_record& rec =
+          Machine::announce(plan, out, entry, 1, 1, std::nullopt, duration::zero());
+      const attempt_context context{(*plan.names)[entry], 1, 1, std::nullopt, &call.token};
+      try {
+        outcome<R> answer = invoke(entry, context);
+        const time_point end = clock.now();
+        if (answer.has_value()) {
+          rec.elapsed = end - start;
+          out.set_value(*std::move(answer));
+          Machine::succeeded(plan, rec, entry, end, first.held);
+        } else {
+          go_on<Machine>(plan, call, out, start, first, std::move(answer), end, clock, sleeper,
+                         invoke);
+        }
+      } catch (...) {
+        go_on<Machine>(plan, call, out, start, first, std::current_exception(), clock.now(), clock,
+                       sleeper, invoke);
+      }
+      return true;
+    }
+  }
+
+  // The first attempt did not end the call: a machine adopts it and is driven to the end. Out of
+  // line: the call that succeeds at once is the one the driver keeps short.
+  template <class Machine, class Plan, class R, class Verdict, class Clock, class Sleeper,
+            class Invoke, class Answer>
+  FAILOVER_MACHINE_COLD static void go_on(const Plan& plan, const call_options& call,
                                           result<R>& out, time_point start, const Verdict& first,
                                           Answer&& answer, time_point end, const Clock& clock,
                                           const Sleeper& sleeper, Invoke& invoke) noexcept {
-  Machine m(Machine::adopt_first, start, first, plan, call, out);
-  if constexpr (std::is_same_v<std::decay_t<Answer>, std::exception_ptr>) {
-    m.handle(events::failed{m.adopted(), std::forward<Answer>(answer)}, end);
-  } else if constexpr (!std::is_same_v<std::decay_t<Answer>, std::nullptr_t>) {
-    m.handle_answer(m.adopted(), std::forward<Answer>(answer), end);
+    Machine m(Machine::adopt_first, start, first, plan, call, out);
+    if constexpr (std::is_same_v<std::decay_t<Answer>, std::exception_ptr>) {
+      m.handle(events::failed{m.adopted(), std::forward<Answer>(answer)}, end);
+    } else if constexpr (!std::is_same_v<std::decay_t<Answer>, std::nullptr_t>) {
+      m.handle_answer(m.adopted(), std::forward<Answer>(answer), end);
+    }
+    drive_blocking(m, clock, sleeper, invoke);
   }
-  drive_blocking(m, clock, sleeper, invoke);
-}
+};
 
 }  // namespace detail
 
@@ -76,40 +120,11 @@ template <class R, class Plan, class Clock, class Sleeper, class Invoke>
 result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& clock,
                        const Sleeper& sleeper, Invoke&& invoke) {
   using machine = call_machine<R, Plan, detail::borrowed_call<R, Plan>>;
-  static_assert(trace::inline_attempts >= 1, "the first record must not allocate");
   // The machine borrows the options and writes into `out`, which is returned as it is (NRVO).
   result<R> out(plan.names);
   const time_point start = clock.now();
-  if constexpr (machine::can_begin_outside) {
-    typename machine::first_verdict first;
-    if (machine::ask_first(plan, call, start, first)) {
-      if (!first.v.is_go()) {
-        detail::go_on_blocking<machine>(plan, call, out, start, first, nullptr, start, clock,
-                                        sleeper, invoke);
-        return out;
-      }
-      const std::size_t entry = *plan.start;
-      attempt_record& rec =
-          machine::announce(plan, out, entry, 1, 1, std::nullopt, duration::zero());
-      const attempt_context context{(*plan.names)[entry], 1, 1, std::nullopt, &call.token};
-      try {
-        outcome<R> answer = invoke(entry, context);
-        const time_point end = clock.now();
-        if (answer.has_value()) {
-          rec.elapsed = end - start;
-          out.set_value(*std::move(answer));
-          machine::succeeded(plan, rec, entry, end, first.held);
-        } else {
-          detail::go_on_blocking<machine>(plan, call, out, start, first, std::move(answer), end,
-                                          clock, sleeper, invoke);
-        }
-      } catch (...) {
-        detail::go_on_blocking<machine>(plan, call, out, start, first, std::current_exception(),
-                                        clock.now(), clock, sleeper, invoke);
-      }
-      return out;
-    }
-  }
+  if (detail::blocking_first::run<machine>(plan, call, out, start, clock, sleeper, invoke))
+    return out;
   machine m(start, plan, call, out);
   detail::drive_blocking(m, clock, sleeper, invoke);
   return out;

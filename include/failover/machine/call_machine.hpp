@@ -42,6 +42,9 @@ namespace failover {
 
 namespace detail {
 
+// The blocking driver's way through a first attempt (drivers/blocking.hpp).
+struct blocking_first;
+
 // Where a machine keeps its plan, its call's options and its result. A machine that may outlive the
 // frame that began it (an async driver's) owns copies of all three; the blocking driver's lives
 // inside one call and borrows them from it, so that the result is built where the call returns it
@@ -146,76 +149,6 @@ class call_machine {
       step_threw(now);
     }
   }
-  // ---- a first attempt run without a machine (the blocking driver's) ----
-  // A blocking call whose first attempt answers with a value needs no machine. The driver runs
-  // that attempt on its own frame with the steps below, which are the steps the machine runs for
-  // it, and builds a machine only for anything else: one built `adopt_first` takes the attempt
-  // over (or the gates' verdict that stopped it) and goes on as if it had begun the call itself.
-  // Only a call with no deadline goes this way, and only when moving its value cannot throw.
-  static constexpr bool can_begin_outside = std::is_nothrow_move_constructible_v<R>;
-  struct first_verdict {
-    verdict v;
-    tickets held{};
-  };
-  // What begin() decides for a call with no deadline that starts at `now`: the start rule, then
-  // the gates (which count the call), into `f`. False when the call has a deadline or the rule
-  // stops it before any attempt (nothing was asked: a machine built at `now` then begins it).
-  FAILOVER_MACHINE_HOT static bool ask_first(const Plan& p, const call_options& call,
-                                             time_point now, first_verdict& f) noexcept {
-    if (!p.start || p.options->deadline || call.deadline ||
-        decide_start(*p.options, call.token.cancelled(), 0, std::nullopt) != stop_reason::none)
-      return false;
-    p.gates->on_call(now);
-    f.v = p.gates->ask((*p.entries)[*p.start].keys, gate_question{ask_phase::attempt, now, now},
-                       f.held);
-    return true;
-  }
-  // What start() does outside the machine: the hook is told and the record added. The first
-  // record of a call lives inline in the trace and cannot fail to be added.
-  FAILOVER_MACHINE_HOT static attempt_record& announce(const Plan& p, failover::result<R>& res,
-                                                       std::size_t entry, int attempt, int total,
-                                                       std::optional<duration> remaining,
-                                                       duration offset) {
-    const std::string_view model = (*p.names)[entry];
-    notify(p, &hooks_type::on_attempt_start, attempt_started{model, attempt, total, remaining});
-    return res.mutable_trace().add(model, static_cast<std::uint16_t>(entry),
-                                   (*p.entries)[entry].role, attempt, offset);
-  }
-  // A value is in the result: the attempt's record says so, and the gates and the hooks are told.
-  FAILOVER_MACHINE_HOT static void succeeded(const Plan& p, attempt_record& rec, std::size_t entry,
-                                             time_point now, const tickets& held) noexcept {
-    rec.ok = true;
-    p.gates->tell((*p.entries)[entry].keys, now, nullptr, held);
-    notify(p, &hooks_type::on_attempt_end,
-           attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
-  }
-  // The machine of a call begun outside it at `start` with ask_first() == `f`. On `go`, the
-  // attempt announce() recorded is in flight as adopted(), to be answered through handle();
-  // otherwise the verdict is taken as begin() takes it (a skip, or a wait for the gate).
-  struct adopt_first_t {
-    explicit adopt_first_t() = default;
-  };
-  static constexpr adopt_first_t adopt_first{};
-  template <class... A>
-  call_machine(adopt_first_t, time_point start, const first_verdict& f, A&&... store_args) noexcept
-      : call_machine(not_begun, start, std::forward<A>(store_args)...) {
-    try {
-      index_ = *plan().start;
-      begin_model();
-      if (f.v.is_go()) {
-        adopted_ = open_attempt(start, std::nullopt, f.held, 0)->id;
-      } else if (f.v.what == verdict::kind::refuse) {
-        skip(start, f.v);
-      } else {
-        wait(start, f.v.wait, waiting_for::gate);
-      }
-    } catch (...) {
-      step_threw(start);
-    }
-  }
-  // The attempt a machine built adopt_first took over (0: none).
-  attempt_id adopted() const noexcept { return adopted_; }
-
   void handle(events::failed e, time_point now) noexcept {
     if (!enter(now)) return;
     try {
@@ -307,6 +240,77 @@ class call_machine {
       deadline_ = *detail::earlier(opts().deadline, call().deadline);
     }
   }
+  // ---- a first attempt run without a machine: the blocking driver's, and private to it ----
+  friend struct detail::blocking_first;
+  // A blocking call whose first attempt answers with a value needs no machine. The driver runs
+  // that attempt on its own frame with the steps below, which are the steps the machine runs for
+  // it, and builds a machine only for anything else: one built `adopt_first` takes the attempt
+  // over (or the gates' verdict that stopped it) and goes on as if it had begun the call itself.
+  // Only a call with no deadline goes this way, and only when moving its value cannot throw.
+  static constexpr bool can_begin_outside = std::is_nothrow_move_constructible_v<R>;
+  struct first_verdict {
+    verdict v;
+    tickets held{};
+  };
+  // What begin() decides for a call with no deadline that starts at `now`: the start rule, then
+  // the gates (which count the call), into `f`. False when the call has a deadline or the rule
+  // stops it before any attempt (nothing was asked: a machine built at `now` then begins it).
+  FAILOVER_MACHINE_HOT static bool ask_first(const Plan& p, const call_options& call,
+                                             time_point now, first_verdict& f) noexcept {
+    if (!p.start || p.options->deadline || call.deadline ||
+        decide_start(*p.options, call.token.cancelled(), 0, std::nullopt) != stop_reason::none)
+      return false;
+    p.gates->on_call(now);
+    f.v = p.gates->ask((*p.entries)[*p.start].keys, gate_question{ask_phase::attempt, now, now},
+                       f.held);
+    return true;
+  }
+  // What start() does outside the machine: the hook is told and the record added. The first
+  // record of a call lives inline in the trace and cannot fail to be added.
+  FAILOVER_MACHINE_HOT static attempt_record& announce(const Plan& p, failover::result<R>& res,
+                                                       std::size_t entry, int attempt, int total,
+                                                       std::optional<duration> remaining,
+                                                       duration offset) {
+    const std::string_view model = (*p.names)[entry];
+    notify(p, &hooks_type::on_attempt_start, attempt_started{model, attempt, total, remaining});
+    return res.mutable_trace().add(model, static_cast<std::uint16_t>(entry),
+                                   (*p.entries)[entry].role, attempt, offset);
+  }
+  // A value is in the result: the attempt's record says so, and the gates and the hooks are told.
+  FAILOVER_MACHINE_HOT static void succeeded(const Plan& p, attempt_record& rec, std::size_t entry,
+                                             time_point now, const tickets& held) noexcept {
+    rec.ok = true;
+    p.gates->tell((*p.entries)[entry].keys, now, nullptr, held);
+    notify(p, &hooks_type::on_attempt_end,
+           attempt_ended{rec.model, rec.attempt, true, nullptr, rec.elapsed});
+  }
+  // The machine of a call begun outside it at `start` with ask_first() == `f`. On `go`, the
+  // attempt announce() recorded is in flight as adopted(), to be answered through handle();
+  // otherwise the verdict is taken as begin() takes it (a skip, or a wait for the gate).
+  struct adopt_first_t {
+    explicit adopt_first_t() = default;
+  };
+  static constexpr adopt_first_t adopt_first{};
+  template <class... A>
+  call_machine(adopt_first_t, time_point start, const first_verdict& f, A&&... store_args) noexcept
+      : call_machine(not_begun, start, std::forward<A>(store_args)...) {
+    try {
+      index_ = *plan().start;
+      begin_model();
+      if (f.v.is_go()) {
+        adopted_ = open_attempt(start, std::nullopt, f.held, 0)->id;
+      } else if (f.v.what == verdict::kind::refuse) {
+        skip(start, f.v);
+      } else {
+        wait(start, f.v.wait, waiting_for::gate);
+      }
+    } catch (...) {
+      step_threw(start);
+    }
+  }
+  // The attempt a machine built adopt_first took over (0: none).
+  attempt_id adopted() const noexcept { return adopted_; }
+
   enum class phase : std::uint8_t { idle, running, waiting, done };
   enum class waiting_for : std::uint8_t { retry, reopen, gate };
 
