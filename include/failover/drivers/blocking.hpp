@@ -63,7 +63,8 @@ struct blocking_first {
       typename Machine::first_verdict first;
       if (!Machine::ask_first(plan, call, start, first)) return false;
       if (!first.v.is_go()) {
-        go_on<Machine>(plan, call, out, start, first, nullptr, start, clock, sleeper, invoke);
+        go_on<Machine>(plan, call, out, start, first, nullptr, nullptr, start, clock, sleeper,
+                       invoke);
         return true;
       }
       const std::size_t entry = *plan.start;
@@ -78,30 +79,33 @@ struct blocking_first {
           out.set_value(*std::move(answer));
           Machine::succeeded(plan, rec, entry, end, first.held);
         } else {
-          go_on<Machine>(plan, call, out, start, first, std::move(answer), end, clock, sleeper,
+          go_on<Machine>(plan, call, out, start, first, &answer, nullptr, end, clock, sleeper,
                          invoke);
         }
       } catch (...) {
-        go_on<Machine>(plan, call, out, start, first, std::current_exception(), clock.now(), clock,
-                       sleeper, invoke);
+        go_on<Machine>(plan, call, out, start, first, nullptr, std::current_exception(),
+                       clock.now(), clock, sleeper, invoke);
       }
       return true;
     }
   }
 
-  // The first attempt did not end the call: a machine adopts it and is driven to the end. Out of
-  // line: the call that succeeds at once is the one the driver keeps short.
+  // The first attempt did not end the call: a machine adopts it (its `answer`, what it `threw`,
+  // or neither when the gates stopped it) and is driven to the end. Out of line, and one
+  // instance for all three: the call that succeeds at once is the one the driver keeps short.
   template <class Machine, class Plan, class R, class Verdict, class Clock, class Sleeper,
-            class Invoke, class Answer>
+            class Invoke>
   FAILOVER_MACHINE_COLD static void go_on(const Plan& plan, const call_options& call,
                                           result<R>& out, time_point start, const Verdict& first,
-                                          Answer&& answer, time_point end, const Clock& clock,
-                                          const Sleeper& sleeper, Invoke& invoke) noexcept {
+                                          outcome<typename Machine::value_type>* answer,
+                                          std::exception_ptr threw, time_point end,
+                                          const Clock& clock, const Sleeper& sleeper,
+                                          Invoke& invoke) noexcept {
     Machine m(Machine::adopt_first, start, first, plan, call, out);
-    if constexpr (std::is_same_v<std::decay_t<Answer>, std::exception_ptr>) {
-      m.handle(events::failed{m.adopted(), std::forward<Answer>(answer)}, end);
-    } else if constexpr (!std::is_same_v<std::decay_t<Answer>, std::nullptr_t>) {
-      m.handle_answer(m.adopted(), std::forward<Answer>(answer), end);
+    if (answer) {
+      m.handle_answer(m.adopted(), std::move(*answer), end);
+    } else if (threw) {
+      m.handle(events::failed{m.adopted(), std::move(threw)}, end);
     }
     drive_blocking(m, clock, sleeper, invoke);
   }
