@@ -89,21 +89,28 @@ inline failover::result<std::string> stepped(scenario& s, const std::string& pro
   return std::move(call).take();
 }
 
-// The same call through the callback driver on an event loop in virtual time.
-inline failover::result<std::string> via_callback(scenario& s, const std::string& prompt) {
-  failover::testing::fake_loop loop(s.clock);
+// The same call through the callback driver on an event loop in virtual time (any chain of
+// std::string(const std::string&) on fake time).
+template <class Chain>
+failover::result<std::string> via_callback(const Chain& chain,
+                                           const failover::testing::fake_clock& clock,
+                                           const failover::call_options& options,
+                                           const std::string& prompt) {
+  failover::testing::fake_loop loop(clock);
   failover::inline_pool pool;
   std::optional<failover::result<std::string>> out;
   int handled = 0;
-  failover::async_run_on(s.chain, loop, pool, s.options, prompt,
-                         [&](failover::result<std::string> r) {
-                           ++handled;
-                           out.emplace(std::move(r));
-                         });
+  failover::async_run_on(chain, loop, pool, options, prompt, [&](failover::result<std::string> r) {
+    ++handled;
+    out.emplace(std::move(r));
+  });
   loop.run();
   CHECK(handled == 1);
   REQUIRE(out);
   return std::move(*out);
+}
+inline failover::result<std::string> via_callback(scenario& s, const std::string& prompt) {
+  return via_callback(s.chain, s.clock, s.options, prompt);
 }
 
 // The same call through the virtual-time driver: each attempt runs its model 1 ms after it

@@ -581,55 +581,59 @@ TEST_CASE("async entries: completion::fail reports a throw, in run() and in asyn
 namespace {
 // What a call told its gates and hooks: how often each was called.
 struct call_counts {
-  int calls = 0;                          // gate on_call
-  int asks = 0;                           // gate ask, before an attempt
-  int tells = 0;                          // gate tell
-  int told_ok = 0;                        // of which a success
-  int starts = 0;                         // on_attempt_start
-  int ends = 0;                           // on_attempt_end
-  int ended_ok = 0;                       // of which a success
-  std::vector<failover::verdict> script;  // the gate's verdicts, one per ask; then go
-  std::vector<std::uint32_t> open;        // tickets handed out with a go and not told back yet
-  int wrong_tickets = 0;                  // tells with a ticket that was not open
+  int calls = 0;     // gate on_call
+  int asks = 0;      // gate ask, before an attempt
+  int tells = 0;     // gate tell
+  int told_ok = 0;   // of which a success
+  int starts = 0;    // on_attempt_start
+  int ends = 0;      // on_attempt_end
+  int ended_ok = 0;  // of which a success
   bool operator==(const call_counts& o) const {
     return calls == o.calls && asks == o.asks && tells == o.tells && told_ok == o.told_ok &&
            starts == o.starts && ends == o.ends && ended_ok == o.ended_ok;
   }
 };
+// The gate's and the hooks' shared record of one call.
+struct call_log {
+  call_counts n;
+  std::vector<failover::verdict> script;  // the gate's verdicts, one per ask; then go
+  std::vector<std::uint32_t> open;        // tickets handed out with a go and not told back yet
+  int wrong_tickets = 0;                  // tells with a ticket that was not open
+};
 struct scripted_gate {
   struct key {};
-  std::shared_ptr<call_counts> n = std::make_shared<call_counts>();
+  std::shared_ptr<call_log> log = std::make_shared<call_log>();
   key resolve(std::string_view) const { return {}; }
-  void on_call(failover::time_point) const noexcept { ++n->calls; }
+  void on_call(failover::time_point) const noexcept { ++log->n.calls; }
   // Each go carries a ticket of its own (a half-open probe, say), which must come back once.
   failover::verdict ask(const key&, const failover::gate_question& q) const noexcept {
     if (q.phase != failover::ask_phase::attempt) return failover::verdict::go();
-    const auto i = static_cast<std::size_t>(n->asks++);
-    failover::verdict v = i < n->script.size() ? n->script[i] : failover::verdict::go();
+    const auto i = static_cast<std::size_t>(log->n.asks++);
+    failover::verdict v = i < log->script.size() ? log->script[i] : failover::verdict::go();
     if (v.is_go()) {
       v.ticket = static_cast<std::uint32_t>(100 + i);
-      n->open.push_back(v.ticket);
+      log->open.push_back(v.ticket);
     }
     return v;
   }
   bool would_refuse(const key&, failover::time_point) const noexcept { return false; }
   void tell(const key&, const failover::gate_report& r) const noexcept {
-    ++n->tells;
-    if (!r.failure && !r.abandoned) ++n->told_ok;
-    const auto at = std::find(n->open.begin(), n->open.end(), r.ticket);
-    if (at == n->open.end()) {
-      ++n->wrong_tickets;
+    ++log->n.tells;
+    if (!r.failure && !r.abandoned) ++log->n.told_ok;
+    const auto at = std::find(log->open.begin(), log->open.end(), r.ticket);
+    if (at == log->open.end()) {
+      ++log->wrong_tickets;
     } else {
-      n->open.erase(at);
+      log->open.erase(at);
     }
   }
 };
 struct counting_hooks : failover::no_hooks {
-  std::shared_ptr<call_counts> n;
-  void on_attempt_start(const failover::attempt_started&) const noexcept { ++n->starts; }
+  std::shared_ptr<call_log> log;
+  void on_attempt_start(const failover::attempt_started&) const noexcept { ++log->n.starts; }
   void on_attempt_end(const failover::attempt_ended& e) const noexcept {
-    ++n->ends;
-    if (e.ok) ++n->ended_ok;
+    ++log->n.ends;
+    if (e.ok) ++log->n.ended_ok;
   }
 };
 struct counted_policies : failover::testing::fake_policies {
@@ -645,7 +649,7 @@ using counted_chain =
 struct counted_call {
   failover::testing::fake_clock clock;
   counted_chain chain;
-  std::shared_ptr<call_counts> n;
+  std::shared_ptr<call_log> log;
   counted_call(std::vector<std::function<answer()>> a, std::vector<failover::verdict> script,
                bool b_fails, int attempts)
       : chain([attempts] {
@@ -654,9 +658,9 @@ struct counted_call {
           return o;
         }()) {
     failover::testing::use_fake_time(chain, clock);
-    n = chain.gates().get<2>().n;
-    n->script = std::move(script);
-    chain.hooks().n = n;
+    log = chain.gates().get<2>().log;
+    log->script = std::move(script);
+    chain.hooks().log = log;
     auto left = std::make_shared<std::vector<std::function<answer()>>>(std::move(a));
     failover::backoff_options exact;
     exact.jitter = failover::jitter::none;  // the two calls' waits compare exactly
@@ -704,33 +708,28 @@ TEST_CASE(
     int attempts = 10;
   };
   const std::vector<shape> shapes = {
-      {"a value at once", {}, {}, 1, "a:q", {1, 1, 1, 1, 1, 1, 1, {}, {}, 0}},
-      {"a 503, then a value", {fail503}, {}, 2, "a:q", {1, 2, 2, 1, 2, 2, 1, {}, {}, 0}},
-      {"a throw: the next model", {boom}, {}, 2, "b:q", {1, 2, 2, 1, 2, 2, 1, {}, {}, 0}},
+      {"a value at once", {}, {}, 1, "a:q", {1, 1, 1, 1, 1, 1, 1}},
+      {"a 503, then a value", {fail503}, {}, 2, "a:q", {1, 2, 2, 1, 2, 2, 1}},
+      {"a throw: the next model", {boom}, {}, 2, "b:q", {1, 2, 2, 1, 2, 2, 1}},
       {"the gate refuses the first model",
        {},
        {failover::verdict::refuse(now + 30s, stop_reason::circuit_open)},
        2,
        "b:q",
-       {1, 2, 1, 1, 1, 1, 1, {}, {}, 0}},
+       {1, 2, 1, 1, 1, 1, 1}},
       {"the gate asks the first attempt to wait",
        {},
        {failover::verdict::wait_for(2s)},
        1,
        "a:q",
-       {1, 2, 1, 1, 1, 1, 1, {}, {}, 0}},
-      {"a 400: the call fails at once",
-       {fail400},
-       {},
-       1,
-       nullptr,
-       {1, 1, 1, 0, 1, 1, 0, {}, {}, 0}},
+       {1, 2, 1, 1, 1, 1, 1}},
+      {"a 400: the call fails at once", {fail400}, {}, 1, nullptr, {1, 1, 1, 0, 1, 1, 0}},
       {"one attempt allowed: a 503 ends the call",
        {fail503},
        {},
        1,
        nullptr,
-       {1, 1, 1, 0, 1, 1, 0, {}, {}, 0},
+       {1, 1, 1, 0, 1, 1, 0},
        false,
        1},
       {"every model fails",
@@ -738,7 +737,7 @@ TEST_CASE(
        {},
        10,
        nullptr,
-       {1, 10, 10, 0, 10, 10, 0, {}, {}, 0},
+       {1, 10, 10, 0, 10, 10, 0},
        true},
   };
   for (const auto& sh : shapes) {
@@ -746,24 +745,17 @@ TEST_CASE(
       counted_call blocking(sh.a, sh.script, sh.b_fails, sh.attempts);
       const auto r1 = blocking.chain.run("q");
       counted_call async(sh.a, sh.script, sh.b_fails, sh.attempts);
-      failover::testing::fake_loop loop(async.clock);
-      failover::inline_pool pool;
-      std::optional<failover::result<std::string>> r2;
-      failover::async_run_on(async.chain, loop, pool, failover::call_options{}, std::string("q"),
-                             [&](failover::result<std::string> r) { r2.emplace(std::move(r)); });
-      loop.run();
-      REQUIRE(r2);
+      const auto r2 = failover_test::via_callback(async.chain, async.clock, {}, "q");
       REQUIRE(r1.has_value() == (sh.value != nullptr));
       if (sh.value) CHECK(*r1 == sh.value);
       CHECK(r1.trace().size() == sh.records);
       for (const auto& rec : r1.trace().attempts())  // each model's own time, as the clock saw it
         CHECK(rec.elapsed == (rec.skipped ? 0ms : 1ms));
-      failover_test::check_same(r1, *r2);
-      CHECK(*blocking.n == sh.want);
-      CHECK(*async.n == sh.want);
-      for (const auto* n : {blocking.n.get(), async.n.get()}) {
-        CHECK(n->wrong_tickets == 0);
-        CHECK(n->open.empty());  // every go's ticket came back
+      failover_test::check_same(r1, r2);
+      for (const auto* log : {blocking.log.get(), async.log.get()}) {
+        CHECK(log->n == sh.want);
+        CHECK(log->wrong_tickets == 0);
+        CHECK(log->open.empty());  // every go's ticket came back
       }
     }
   }

@@ -116,10 +116,8 @@ struct blocking_first {
 // Runs one call to its end. `invoke(entry, context)` calls the entry's callable and returns
 // outcome<R>; what it throws (copying an argument into a by-value parameter included) is the
 // attempt's answer. The Sleeper waits out each sleep_until and says whether it was cancelled.
-//
-// A call with no deadline runs its first attempt without a machine, on the machine's own steps
-// (ask_first, announce, succeeded): a value ends the call there, and anything else goes to a
-// machine that adopts the attempt. Every other call is a machine from its start.
+// A call with no deadline begins in detail::blocking_first; every other call is a machine from its
+// start.
 template <class R, class Plan, class Clock, class Sleeper, class Invoke>
 result<R> run_blocking(const Plan& plan, const call_options& call, const Clock& clock,
                        const Sleeper& sleeper, Invoke&& invoke) {

@@ -297,13 +297,7 @@ class call_machine {
     try {
       index_ = *plan().start;
       begin_model();
-      if (f.v.is_go()) {
-        adopted_ = open_attempt(start, std::nullopt, f.held, 0)->id;
-      } else if (f.v.what == verdict::kind::refuse) {
-        skip(start, f.v);
-      } else {
-        wait(start, f.v.wait, waiting_for::gate);
-      }
+      if (!held_back(start, f.v)) adopted_ = open_attempt(start, std::nullopt, f.held, 0)->id;
     } catch (...) {
       step_threw(start);
     }
@@ -468,15 +462,22 @@ class call_machine {
     }
     tickets t{};
     const verdict v = gates().ask(entry().keys, gate_question{ask_phase::attempt, now, now}, t);
+    if (held_back(now, v)) return;
+    start(now, remaining, t);
+  }
+
+  // A gate's verdict before an attempt, taken: `refuse` skips the entry, `wait` waits to ask
+  // again. False on `go`: the attempt starts.
+  FAILOVER_MACHINE_HOT bool held_back(time_point now, const verdict& v) {
     if (v.what == verdict::kind::refuse) {
       skip(now, v);
-      return;
+      return true;
     }
     if (v.what == verdict::kind::wait) {
       wait(now, v.wait, waiting_for::gate);
-      return;
+      return true;
     }
-    start(now, remaining, t);
+    return false;
   }
 
   // Opens an attempt's slot and record, and queues it for poll().
