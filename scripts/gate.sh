@@ -74,7 +74,7 @@ gate_warnings() {
 # drivers/asio.hpp).
 check_arrows() {
   local bad=0 f inc room
-  local front='^(fallback_chain|retrier|policies|resilient_policies|failover|format)\.hpp$'
+  local front='^(fallback_chain|retrier|policies|resilient_policies|failover|format|compiled)\.hpp$'
   while read -r f; do
     room=${f#include/failover/}
     case "$room" in testing.hpp) room=testing ;; */*) room=${room%%/*} ;; *) room=top ;; esac
@@ -156,6 +156,7 @@ gate_consumers() {
     -DCMAKE_PREFIX_PATH="$out/prefix" -DFAILOVER_PREFIX="$out/prefix" >/dev/null
   cmake --build "$out/find_package" --parallel "$jobs"
   "$out/find_package/consumer"
+  "$out/find_package/consumer_separate"  # FAILOVER_SEPARATE_COMPILATION, failover/compiled.hpp
 }
 
 gate_fuzz() {

@@ -49,19 +49,7 @@ struct backoff_options {
   failover::jitter jitter = jitter::rising;
 
   // Throws std::invalid_argument naming the first bad parameter.
-  void validate() const {
-    if (base <= duration::zero())
-      throw std::invalid_argument("failover::backoff_options: base must be > 0");
-    if (cap < base) throw std::invalid_argument("failover::backoff_options: cap must be >= base");
-    if (!std::isfinite(multiplier))
-      throw std::invalid_argument("failover::backoff_options: multiplier must be finite");
-    if (multiplier < 1.0)
-      throw std::invalid_argument("failover::backoff_options: multiplier must be >= 1");
-    if (jitter == jitter::rising && multiplier <= 1.0)
-      throw std::invalid_argument(
-          "failover::backoff_options: jitter::rising needs multiplier > 1 (its window after "
-          "retry 1 is [p, multiplier * p]); use jitter::full for a constant window");
-  }
+  FAILOVER_DECL void validate() const;
 };
 
 namespace detail {
@@ -95,8 +83,26 @@ inline duration exponential_delay(const backoff_options& o, int attempt) noexcep
 
 // The jittered delay, pure: `u` is a uniform draw in [0, 1) and `previous` the last delay this
 // policy produced (decorrelated and rising jitter only; pass zero before the first).
-FAILOVER_FAILURE_PATH inline duration jittered_delay(const backoff_options& o, int attempt,
-                                                     duration previous, double u) noexcept {
+FAILOVER_FAILURE_PATH FAILOVER_DECL duration jittered_delay(const backoff_options& o, int attempt,
+                                                            duration previous, double u) noexcept;
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL void backoff_options::validate() const {
+  if (base <= duration::zero())
+    throw std::invalid_argument("failover::backoff_options: base must be > 0");
+  if (cap < base) throw std::invalid_argument("failover::backoff_options: cap must be >= base");
+  if (!std::isfinite(multiplier))
+    throw std::invalid_argument("failover::backoff_options: multiplier must be finite");
+  if (multiplier < 1.0)
+    throw std::invalid_argument("failover::backoff_options: multiplier must be >= 1");
+  if (jitter == jitter::rising && multiplier <= 1.0)
+    throw std::invalid_argument(
+        "failover::backoff_options: jitter::rising needs multiplier > 1 (its window after "
+        "retry 1 is [p, multiplier * p]); use jitter::full for a constant window");
+}
+
+FAILOVER_DECL duration jittered_delay(const backoff_options& o, int attempt, duration previous,
+                                      double u) noexcept {
   u = std::clamp(std::isfinite(u) ? u : 0.0, 0.0, 1.0);
   switch (o.jitter) {
     case jitter::none:
@@ -125,6 +131,7 @@ FAILOVER_FAILURE_PATH inline duration jittered_delay(const backoff_options& o, i
   }
   return exponential_delay(o, attempt);
 }
+#endif  // FAILOVER_DEFINE_COMPILED
 
 namespace detail {
 

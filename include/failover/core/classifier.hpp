@@ -157,77 +157,15 @@ class classifier {
   }
 
   // Classifies a reported failure. `now` is the wall time HTTP-date waits are measured from.
-  FAILOVER_FAILURE_PATH error classify(const failure& f, wall_time now) const {
-    error e;
-    const classification c = verdict(f);
-    e.kind = c.kind;
-    e.transient = c.transient;
-    if (c.kind == error_kind::content_policy || c.kind == error_kind::context_window) {
-      e.transient = false;  // whatever a user rule says: these route, never retry the same model
-    } else {
-      if (failure::iequals(detail::trim(f.should_retry), "true")) e.transient = true;
-      if (failure::iequals(detail::trim(f.should_retry), "false")) e.transient = false;
-    }
-    e.status = f.status;
-    e.code = detail::redact(f.code);  // a code may quote the key it rejects
-    e.message = detail::redact(f.message);
-    e.retry_after = server_wait(f.retry_after_ms, f.retry_after, now);
-    e.exception = f.exception;
-    e.usage = f.usage;
-    return e;
-  }
+  FAILOVER_FAILURE_PATH FAILOVER_DECL error classify(const failure& f, wall_time now) const;
 
   // Classifies an exception thrown by a callable. A thrown `failover::failure` is classified like
   // a returned one.
-  FAILOVER_FAILURE_PATH error classify(const std::exception_ptr& p, wall_time now) const {
-    for (const auto& rule : exception_rules_) {
-      if (auto f = rule->map(p)) {
-        if (!f->exception) f->exception = p;
-        return classify(*f, now);
-      }
-    }
-    try {
-      std::rethrow_exception(p);
-    } catch (const failure& f) {
-      failure copy = f;
-      copy.exception = p;
-      return classify(copy, now);
-    } catch (...) {
-    }
-    error e;
-    e.kind = error_kind::unknown;
-    e.transient = false;
-    // The exception's text is not copied: it may quote a URL or header we cannot vet.
-    e.message = "the callable threw an unmapped exception (kept in error::exception)";
-    e.exception = p;
-    return e;
-  }
+  FAILOVER_FAILURE_PATH FAILOVER_DECL error classify(const std::exception_ptr& p,
+                                                     wall_time now) const;
 
-  classification verdict(const failure& f) const noexcept {
-    if (f.kind) return {*f.kind, default_transient(*f.kind)};
-    switch (f.transport) {
-      case transport_error::none:
-        break;
-      case transport_error::connect_timeout:
-        return {error_kind::connect_timeout, true};
-      case transport_error::read_timeout:
-        return {error_kind::read_timeout, true};
-      default:
-        return {error_kind::connection_error, true};
-    }
-    if (!f.code.empty()) {
-      for (const auto& o : code_overrides_)
-        if (o.first == f.code) return o.second;
-      if (auto c = classify_code(f.code)) return *c;
-    }
-    if (f.status) {
-      for (const auto& o : status_overrides_)
-        if (o.first == *f.status) return o.second;
-      const error_kind k = kind_of_status(*f.status);
-      return {k, default_transient(k)};
-    }
-    return {error_kind::unknown, false};
-  }
+  // The kind of a reported failure and whether it is transient, before `x-should-retry`.
+  FAILOVER_DECL classification verdict(const failure& f) const noexcept;
 
  private:
   // An on_exception mapping. Mappings never change once added, so copies of a classifier share
@@ -269,5 +207,77 @@ class classifier {
   std::vector<std::pair<std::string, classification>> code_overrides_;
   std::vector<std::shared_ptr<const exception_rule>> exception_rules_;
 };
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL error classifier::classify(const failure& f, wall_time now) const {
+  error e;
+  const classification c = verdict(f);
+  e.kind = c.kind;
+  e.transient = c.transient;
+  if (c.kind == error_kind::content_policy || c.kind == error_kind::context_window) {
+    e.transient = false;  // whatever a user rule says: these route, never retry the same model
+  } else {
+    if (failure::iequals(detail::trim(f.should_retry), "true")) e.transient = true;
+    if (failure::iequals(detail::trim(f.should_retry), "false")) e.transient = false;
+  }
+  e.status = f.status;
+  e.code = detail::redact(f.code);  // a code may quote the key it rejects
+  e.message = detail::redact(f.message);
+  e.retry_after = server_wait(f.retry_after_ms, f.retry_after, now);
+  e.exception = f.exception;
+  e.usage = f.usage;
+  return e;
+}
+
+FAILOVER_DECL error classifier::classify(const std::exception_ptr& p, wall_time now) const {
+  for (const auto& rule : exception_rules_) {
+    if (auto f = rule->map(p)) {
+      if (!f->exception) f->exception = p;
+      return classify(*f, now);
+    }
+  }
+  try {
+    std::rethrow_exception(p);
+  } catch (const failure& f) {
+    failure copy = f;
+    copy.exception = p;
+    return classify(copy, now);
+  } catch (...) {
+  }
+  error e;
+  e.kind = error_kind::unknown;
+  e.transient = false;
+  // The exception's text is not copied: it may quote a URL or header we cannot vet.
+  e.message = "the callable threw an unmapped exception (kept in error::exception)";
+  e.exception = p;
+  return e;
+}
+
+FAILOVER_DECL classification classifier::verdict(const failure& f) const noexcept {
+  if (f.kind) return {*f.kind, default_transient(*f.kind)};
+  switch (f.transport) {
+    case transport_error::none:
+      break;
+    case transport_error::connect_timeout:
+      return {error_kind::connect_timeout, true};
+    case transport_error::read_timeout:
+      return {error_kind::read_timeout, true};
+    default:
+      return {error_kind::connection_error, true};
+  }
+  if (!f.code.empty()) {
+    for (const auto& o : code_overrides_)
+      if (o.first == f.code) return o.second;
+    if (auto c = classify_code(f.code)) return *c;
+  }
+  if (f.status) {
+    for (const auto& o : status_overrides_)
+      if (o.first == *f.status) return o.second;
+    const error_kind k = kind_of_status(*f.status);
+    return {k, default_transient(k)};
+  }
+  return {error_kind::unknown, false};
+}
+#endif  // FAILOVER_DEFINE_COMPILED
 
 }  // namespace failover

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "failover/core/error.hpp"
+#include "failover/detail/failure_path.hpp"
 
 namespace failover {
 
@@ -43,16 +44,7 @@ class cancel_token {
   // Waits up to `d`; returns false when cancelled before or during the wait. A wait of a century
   // or more (duration::max() included) is a century: the standard library adds `d` to now(),
   // which would overflow and end the wait at once.
-  bool wait_for(duration d) const {
-    constexpr duration century = std::chrono::hours(24 * 365 * 100);
-    if (d > century) d = century;
-    if (!state_) {
-      std::this_thread::sleep_for(d);
-      return true;
-    }
-    std::unique_lock<std::mutex> lock(state_->mutex);
-    return !state_->wake.wait_for(lock, d, [&] { return state_->cancelled.load(); });
-  }
+  FAILOVER_DECL bool wait_for(duration d) const;
 
  private:
   friend class cancel_source;
@@ -60,6 +52,19 @@ class cancel_token {
   explicit cancel_token(std::shared_ptr<detail::cancel_state> s) noexcept : state_(std::move(s)) {}
   std::shared_ptr<detail::cancel_state> state_;
 };
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL bool cancel_token::wait_for(duration d) const {
+  constexpr duration century = std::chrono::hours(24 * 365 * 100);
+  if (d > century) d = century;
+  if (!state_) {
+    std::this_thread::sleep_for(d);
+    return true;
+  }
+  std::unique_lock<std::mutex> lock(state_->mutex);
+  return !state_->wake.wait_for(lock, d, [&] { return state_->cancelled.load(); });
+}
+#endif  // FAILOVER_DEFINE_COMPILED
 
 // Requests cancellation; hand its token() to calls. Thread-safe. A source moved from is empty,
 // as a std::stop_source is: cancel() does nothing, cancelled() is false, and its token() can never

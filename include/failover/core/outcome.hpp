@@ -95,14 +95,18 @@ struct attempt_record {
     return error_ ? *error_ : none;
   }
   // Used by drivers (and by tests that build traces): records `e` as this attempt's error.
-  failover::error& set_error(failover::error e) {
-    error_ = std::make_shared<failover::error>(std::move(e));
-    return *error_;
-  }
+  FAILOVER_DECL failover::error& set_error(failover::error e);
 
  private:
   std::shared_ptr<failover::error> error_;
 };
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL failover::error& attempt_record::set_error(failover::error e) {
+  error_ = std::make_shared<failover::error>(std::move(e));
+  return *error_;
+}
+#endif  // FAILOVER_DEFINE_COMPILED
 
 namespace detail {
 
@@ -201,25 +205,29 @@ class name_list {
 
  private:
   // Once per chain (its first call after a change): not the path a call takes.
-  FAILOVER_FAILURE_PATH names_ptr intern_now() const noexcept {
-    try {
-      name_registry& r = names_interned();
-      names_ptr p = nullptr;
-      {
-        const std::lock_guard<std::mutex> hold(r.lock);
-        p = r.find_or_add(names_);
-      }
-      // Calls racing here intern the same list and store the same pointer.
-      interned_.store(p, std::memory_order_release);
-      return p;
-    } catch (...) {
-      return nullptr;
-    }
-  }
+  FAILOVER_FAILURE_PATH FAILOVER_DECL names_ptr intern_now() const noexcept;
 
   std::vector<std::string> names_;
   mutable std::atomic<names_ptr> interned_{nullptr};
 };
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL name_list::names_ptr name_list::intern_now() const noexcept {
+  try {
+    name_registry& r = names_interned();
+    names_ptr p = nullptr;
+    {
+      const std::lock_guard<std::mutex> hold(r.lock);
+      p = r.find_or_add(names_);
+    }
+    // Calls racing here intern the same list and store the same pointer.
+    interned_.store(p, std::memory_order_release);
+    return p;
+  } catch (...) {
+    return nullptr;
+  }
+}
+#endif  // FAILOVER_DEFINE_COMPILED
 
 }  // namespace detail
 

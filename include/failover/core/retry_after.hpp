@@ -251,9 +251,13 @@ inline std::optional<duration> parse_retry_after_ms(std::string_view value) noex
 // Either may hold several values, one per line (the header came more than once, as
 // failure::header keeps it): the longest valid one counts, because retrying after a shorter one
 // would come before one of the times the server named.
-FAILOVER_FAILURE_PATH inline std::optional<duration> server_wait(std::string_view retry_after_ms,
-                                                                 std::string_view retry_after,
-                                                                 wall_time now) noexcept {
+FAILOVER_FAILURE_PATH FAILOVER_DECL std::optional<duration> server_wait(
+    std::string_view retry_after_ms, std::string_view retry_after, wall_time now) noexcept;
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL std::optional<duration> server_wait(std::string_view retry_after_ms,
+                                                  std::string_view retry_after,
+                                                  wall_time now) noexcept {
   auto longest = [](std::string_view values, auto parse) {
     std::optional<duration> best;
     for (;;) {
@@ -268,5 +272,6 @@ FAILOVER_FAILURE_PATH inline std::optional<duration> server_wait(std::string_vie
     return ms;
   return longest(retry_after, [now](std::string_view v) { return parse_retry_after(v, now); });
 }
+#endif  // FAILOVER_DEFINE_COMPILED
 
 }  // namespace failover

@@ -19,7 +19,10 @@ namespace failover::detail {
 // mask early. A defence in depth (failures keep no request header at all); it prefers masking too
 // much to too little, but keeps ordinary words ("Basic tier", "the bearer of") that no credential
 // follows.
-FAILOVER_FAILURE_PATH inline std::string redact(const std::string& text) {
+FAILOVER_FAILURE_PATH FAILOVER_DECL std::string redact(const std::string& text);
+
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_DECL std::string redact(const std::string& text) {
   const std::size_t n = text.size();
   auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
   auto is_word = [](char c) {
@@ -274,5 +277,6 @@ FAILOVER_FAILURE_PATH inline std::string redact(const std::string& text) {
   }
   return out;
 }
+#endif  // FAILOVER_DEFINE_COMPILED
 
 }  // namespace failover::detail

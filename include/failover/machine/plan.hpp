@@ -85,7 +85,9 @@ struct start_cache {
 
 // Joins `parts` into one string with one allocation: every message the machine builds is made
 // here from its parts, not by a chain of concatenations at each step that stops a call.
-FAILOVER_FAILURE_STEP inline std::string join(std::initializer_list<std::string_view> parts) {
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_FAILURE_STEP FAILOVER_DECL std::string join(
+    std::initializer_list<std::string_view> parts) {
   std::size_t size = 0;
   for (const std::string_view p : parts) size += p.size();
   std::string out;
@@ -93,22 +95,31 @@ FAILOVER_FAILURE_STEP inline std::string join(std::initializer_list<std::string_
   for (const std::string_view p : parts) out.append(p.data(), p.size());
   return out;
 }
+#else
+FAILOVER_FAILURE_STEP std::string join(std::initializer_list<std::string_view> parts);
+#endif
 
 // An error the machine makes itself (a skip, a cancelled attempt, an empty exception): one call
 // at each step rather than the error's fields written and destroyed there.
-FAILOVER_FAILURE_STEP inline error machine_error(error_kind kind, std::string_view model,
-                                                 std::string_view message) {
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_FAILURE_STEP FAILOVER_DECL error machine_error(error_kind kind, std::string_view model,
+                                                        std::string_view message) {
   error e;
   e.kind = kind;
   e.model.assign(model.data(), model.size());
   e.message.assign(message.data(), message.size());
   return e;
 }
+#else
+FAILOVER_FAILURE_STEP error machine_error(error_kind kind, std::string_view model,
+                                          std::string_view message);
+#endif
 
 // The final error when the call stops for cancellation or the deadline: the new kind, with the
 // last attempt's status, code and server wait kept (the trace holds that attempt in full).
-FAILOVER_FAILURE_STEP inline error stop_error(error_kind kind, const error* last,
-                                              std::string_view model) {
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_FAILURE_STEP FAILOVER_DECL error stop_error(error_kind kind, const error* last,
+                                                     std::string_view model) {
   error e;
   if (last) e = *last;
   e.kind = kind;
@@ -121,8 +132,13 @@ FAILOVER_FAILURE_STEP inline error stop_error(error_kind kind, const error* last
                     said ? std::string_view(last->message) : std::string_view(), last ? ")" : ""});
   return e;
 }
+#else
+FAILOVER_FAILURE_STEP error stop_error(error_kind kind, const error* last, std::string_view model);
+#endif
 
-FAILOVER_FAILURE_STEP inline error all_open_error(std::string_view model, duration until_reopen) {
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_FAILURE_STEP FAILOVER_DECL error all_open_error(std::string_view model,
+                                                         duration until_reopen) {
   char ms[24];
   const long long count =
       std::chrono::duration_cast<std::chrono::milliseconds>(until_reopen).count();
@@ -134,6 +150,9 @@ FAILOVER_FAILURE_STEP inline error all_open_error(std::string_view model, durati
   e.retry_after = until_reopen;
   return e;
 }
+#else
+FAILOVER_FAILURE_STEP error all_open_error(std::string_view model, duration until_reopen);
+#endif
 
 // What a policy that may throw threw, with the policy's name: the machine ends the call with it.
 struct policy_failure {
@@ -173,7 +192,8 @@ class guarded_backoff {
 
 // A call that could not start because interning the model names ran out of memory: it ends with
 // an error rather than an exception, and its trace names no model.
-FAILOVER_FAILURE_STEP inline error unnamed_error() noexcept {
+#if FAILOVER_DEFINE_COMPILED
+FAILOVER_FAILURE_STEP FAILOVER_DECL error unnamed_error() noexcept {
   error e;
   e.kind = error_kind::unknown;
   try {
@@ -182,6 +202,9 @@ FAILOVER_FAILURE_STEP inline error unnamed_error() noexcept {
   }
   return e;
 }
+#else
+FAILOVER_FAILURE_STEP error unnamed_error() noexcept;
+#endif
 inline const std::vector<std::string>* no_names() noexcept {
   static const std::vector<std::string> none;
   return &none;
