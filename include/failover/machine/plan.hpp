@@ -83,8 +83,15 @@ struct start_cache {
   ~start_cache() = default;
 };
 
+// The error builders below are `noinline`, which GCC refuses on a function declared `inline`
+// before: so the declaration is written only under separate compilation (every unit sees it, and
+// compiled.hpp's unit checks it against the definition), and header-only units see the definition
+// alone.
 // Joins `parts` into one string with one allocation: every message the machine builds is made
 // here from its parts, not by a chain of concatenations at each step that stops a call.
+#if defined(FAILOVER_SEPARATE_COMPILATION)
+FAILOVER_FAILURE_STEP std::string join(std::initializer_list<std::string_view> parts);
+#endif
 #if FAILOVER_DEFINE_COMPILED
 FAILOVER_FAILURE_STEP FAILOVER_DECL std::string join(
     std::initializer_list<std::string_view> parts) {
@@ -95,12 +102,14 @@ FAILOVER_FAILURE_STEP FAILOVER_DECL std::string join(
   for (const std::string_view p : parts) out.append(p.data(), p.size());
   return out;
 }
-#else
-FAILOVER_FAILURE_STEP std::string join(std::initializer_list<std::string_view> parts);
 #endif
 
 // An error the machine makes itself (a skip, a cancelled attempt, an empty exception): one call
 // at each step rather than the error's fields written and destroyed there.
+#if defined(FAILOVER_SEPARATE_COMPILATION)
+FAILOVER_FAILURE_STEP error machine_error(error_kind kind, std::string_view model,
+                                          std::string_view message);
+#endif
 #if FAILOVER_DEFINE_COMPILED
 FAILOVER_FAILURE_STEP FAILOVER_DECL error machine_error(error_kind kind, std::string_view model,
                                                         std::string_view message) {
@@ -110,13 +119,13 @@ FAILOVER_FAILURE_STEP FAILOVER_DECL error machine_error(error_kind kind, std::st
   e.message.assign(message.data(), message.size());
   return e;
 }
-#else
-FAILOVER_FAILURE_STEP error machine_error(error_kind kind, std::string_view model,
-                                          std::string_view message);
 #endif
 
 // The final error when the call stops for cancellation or the deadline: the new kind, with the
 // last attempt's status, code and server wait kept (the trace holds that attempt in full).
+#if defined(FAILOVER_SEPARATE_COMPILATION)
+FAILOVER_FAILURE_STEP error stop_error(error_kind kind, const error* last, std::string_view model);
+#endif
 #if FAILOVER_DEFINE_COMPILED
 FAILOVER_FAILURE_STEP FAILOVER_DECL error stop_error(error_kind kind, const error* last,
                                                      std::string_view model) {
@@ -132,10 +141,11 @@ FAILOVER_FAILURE_STEP FAILOVER_DECL error stop_error(error_kind kind, const erro
                     said ? std::string_view(last->message) : std::string_view(), last ? ")" : ""});
   return e;
 }
-#else
-FAILOVER_FAILURE_STEP error stop_error(error_kind kind, const error* last, std::string_view model);
 #endif
 
+#if defined(FAILOVER_SEPARATE_COMPILATION)
+FAILOVER_FAILURE_STEP error all_open_error(std::string_view model, duration until_reopen);
+#endif
 #if FAILOVER_DEFINE_COMPILED
 FAILOVER_FAILURE_STEP FAILOVER_DECL error all_open_error(std::string_view model,
                                                          duration until_reopen) {
@@ -150,8 +160,6 @@ FAILOVER_FAILURE_STEP FAILOVER_DECL error all_open_error(std::string_view model,
   e.retry_after = until_reopen;
   return e;
 }
-#else
-FAILOVER_FAILURE_STEP error all_open_error(std::string_view model, duration until_reopen);
 #endif
 
 // What a policy that may throw threw, with the policy's name: the machine ends the call with it.
@@ -192,6 +200,9 @@ class guarded_backoff {
 
 // A call that could not start because interning the model names ran out of memory: it ends with
 // an error rather than an exception, and its trace names no model.
+#if defined(FAILOVER_SEPARATE_COMPILATION)
+FAILOVER_FAILURE_STEP error unnamed_error() noexcept;
+#endif
 #if FAILOVER_DEFINE_COMPILED
 FAILOVER_FAILURE_STEP FAILOVER_DECL error unnamed_error() noexcept {
   error e;
@@ -202,8 +213,6 @@ FAILOVER_FAILURE_STEP FAILOVER_DECL error unnamed_error() noexcept {
   }
   return e;
 }
-#else
-FAILOVER_FAILURE_STEP error unnamed_error() noexcept;
 #endif
 inline const std::vector<std::string>* no_names() noexcept {
   static const std::vector<std::string> none;
