@@ -864,18 +864,23 @@ struct holding_loop {
       f();
     }
   }
+  // Runs the earliest timer, moving the fake clock to it; false when there is none.
+  bool run_one_timer() {
+    if (timers.empty()) return false;
+    auto first = timers.begin();
+    for (auto it = timers.begin(); it != timers.end(); ++it)
+      if (it->first < first->first) first = it;
+    auto [t, f] = std::move(*first);
+    timers.erase(first);
+    if (t > clock->now()) clock->advance(t - clock->now());
+    f();
+    return true;
+  }
   // Runs everything, moving the fake clock to each timer in turn.
   void run() {
     for (;;) {
       run_ready();
-      if (timers.empty()) return;
-      auto first = timers.begin();
-      for (auto it = timers.begin(); it != timers.end(); ++it)
-        if (it->first < first->first) first = it;
-      auto [t, f] = std::move(*first);
-      timers.erase(first);
-      if (t > clock->now()) clock->advance(t - clock->now());
-      f();
+      if (!run_one_timer()) return;
     }
   }
 };
@@ -1038,6 +1043,401 @@ TEST_CASE(
                     "the loop takes no work");
   held.reset();
   CHECK(watch.expired());  // the handler is destroyed with the call, never run
+}
+
+TEST_CASE("async calls: an answer from another thread that post() refuses is parked, not lost") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<failover::completion<std::string>> held;
+  chain.add("later",
+            [&held](const failover::attempt_context&, const std::string&,
+                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  holding_loop loop;
+  loop.clock = &clock;
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"), [&](failover::result<std::string> r) {
+    ++handled;
+    out.emplace(std::move(r));
+  });
+  loop.run_ready();  // the attempt is out, and the call has nothing on the loop
+  REQUIRE(held);
+  REQUIRE(loop.timers.empty());
+  loop.refuse_posts = true;  // a full queue, say, while the answer comes from a worker thread
+  SECTION("an answer: at() brings the call back for it") {
+    std::thread([&held] { (*held)(answer("ok")); }).join();
+    loop.refuse_posts = false;
+    CHECK_FALSE(out);
+    REQUIRE(loop.timers.size() == 1);  // the turn the call asked at() for
+    loop.run();
+    CHECK(handled == 1);
+    REQUIRE(out);
+    REQUIRE(out->has_value());
+    CHECK(**out == "ok");
+    CHECK(out->trace().size() == 1);
+  }
+  SECTION("what the attempt threw, reported through fail(): at() brings it back too") {
+    std::thread([&held] {
+      held->fail(std::make_exception_ptr(std::runtime_error("worker gave up")));
+    }).join();
+    loop.refuse_posts = false;
+    CHECK_FALSE(out);
+    REQUIRE(loop.timers.size() == 1);
+    loop.run();
+    CHECK(handled == 1);
+    REQUIRE(out);
+    REQUIRE_FALSE(out->has_value());  // an unmapped exception is permanent: one entry, one try
+    REQUIRE(out->trace().size() == 1);
+    REQUIRE(out->error().exception);
+    CHECK_THROWS_WITH(std::rethrow_exception(out->error().exception), "worker gave up");
+  }
+}
+
+TEST_CASE("async calls: with post() and at() refusing, a parked answer waits for the deadline") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<failover::completion<std::string>> held;
+  chain.add("later",
+            [&held](const failover::attempt_context&, const std::string&,
+                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  holding_loop loop;
+  loop.clock = &clock;
+  failover::inline_pool pool;
+  failover::call_options call;
+  call.deadline = std::chrono::seconds(10);
+  std::optional<failover::result<std::string>> out;
+  failover::async_run_on(chain, loop, pool, call, std::string("q"),
+                         [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.run_ready();
+  REQUIRE(held);
+  REQUIRE(loop.timers.size() == 1);  // the deadline's
+  loop.refuse_posts = true;
+  loop.refuse_timers = true;
+  std::thread([&held] { (*held)(answer("ok")); }).join();
+  loop.refuse_posts = false;
+  loop.refuse_timers = false;
+  CHECK_FALSE(out);
+  CHECK(loop.timers.size() == 1);  // nothing more could be handed over
+  const failover::time_point start = clock.now();
+  loop.run();  // the deadline's turn takes the parked answer before the deadline can end the call
+  CHECK(clock.now() - start == std::chrono::seconds(10));
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "ok");
+}
+
+namespace {
+// A loop with one timer, as the Asio driver's asio_loop has one per call: a later at() replaces
+// the earlier one (whose closure is destroyed inside at()). Everything runs on the test's thread.
+struct one_timer_loop {
+  using one_timer_per_call = std::true_type;
+  bool running_in_this_thread() const { return true; }
+  const failover::testing::fake_clock* clock = nullptr;
+  bool refuse_posts = false;
+  std::vector<std::function<void()>> ready;
+  std::optional<std::pair<failover::time_point, std::function<void()>>> timer;
+  void post(std::function<void()> f) {
+    if (refuse_posts) throw std::runtime_error("the queue is full");
+    ready.push_back(std::move(f));
+  }
+  void at(failover::time_point t, std::function<void()> f) {
+    timer.reset();
+    timer.emplace(t, std::move(f));
+  }
+  void run() {
+    for (;;) {
+      while (!ready.empty()) {
+        auto f = std::move(ready.front());
+        ready.erase(ready.begin());
+        f();
+      }
+      if (!timer) return;
+      auto next = std::move(*timer);
+      timer.reset();
+      if (next.first > clock->now()) clock->advance(next.first - clock->now());
+      next.second();
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("async calls: a parked answer's turn on a one-timer loop keeps the call's deadline") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<failover::completion<std::string>> first;
+  std::optional<failover::completion<std::string>> second;
+  chain.add(exact_retrier("first", 1),
+            [&first](const failover::attempt_context&, const std::string&,
+                     failover::completion<std::string> done) { first.emplace(std::move(done)); });
+  chain.add("second", [&second](const failover::attempt_context&, const std::string&,
+                                failover::completion<std::string> done) {
+    second.emplace(std::move(done));  // never answers
+  });
+  one_timer_loop loop;
+  loop.clock = &clock;
+  failover::inline_pool pool;
+  failover::call_options call;
+  call.deadline = std::chrono::seconds(10);
+  std::optional<failover::result<std::string>> out;
+  const failover::time_point start = clock.now();
+  failover::async_run_on(chain, loop, pool, call, std::string("q"),
+                         [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  while (!loop.ready.empty()) {
+    auto f = std::move(loop.ready.front());
+    loop.ready.erase(loop.ready.begin());
+    f();
+  }
+  REQUIRE(first);
+  REQUIRE(loop.timer);  // the deadline's
+  // On the loop's thread, outside the call's own actions, the attempt reports a throw while the
+  // queue is full: the answer is parked and the call's turn replaces its deadline timer.
+  loop.refuse_posts = true;
+  first->fail(std::make_exception_ptr(std::runtime_error("worker gave up")));
+  loop.refuse_posts = false;
+  REQUIRE(loop.timer);
+  CHECK(loop.timer->first == clock.now());
+  loop.run();  // the turn: the failure falls back to "second", which never answers; the deadline
+  CHECK(second);
+  REQUIRE(out);
+  REQUIRE_FALSE(out->has_value());
+  CHECK(out->error().kind == failover::error_kind::deadline_exceeded);
+  CHECK(clock.now() - start == std::chrono::seconds(10));
+}
+
+TEST_CASE("async calls: a parked answer's turn leaves a loop's other timers alone") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<failover::completion<std::string>> first;
+  std::optional<failover::completion<std::string>> second;
+  chain.add(exact_retrier("first", 1),
+            [&first](const failover::attempt_context&, const std::string&,
+                     failover::completion<std::string> done) { first.emplace(std::move(done)); });
+  chain.add("second",
+            [&second](const failover::attempt_context&, const std::string&,
+                      failover::completion<std::string> done) { second.emplace(std::move(done)); });
+  holding_loop loop;  // keeps every timer: the deadline's stays armed through the turn
+  loop.clock = &clock;
+  failover::inline_pool pool;
+  failover::call_options call;
+  call.deadline = std::chrono::seconds(10);
+  std::optional<failover::result<std::string>> out;
+  failover::async_run_on(chain, loop, pool, call, std::string("q"),
+                         [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.run_ready();
+  REQUIRE(first);
+  REQUIRE(loop.timers.size() == 1);  // the deadline's
+  loop.refuse_posts = true;
+  std::thread([&first] { (*first)(answer(failover::failure::http(503))); }).join();
+  loop.refuse_posts = false;
+  REQUIRE(loop.timers.size() == 2);  // and the turn's
+  loop.refuse_timers = true;         // still congested when the turn runs
+  REQUIRE(loop.run_one_timer());     // the turn: "second" is called, nothing more is armed
+  loop.refuse_timers = false;
+  REQUIRE(second);
+  (*second)(answer("ok"));
+  loop.run();
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "ok");
+}
+
+TEST_CASE("async calls: fail(nullptr) is an empty exception, posted or parked") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<failover::completion<std::string>> held;
+  chain.add("later",
+            [&held](const failover::attempt_context&, const std::string&,
+                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  holding_loop loop;
+  loop.clock = &clock;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"),
+                      [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.run_ready();
+  REQUIRE(held);
+  const bool refused = GENERATE(false, true);
+  loop.refuse_posts = refused;
+  std::thread([&held] { held->fail(nullptr); }).join();
+  loop.refuse_posts = false;
+  loop.run();
+  REQUIRE(out);
+  REQUIRE_FALSE(out->has_value());
+  CHECK(out->trace().attempts()[0].error().message == "the attempt reported an empty exception");
+}
+
+TEST_CASE("async calls: a loop that refuses the deadline's timer ends the call once") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<failover::completion<std::string>> held;
+  chain.add("later",
+            [&held](const failover::attempt_context&, const std::string&,
+                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  holding_loop loop;
+  loop.clock = &clock;
+  loop.refuse_timers = true;
+  failover::inline_pool pool;
+  failover::call_options call;
+  call.deadline = std::chrono::seconds(10);
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run_on(chain, loop, pool, call, std::string("q"),
+                         [&](failover::result<std::string> r) {
+                           ++handled;
+                           out.emplace(std::move(r));
+                         });
+  loop.run();
+  CHECK(held);
+  CHECK(handled == 1);
+  REQUIRE(out);
+  REQUIRE_FALSE(out->has_value());
+  CHECK(out->error().message.find("the loop's timer threw") != std::string::npos);
+  held.reset();  // an answer too late for the call
+  loop.run();
+  CHECK(handled == 1);
+}
+
+TEST_CASE("async calls: an answer, then a throw the loop refuses: the answer still counts") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  holding_loop loop;
+  loop.clock = &clock;
+  chain.add("answers-then-throws", [&loop](const failover::attempt_context&, const std::string&,
+                                           failover::completion<std::string> done) {
+    done(answer("ok"));        // posted: the queue has room
+    loop.refuse_posts = true;  // and now it is full
+    throw std::runtime_error("after answering");
+  });
+  std::optional<failover::result<std::string>> out;
+  failover::async_run(chain, loop, std::string("q"),
+                      [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.run_ready();
+  loop.refuse_posts = false;
+  loop.run();
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "ok");
+  CHECK(out->trace().size() == 1);
+}
+
+namespace {
+// A pool that takes no work, as a bounded pool that is full.
+struct full_pool {
+  void submit(const std::function<void()>&) const { throw std::runtime_error("the pool is full"); }
+};
+}  // namespace
+
+TEST_CASE("async calls: a pool that refuses an attempt: the attempt fails with it, the call ends") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  int blocking = 0;
+  chain.add("blocking", [&blocking](const std::string& p) {
+    ++blocking;
+    return p;
+  });
+  chain.add("async", [](const failover::attempt_context&, const std::string& p,
+                        failover::completion<std::string> done) { done(answer("async:" + p)); });
+  failover::testing::fake_loop loop(clock);
+  full_pool pool;
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run_on(chain, loop, pool, failover::call_options{}, std::string("q"),
+                         [&](failover::result<std::string> r) {
+                           ++handled;
+                           out.emplace(std::move(r));
+                         });
+  CHECK_NOTHROW(loop.run());
+  CHECK(handled == 1);
+  CHECK(blocking == 0);
+  REQUIRE(out);
+  REQUIRE(out->has_value());  // the refusal is the first entry's failure: the next one served
+  CHECK(**out == "async:q");
+  REQUIRE(out->trace().size() == 2);
+  const failover::error& refused = out->trace().attempts()[0].error();
+  REQUIRE(refused.exception);
+  CHECK_THROWS_WITH(std::rethrow_exception(refused.exception), "the pool is full");
+}
+
+namespace {
+// A pool that keeps the closure and then says it is full, as a queue that took work it will run.
+struct keeping_full_pool {
+  std::vector<std::function<void()>>* kept;
+  void submit(const std::function<void()>& f) const {
+    kept->push_back(f);
+    throw std::runtime_error("taken, then reported full");
+  }
+};
+// A pool that drops what it took without running it (shutting down with work queued).
+struct keeping_pool {
+  std::vector<std::function<void()>>* kept;
+  void submit(const std::function<void()>& f) const { kept->push_back(f); }
+};
+}  // namespace
+
+TEST_CASE("async calls: an attempt its pool refused runs cancelled if the pool runs it after all") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  std::optional<bool> cancelled_when_run;
+  chain.add("blocking", [&](const failover::attempt_context& ctx, const std::string& p) {
+    cancelled_when_run = ctx.cancelled();
+    return p;
+  });
+  chain.add("async", [](const failover::attempt_context&, const std::string& p,
+                        failover::completion<std::string> done) { done(answer("async:" + p)); });
+  failover::testing::fake_loop loop(clock);
+  std::vector<std::function<void()>> kept;
+  const keeping_full_pool pool{&kept};
+  std::optional<failover::result<std::string>> out;
+  failover::async_run_on(chain, loop, pool, failover::call_options{}, std::string("q"),
+                         [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
+  loop.run();
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "async:q");
+  REQUIRE(kept.size() == 1);
+  kept.front()();  // the pool runs what it had taken
+  loop.run();
+  REQUIRE(cancelled_when_run);
+  CHECK(*cancelled_when_run);
+  CHECK(**out == "async:q");  // and the answer changes nothing
+}
+
+TEST_CASE("async calls: a pool that drops an attempt unrun: it fails as lost, the call goes on") {
+  failover::testing::fake_clock clock;
+  chain_t chain;
+  failover::testing::use_fake_time(chain, clock);
+  chain.add("blocking", [](const std::string& p) { return p; });
+  chain.add("async", [](const failover::attempt_context&, const std::string& p,
+                        failover::completion<std::string> done) { done(answer("async:" + p)); });
+  failover::testing::fake_loop loop(clock);
+  std::vector<std::function<void()>> kept;
+  const keeping_pool pool{&kept};
+  int handled = 0;
+  std::optional<failover::result<std::string>> out;
+  failover::async_run_on(chain, loop, pool, failover::call_options{}, std::string("q"),
+                         [&](failover::result<std::string> r) {
+                           ++handled;
+                           out.emplace(std::move(r));
+                         });
+  loop.run();
+  REQUIRE(kept.size() == 1);
+  CHECK_FALSE(out);
+  kept.clear();  // the pool shuts down with the attempt queued
+  loop.run();
+  CHECK(handled == 1);
+  REQUIRE(out);
+  REQUIRE(out->has_value());
+  CHECK(**out == "async:q");
+  REQUIRE(out->trace().size() == 2);
+  CHECK(out->trace().attempts()[0].error().message.find("completion") != std::string::npos);
 }
 
 namespace {

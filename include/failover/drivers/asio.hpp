@@ -112,6 +112,8 @@ class asio_loop {
   // Its context's shutdown lets go of the calls on it (asio_call_registry), so the callback
   // driver's closures need not watch for being destroyed unrun.
   using frees_pending_calls = std::true_type;
+  // at() resets the call's one steady_timer, which is not safe to touch from another thread.
+  using one_timer_per_call = std::true_type;
 
   explicit asio_loop(const Executor& ex)
       : ex_(ex), timer_(ex), registry_(::asio::use_service<asio_call_registry>(context_of(ex))) {}
