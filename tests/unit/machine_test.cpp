@@ -886,6 +886,19 @@ struct holding_loop {
 };
 }  // namespace
 
+namespace {
+// An asynchronous entry that keeps its completion in `slot`: the test answers for it.
+auto keeps_completion(std::optional<failover::completion<std::string>>& slot) {
+  return [&slot](const failover::attempt_context&, const std::string&,
+                 failover::completion<std::string> done) { slot.emplace(std::move(done)); };
+}
+failover::call_options with_deadline(failover::duration d) {
+  failover::call_options call;
+  call.deadline = d;
+  return call;
+}
+}  // namespace
+
 TEST_CASE(
     "async calls: a loop destroyed with calls pending lets each go: handlers destroyed, "
     "never run") {
@@ -1050,9 +1063,7 @@ TEST_CASE("async calls: an answer from another thread that post() refuses is par
   chain_t chain;
   failover::testing::use_fake_time(chain, clock);
   std::optional<failover::completion<std::string>> held;
-  chain.add("later",
-            [&held](const failover::attempt_context&, const std::string&,
-                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  chain.add("later", keeps_completion(held));
   holding_loop loop;
   loop.clock = &clock;
   int handled = 0;
@@ -1099,14 +1110,11 @@ TEST_CASE("async calls: with post() and at() refusing, a parked answer waits for
   chain_t chain;
   failover::testing::use_fake_time(chain, clock);
   std::optional<failover::completion<std::string>> held;
-  chain.add("later",
-            [&held](const failover::attempt_context&, const std::string&,
-                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  chain.add("later", keeps_completion(held));
   holding_loop loop;
   loop.clock = &clock;
   failover::inline_pool pool;
-  failover::call_options call;
-  call.deadline = std::chrono::seconds(10);
+  const failover::call_options call = with_deadline(std::chrono::seconds(10));
   std::optional<failover::result<std::string>> out;
   failover::async_run_on(chain, loop, pool, call, std::string("q"),
                          [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
@@ -1146,13 +1154,16 @@ struct one_timer_loop {
     timer.reset();
     timer.emplace(t, std::move(f));
   }
+  void run_ready() {
+    while (!ready.empty()) {
+      auto f = std::move(ready.front());
+      ready.erase(ready.begin());
+      f();
+    }
+  }
   void run() {
     for (;;) {
-      while (!ready.empty()) {
-        auto f = std::move(ready.front());
-        ready.erase(ready.begin());
-        f();
-      }
+      run_ready();
       if (!timer) return;
       auto next = std::move(*timer);
       timer.reset();
@@ -1169,27 +1180,17 @@ TEST_CASE("async calls: a parked answer's turn on a one-timer loop keeps the cal
   failover::testing::use_fake_time(chain, clock);
   std::optional<failover::completion<std::string>> first;
   std::optional<failover::completion<std::string>> second;
-  chain.add(exact_retrier("first", 1),
-            [&first](const failover::attempt_context&, const std::string&,
-                     failover::completion<std::string> done) { first.emplace(std::move(done)); });
-  chain.add("second", [&second](const failover::attempt_context&, const std::string&,
-                                failover::completion<std::string> done) {
-    second.emplace(std::move(done));  // never answers
-  });
+  chain.add(exact_retrier("first", 1), keeps_completion(first));
+  chain.add("second", keeps_completion(second));
   one_timer_loop loop;
   loop.clock = &clock;
   failover::inline_pool pool;
-  failover::call_options call;
-  call.deadline = std::chrono::seconds(10);
+  const failover::call_options call = with_deadline(std::chrono::seconds(10));
   std::optional<failover::result<std::string>> out;
   const failover::time_point start = clock.now();
   failover::async_run_on(chain, loop, pool, call, std::string("q"),
                          [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
-  while (!loop.ready.empty()) {
-    auto f = std::move(loop.ready.front());
-    loop.ready.erase(loop.ready.begin());
-    f();
-  }
+  loop.run_ready();
   REQUIRE(first);
   REQUIRE(loop.timer);  // the deadline's
   // On the loop's thread, outside the call's own actions, the attempt reports a throw while the
@@ -1213,17 +1214,12 @@ TEST_CASE("async calls: a parked answer's turn leaves a loop's other timers alon
   failover::testing::use_fake_time(chain, clock);
   std::optional<failover::completion<std::string>> first;
   std::optional<failover::completion<std::string>> second;
-  chain.add(exact_retrier("first", 1),
-            [&first](const failover::attempt_context&, const std::string&,
-                     failover::completion<std::string> done) { first.emplace(std::move(done)); });
-  chain.add("second",
-            [&second](const failover::attempt_context&, const std::string&,
-                      failover::completion<std::string> done) { second.emplace(std::move(done)); });
+  chain.add(exact_retrier("first", 1), keeps_completion(first));
+  chain.add("second", keeps_completion(second));
   holding_loop loop;  // keeps every timer: the deadline's stays armed through the turn
   loop.clock = &clock;
   failover::inline_pool pool;
-  failover::call_options call;
-  call.deadline = std::chrono::seconds(10);
+  const failover::call_options call = with_deadline(std::chrono::seconds(10));
   std::optional<failover::result<std::string>> out;
   failover::async_run_on(chain, loop, pool, call, std::string("q"),
                          [&](failover::result<std::string> r) { out.emplace(std::move(r)); });
@@ -1250,9 +1246,7 @@ TEST_CASE("async calls: fail(nullptr) is an empty exception, posted or parked") 
   chain_t chain;
   failover::testing::use_fake_time(chain, clock);
   std::optional<failover::completion<std::string>> held;
-  chain.add("later",
-            [&held](const failover::attempt_context&, const std::string&,
-                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  chain.add("later", keeps_completion(held));
   holding_loop loop;
   loop.clock = &clock;
   std::optional<failover::result<std::string>> out;
@@ -1275,15 +1269,12 @@ TEST_CASE("async calls: a loop that refuses the deadline's timer ends the call o
   chain_t chain;
   failover::testing::use_fake_time(chain, clock);
   std::optional<failover::completion<std::string>> held;
-  chain.add("later",
-            [&held](const failover::attempt_context&, const std::string&,
-                    failover::completion<std::string> done) { held.emplace(std::move(done)); });
+  chain.add("later", keeps_completion(held));
   holding_loop loop;
   loop.clock = &clock;
   loop.refuse_timers = true;
   failover::inline_pool pool;
-  failover::call_options call;
-  call.deadline = std::chrono::seconds(10);
+  const failover::call_options call = with_deadline(std::chrono::seconds(10));
   int handled = 0;
   std::optional<failover::result<std::string>> out;
   failover::async_run_on(chain, loop, pool, call, std::string("q"),

@@ -250,10 +250,9 @@ class async_call
         invoke(entry, r, std::move(done));
       } else {
         // A synchronous entry runs where the pool says; the completion is shared so that the
-        // pool's std::function can be copied.
-        // A completion lost while submit() runs is noted: if submit() throws, what it threw is
-        // the attempt's answer. One lost once submit() has returned (a pool that drops the
-        // closure unrun) is the answer.
+        // pool's std::function can be copied. A completion lost while submit() runs is noted (if
+        // submit() throws, what it threw is the answer); one lost after it returned (a pool that
+        // drops the closure unrun) is the answer.
         auto self = self_;
         auto boxed = std::make_shared<completion<value>>(std::move(done));
         r->phase.store(queued);
@@ -323,9 +322,9 @@ class async_call
       loop_.at(now(), work([](async_call& c) {
                  if (!c.machine_) return;
                  // A loop with one timer per call (asio_loop) gave up the call's own timer for
-                 // this turn: watch() arms it again. Other loops still hold it.
+                 // this turn: watch() arms it again. Other loops still hold it. pump() takes the
+                 // mail (the machine has no action left between turns).
                  if (one_timer_per_call<Loop>::value) c.armed_.reset();
-                 c.take_mail();
                  c.pump();
                }));
     } catch (...) {  // NOLINT(bugprone-empty-catch): taken at the call's next turn on the loop
